@@ -1,0 +1,402 @@
+"""The candle loop: one account, several coins, long and short, numba-compiled.
+
+Every order comes from ``bot.core.ideal_orders`` and every fill is booked by
+``bot.core.account``, the same functions the live bot and the simulated venue call. The loop
+only decides *when* to ask: the order grid of a position depends on its size, price and the
+balance, so it is recomputed only after something changed (a fill or a balance change), and a
+candle that cannot reach the nearest cached order costs a few comparisons. A flat side's initial
+entry follows the EMAs, so its price is computed every candle (one cheap call).
+
+Fill model (DESIGN.md): orders computed from the state after candle k-1 (bid = ask = close of
+k-1, EMAs through k-1) rest through candle k; buys fill when low < price, sells when
+high > price, at the order's price with the maker fee; the side of the candle nearer its open
+fills first. Orders created by a fill in candle k rest from candle k+1. Funding is paid at the
+open of each candle whose open time is a multiple of 8 hours. Cross-margin liquidation is
+checked with positions before and after the candle's fills at the candle's adverse extremes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from bot.core.account import apply_fill, candle_low_first, funding_payment, unrealized_pnl
+from bot.core.ema import ema_alphas, ema_update
+from bot.core.grid import (
+    close_grid,
+    entry_grid,
+    ideal_orders_into,
+    initial_entry_price,
+    opening_slots,
+    unstuck_order,
+)
+from bot.core.margin import account_liquidation, maintenance_margin
+from bot.core.params import (
+    KIND_LIQUIDATION,
+    MAX_ORDERS,
+    P_EMA_SPAN_0,
+    P_EMA_SPAN_1,
+    P_ENABLED,
+)
+
+__all__ = ["EngineInputs", "EngineOutput", "run_engine", "F_COLUMNS"]
+
+# Columns of the fills array.
+F_K = 0  # candle index
+F_SYMBOL = 1  # coin index
+F_SIDE = 2  # 1 long, -1 short
+F_QTY = 3  # signed: + buy, - sell
+F_PRICE = 4
+F_FEE = 5
+F_PNL = 6  # realized pnl (gross of fee)
+F_BALANCE = 7  # balance after the fill
+F_WE = 8  # wallet exposure of this position after the fill
+F_KIND = 9  # bot.core.params KIND_*
+F_POS_SIZE = 10
+F_POS_PRICE = 11
+N_F = 12
+F_COLUMNS = (
+    "k", "symbol", "side", "qty", "price", "fee", "pnl", "balance", "wallet_exposure", "kind",
+    "pos_size", "pos_price",
+)  # fmt: skip
+
+FUNDING_INTERVAL_MS = 8 * 3600 * 1000
+_NO_ORDER_LOW = -1.0  # an entry trigger nothing can reach
+_NO_ORDER_HIGH = np.inf
+
+
+@dataclass(frozen=True)
+class EngineInputs:
+    """Everything the kernel needs, as arrays (built by ``backtest.runner``)."""
+
+    timestamps: np.ndarray  # int64 (n,)
+    ohlcv: np.ndarray  # float64 (n_symbols, n, 5)
+    markets: np.ndarray  # float64 (n_symbols, N_MARKET)
+    tiers: np.ndarray  # float64 (n_symbols, depth, 5), see bot.core.margin.stack_tiers
+    params_long: np.ndarray  # float64 (N_PARAMS,)
+    params_short: np.ndarray
+    n_positions_long: int
+    n_positions_short: int
+    starting_balance: float
+    maker_fee: float
+    funding_rate: float
+    trade_start: int  # candles before this only warm up the EMAs
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    fills: np.ndarray  # (n_fills, N_F)
+    balance: np.ndarray  # (n,) balance at each candle's close
+    equity: np.ndarray  # (n,) equity at each candle's close
+    positions: np.ndarray  # (n, n_symbols, 4): long size, long price, short size, short price
+    liquidated_k: int  # candle index of the liquidation, -1 when none
+    fees_paid: float
+    funding_paid: float
+    realized_pnl: float
+
+
+@njit(cache=True)
+def _triggers(
+    side: int,
+    balance: float,
+    size: float,
+    pos_price: float,
+    price: float,
+    emas: np.ndarray,
+    market: np.ndarray,
+    params: np.ndarray,
+    buf: np.ndarray,
+) -> tuple[float, float]:
+    """(nearest entry price, nearest close price) of a position, or prices nothing reaches.
+
+    Asks the core for one entry level and the close grid: the same numbers ideal_orders
+    starts with, at a fraction of the cost of the whole ladder.
+    """
+    far_entry = _NO_ORDER_LOW if side > 0 else _NO_ORDER_HIGH
+    far_close = _NO_ORDER_HIGH if side > 0 else _NO_ORDER_LOW
+    stop = 0.0 if side > 0 else np.inf
+    n = entry_grid(
+        side, balance, size, pos_price, price, price, emas, market, params, buf, 0, stop, 1
+    )
+    entry = buf[0, 1] if n > 0 else far_entry
+    n = close_grid(side, balance, size, pos_price, price, price, market, params, buf, 0)
+    close = buf[0, 1] if n > 0 else far_close
+    return entry, close
+
+
+@njit(cache=True)
+def _record(fills, nf, k, s, side, qty, price, fee, pnl, balance, size, pos_price, kind):  # noqa: ANN001, ANN202
+    if nf < fills.shape[0]:
+        fills[nf, F_K] = k
+        fills[nf, F_SYMBOL] = s
+        fills[nf, F_SIDE] = side
+        fills[nf, F_QTY] = qty
+        fills[nf, F_PRICE] = price
+        fills[nf, F_FEE] = fee
+        fills[nf, F_PNL] = pnl
+        fills[nf, F_BALANCE] = balance
+        fills[nf, F_WE] = size * pos_price / balance if balance > 0.0 else np.inf
+        fills[nf, F_KIND] = kind
+        fills[nf, F_POS_SIZE] = size
+        fills[nf, F_POS_PRICE] = pos_price
+    return nf + 1
+
+
+@njit(cache=True)
+def _kernel(  # noqa: PLR0913, PLR0915
+    timestamps: np.ndarray,
+    ohlcv: np.ndarray,
+    markets: np.ndarray,
+    tiers: np.ndarray,
+    params_long: np.ndarray,
+    params_short: np.ndarray,
+    n_positions_long: int,
+    n_positions_short: int,
+    starting_balance: float,
+    maker_fee: float,
+    funding_rate: float,
+    trade_start: int,
+    fills: np.ndarray,
+):  # noqa: ANN202
+    n_sym = ohlcv.shape[0]
+    n = ohlcv.shape[1]
+    balance = starting_balance
+    balance_peak = starting_balance
+    fees_paid = 0.0
+    funding_paid = 0.0
+    realized = 0.0
+    nf = 0
+    liquidated_k = -1
+
+    # state per coin: [0] long, [1] short
+    size = np.zeros((n_sym, 2))
+    pprice = np.zeros((n_sym, 2))
+    sides = np.array([1, -1])
+    enabled = np.array([params_long[P_ENABLED] != 0.0, params_short[P_ENABLED] != 0.0])
+    alphas = np.empty((2, 3))
+    alphas[0] = ema_alphas(params_long[P_EMA_SPAN_0], params_long[P_EMA_SPAN_1])
+    alphas[1] = ema_alphas(params_short[P_EMA_SPAN_0], params_short[P_EMA_SPAN_1])
+    emas = np.empty((n_sym, 2, 3))
+    for s in range(n_sym):
+        emas[s, 0, :] = ohlcv[s, 0, 3]
+        emas[s, 1, :] = ohlcv[s, 0, 3]
+    # cached triggers, valid while ``dirty`` is False
+    entry_trig = np.zeros((n_sym, 2))
+    close_trig = np.zeros((n_sym, 2))
+    dirty = True
+
+    out_balance = np.empty(n)
+    out_equity = np.empty(n)
+    out_pos = np.zeros((n, n_sym, 4))
+    lows = np.empty(n_sym)
+    highs = np.empty(n_sym)
+    refs = np.empty(n_sym)
+    may_open = np.ones((n_sym, 2), dtype=np.bool_)
+    buf = np.zeros((MAX_ORDERS, 3))
+    ol = np.zeros((MAX_ORDERS, 3))
+    osh = np.zeros((MAX_ORDERS, 3))
+    ts_mod = timestamps % FUNDING_INTERVAL_MS
+
+    for k in range(n):
+        if k > 0:
+            for s in range(n_sym):
+                ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
+                ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
+        trading = k >= trade_start and k > 0 and liquidated_k < 0
+        # Orders resting in candle k were sized from the state after candle k-1.
+        ord_balance = balance
+        ord_peak = balance_peak
+        recompute = dirty
+        dirty = False
+        if trading and ts_mod[k] == 0:
+            for s in range(n_sym):
+                for j in range(2):
+                    if size[s, j] > 0.0:
+                        pay = funding_payment(sides[j], size[s, j], ohlcv[s, k, 0], funding_rate)
+                        balance -= pay
+                        funding_paid += pay
+                        dirty = True
+        if trading:
+            # liquidation with the positions held coming into the candle
+            for s in range(n_sym):
+                lows[s] = ohlcv[s, k, 2]
+                highs[s] = ohlcv[s, k, 1]
+                refs[s] = ohlcv[s, k, 0]
+            liq = account_liquidation(
+                balance,
+                size[:, 0],
+                pprice[:, 0],
+                size[:, 1],
+                pprice[:, 1],
+                refs,
+                lows,
+                highs,
+                tiers,
+            )
+            if liq.shape[0] == 0:
+                nf_candle = nf
+                if recompute:
+                    sl = opening_slots(size[:, 0], n_positions_long)
+                    ss = opening_slots(size[:, 1], n_positions_short)
+                    for s in range(n_sym):
+                        may_open[s, 0] = sl[s]
+                        may_open[s, 1] = ss[s]
+                for s in range(n_sym):
+                    prev_close = ohlcv[s, k - 1, 3]
+                    o = ohlcv[s, k, 0]
+                    hi = ohlcv[s, k, 1]
+                    lo = ohlcv[s, k, 2]
+                    hit = False
+                    for j in range(2):
+                        side = sides[j]
+                        prm = params_long if j == 0 else params_short
+                        if size[s, j] == 0.0:
+                            if not (enabled[j] and may_open[s, j]):
+                                continue
+                            p0 = initial_entry_price(
+                                side, prev_close, prev_close, emas[s, j], markets[s], prm
+                            )
+                            if (side > 0 and lo < p0) or (side < 0 and hi > p0):
+                                hit = True
+                            continue
+                        if recompute:
+                            entry_trig[s, j], close_trig[s, j] = _triggers(
+                                side, ord_balance, size[s, j], pprice[s, j], prev_close,
+                                emas[s, j], markets[s], prm, buf,
+                            )  # fmt: skip
+                        if side > 0 and (lo < entry_trig[s, j] or hi > close_trig[s, j]):
+                            hit = True
+                        elif side < 0 and (hi > entry_trig[s, j] or lo < close_trig[s, j]):
+                            hit = True
+                        else:
+                            uq, up = unstuck_order(
+                                side, ord_balance, ord_peak, size[s, j], pprice[s, j],
+                                prev_close, prev_close, emas[s, j], markets[s], prm,
+                            )  # fmt: skip
+                            if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
+                                hit = True
+                    if not hit:
+                        continue
+                    # Orders of both sides from the state after candle k-1; entry levels the
+                    # candle cannot reach are left out (they could not fill).
+                    n_ol = ideal_orders_into(
+                        1, ord_balance, ord_peak, size[s, 0], pprice[s, 0], prev_close,
+                        prev_close, emas[s, 0], markets[s], params_long, may_open[s, 0], ol, lo,
+                    )  # fmt: skip
+                    n_os = ideal_orders_into(
+                        -1, ord_balance, ord_peak, size[s, 1], pprice[s, 1], prev_close,
+                        prev_close, emas[s, 1], markets[s], params_short, may_open[s, 1], osh, hi,
+                    )  # fmt: skip
+                    low_first = candle_low_first(o, hi, lo)
+                    for phase in range(2):
+                        buys = (phase == 0) == low_first
+                        # rows of both sides on this phase's side of the book, nearest first
+                        for jj in range(2):
+                            orders = ol if jj == 0 else osh
+                            n_orders = n_ol if jj == 0 else n_os
+                            side = sides[jj]
+                            for i in range(n_orders):
+                                q = orders[i, 0]
+                                p = orders[i, 1]
+                                if (q > 0.0) != buys:
+                                    continue
+                                if buys and not lo < p:
+                                    continue
+                                if (not buys) and not hi > p:
+                                    continue
+                                if (q > 0.0) != (side > 0) and size[s, jj] <= 0.0:
+                                    continue  # reduce-only with nothing left to reduce
+                                new_size, new_price, pnl = apply_fill(
+                                    side, size[s, jj], pprice[s, jj], q, p
+                                )
+                                filled = (
+                                    abs(q) if (q > 0.0) == (side > 0) else size[s, jj] - new_size
+                                )
+                                fee = filled * p * maker_fee
+                                size[s, jj] = new_size
+                                pprice[s, jj] = new_price
+                                balance += pnl - fee
+                                fees_paid += fee
+                                realized += pnl
+                                if balance > balance_peak:
+                                    balance_peak = balance
+                                nf = _record(
+                                    fills, nf, k, s, side, filled * (1.0 if q > 0.0 else -1.0), p,
+                                    fee, pnl, balance, new_size, new_price, orders[i, 2],
+                                )  # fmt: skip
+                                dirty = True
+                # liquidation with the positions after the candle's fills, if any
+                if nf > nf_candle:
+                    liq = account_liquidation(
+                        balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], refs, lows,
+                        highs, tiers,
+                    )  # fmt: skip
+            if liq.shape[0] > 0:
+                for s in range(n_sym):
+                    for j in range(2):
+                        if size[s, j] <= 0.0:
+                            continue
+                        side = sides[j]
+                        p = liq[s]
+                        fee = maintenance_margin(size[s, j] * p, tiers[s])
+                        q = size[s, j]
+                        new_size, new_price, pnl = apply_fill(side, q, pprice[s, j], -side * q, p)
+                        balance += pnl - fee
+                        fees_paid += fee
+                        realized += pnl
+                        size[s, j] = 0.0
+                        pprice[s, j] = 0.0
+                        nf = _record(
+                            fills, nf, k, s, side, -side * q, p, fee, pnl, balance, 0.0, 0.0,
+                            KIND_LIQUIDATION,
+                        )  # fmt: skip
+                liquidated_k = k
+        # Record the candle's close.
+        equity = balance
+        for s in range(n_sym):
+            c = ohlcv[s, k, 3]
+            equity += unrealized_pnl(1, size[s, 0], pprice[s, 0], c)
+            equity += unrealized_pnl(-1, size[s, 1], pprice[s, 1], c)
+            out_pos[k, s, 0] = size[s, 0]
+            out_pos[k, s, 1] = pprice[s, 0]
+            out_pos[k, s, 2] = size[s, 1]
+            out_pos[k, s, 3] = pprice[s, 1]
+        out_balance[k] = balance
+        out_equity[k] = equity
+    return (
+        nf,
+        out_balance,
+        out_equity,
+        out_pos,
+        liquidated_k,
+        fees_paid,
+        funding_paid,
+        realized,
+    )
+
+
+def run_engine(inp: EngineInputs) -> EngineOutput:
+    """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed."""
+    capacity = 4096 + inp.ohlcv.shape[1] // 8
+    while True:
+        fills = np.zeros((capacity, N_F))
+        nf, bal, eq, pos, liq_k, fees, funding, realized = _kernel(
+            inp.timestamps,
+            np.ascontiguousarray(inp.ohlcv),
+            inp.markets,
+            inp.tiers,
+            inp.params_long,
+            inp.params_short,
+            inp.n_positions_long,
+            inp.n_positions_short,
+            inp.starting_balance,
+            inp.maker_fee,
+            inp.funding_rate,
+            inp.trade_start,
+            fills,
+        )
+        if nf <= capacity:
+            return EngineOutput(fills[:nf].copy(), bal, eq, pos, liq_k, fees, funding, realized)
+        capacity = nf + 1024

@@ -1,0 +1,346 @@
+"""hjson config -> validated, typed, frozen objects.
+
+Every key is declared here with its type, range and default; an unknown key, a wrong type or a
+value out of range is a :class:`~bot.errors.ConfigError` that names the key (dotted path), the
+value given and what is allowed. Nothing a user set wrong silently defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import hjson
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.core import params as P
+from bot.errors import ConfigError
+
+__all__ = [
+    "BacktestConfig",
+    "Config",
+    "LiveConfig",
+    "OptimizeConfig",
+    "SideConfig",
+    "SIDE_PARAMS",
+    "KNOWN_METRICS",
+    "config_to_dict",
+    "load_config",
+    "parse_config",
+    "side_params_array",
+]
+
+# Metrics a backtest reports (backtest.metrics produces exactly these); objectives and
+# constraints of the optimizer may name any of them.
+KNOWN_METRICS = (
+    "final_balance",
+    "final_equity",
+    "gain",
+    "adg",
+    "mdg",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "drawdown_worst",
+    "calmar_ratio",
+    "loss_profit_ratio",
+    "n_fills",
+    "fees_paid",
+    "funding_paid",
+    "wallet_exposure_max",
+    "wallet_exposure_mean",
+    "hours_stuck_max",
+    "position_held_hours_max",
+    "bankruptcy_distance_min_pct",
+    "liquidated",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+class SideConfig(_Strict):
+    """Strategy parameters of one side (long or short). Names follow Passivbot's."""
+
+    enabled: bool = True
+    total_wallet_exposure_limit: float = Field(1.0, ge=0.0, le=100.0)
+    n_positions: int = Field(1, ge=1, le=1000)
+    entry_initial_qty_pct: float = Field(0.015, gt=0.0, le=1.0)
+    entry_initial_ema_dist: float = Field(0.003, ge=-0.1, le=0.5)
+    entry_grid_spacing_pct: float = Field(0.02, gt=0.0, le=1.0)
+    entry_grid_spacing_weight: float = Field(1.0, ge=0.0, le=100.0)
+    entry_grid_double_down_factor: float = Field(1.0, ge=0.0, le=10.0)
+    ema_span_0: float = Field(240.0, ge=1.0, le=100_000.0)
+    ema_span_1: float = Field(720.0, ge=1.0, le=100_000.0)
+    close_grid_min_markup: float = Field(0.005, ge=0.0, le=1.0)
+    close_grid_markup_range: float = Field(0.01, ge=0.0, le=10.0)
+    close_grid_qty_pct: float = Field(0.25, ge=0.01, le=1.0)
+    unstuck_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    unstuck_close_pct: float = Field(0.05, ge=0.0, le=1.0)
+    unstuck_ema_dist: float = Field(0.0, ge=-0.1, le=0.5)
+    unstuck_loss_allowance_pct: float = Field(0.02, ge=0.0, le=1.0)
+
+    @property
+    def wallet_exposure_limit(self) -> float:
+        """A single position's limit: total_wallet_exposure_limit / n_positions."""
+        return self.total_wallet_exposure_limit / self.n_positions
+
+
+SIDE_PARAMS = tuple(k for k in SideConfig.model_fields)
+
+
+class BotConfig(_Strict):
+    long: SideConfig = SideConfig()
+    short: SideConfig = SideConfig(enabled=False)
+
+
+class LiveConfig(_Strict):
+    """How the live bot talks to the exchange."""
+
+    exchange: Literal["binance", "bybit", "sim"] = "binance"
+    symbols: tuple[str, ...] = ()
+    leverage: float = Field(10.0, gt=0.0, le=125.0)
+    margin_mode: Literal["cross"] = "cross"
+    execution_delay_seconds: float = Field(2.0, ge=0.0, le=600.0)
+    price_distance_threshold: float = Field(0.002, ge=0.0, le=0.5)
+    qty_distance_threshold: float = Field(0.01, ge=0.0, le=0.5)
+    max_orders_per_batch: int = Field(5, ge=1, le=50)
+    cancel_orders_on_stop: bool = False
+    api_key_env: str = "GRIDBOT_API_KEY"
+    api_secret_env: str = "GRIDBOT_API_SECRET"
+    key_file: str | None = None
+    state_dir: str = "results/live"
+    stream_silence_timeout_seconds: float = Field(30.0, gt=0.0, le=3600.0)
+    rest_sync_interval_seconds: float = Field(60.0, gt=0.0, le=3600.0)
+    base_url: str | None = None
+    ws_url: str | None = None
+
+
+class BacktestConfig(_Strict):
+    """What the backtester runs on and how it books money."""
+
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "DOGEUSDT")
+    data: str = "data/sample/binance_spot_1m"
+    start_date: str | None = None
+    end_date: str | None = None
+    starting_balance: float = Field(10_000.0, gt=0.0, le=1e12)
+    maker_fee: float = Field(0.0002, ge=-0.001, le=0.01)
+    taker_fee: float = Field(0.0005, ge=0.0, le=0.01)
+    funding_rate_8h: float = Field(0.0001, ge=-0.01, le=0.01)
+    max_gap_minutes: float = Field(1440.0, ge=0.0, le=100_000.0)
+    warmup_minutes: float | Literal["auto"] = "auto"
+    results_dir: str = "results"
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("needs at least one symbol")
+        return tuple(s.upper() for s in v)
+
+    @field_validator("warmup_minutes")
+    @classmethod
+    def _warmup(cls, v: float | str) -> float | str:
+        if v != "auto" and not (0 <= float(v) <= 100_000):
+            raise ValueError("must be 'auto' or minutes between 0 and 100000")
+        return v
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in KNOWN_METRICS:
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(KNOWN_METRICS)}")
+        return v
+
+
+class Limit(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Limit:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class OptimizeConfig(_Strict):
+    """Offline search over `bot.long.*` / `bot.short.*` parameters with Optuna."""
+
+    n_trials: int = Field(100, ge=1, le=1_000_000)
+    workers: int | None = Field(None, ge=1, le=256)
+    seed: int | None = 42
+    storage: str | None = None
+    study_name: str | None = None
+    bounds: dict[str, tuple[float, float] | tuple[float, float, float]] = {
+        "bot.long.total_wallet_exposure_limit": (0.3, 3.0),
+        "bot.long.n_positions": (1, 3, 1),
+        "bot.long.entry_grid_spacing_pct": (0.005, 0.05),
+    }
+    objectives: tuple[Objective, ...] = (
+        Objective(metric="adg", direction="maximize"),
+        Objective(metric="drawdown_worst", direction="minimize"),
+    )
+    constraints: dict[str, Limit] = {
+        "drawdown_worst": Limit(max=0.5),
+        "hours_stuck_max": Limit(max=240.0),
+    }
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict) -> dict:
+        for key, b in v.items():
+            parts = key.split(".")
+            if len(parts) != 3 or parts[0] != "bot" or parts[1] not in ("long", "short"):
+                raise ValueError(f"{key!r}: a bound names bot.long.<param> or bot.short.<param>")
+            if parts[2] not in SIDE_PARAMS or parts[2] == "enabled":
+                raise ValueError(
+                    f"{key!r}: unknown parameter {parts[2]!r}; known: "
+                    + ", ".join(p for p in SIDE_PARAMS if p != "enabled")
+                )
+            low, high = b[0], b[1]
+            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+                raise ValueError(f"{key!r}: low {low} must not be above high {high}")
+            if len(b) == 3 and not b[2] > 0:
+                raise ValueError(f"{key!r}: step {b[2]} must be positive")
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: tuple) -> tuple:
+        if not v:
+            raise ValueError("needs at least one objective")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: dict) -> dict:
+        for key in v:
+            if key not in KNOWN_METRICS:
+                raise ValueError(f"{key!r}: unknown metric; known: {', '.join(KNOWN_METRICS)}")
+        return v
+
+
+class Config(_Strict):
+    """The whole config file. Sections: bot (long, short), live, backtest, optimize."""
+
+    bot: BotConfig = BotConfig()
+    live: LiveConfig = LiveConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
+    config_version: int = Field(1, ge=1, le=1)
+
+    def side(self, name: str) -> SideConfig:
+        return self.bot.long if name == "long" else self.bot.short
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            msg = "unknown key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+            lines.append(f"  {key}: {msg}")
+            continue
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        lines.append(f"  {key} = {shown}: {msg}")
+    return f"{source}: invalid config\n" + "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not hasattr(field.annotation, "model_fields"):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    """Validate a config dict; errors name every bad key with its value and what is allowed."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be an object with sections bot, live, backtest, optimize"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read an hjson (or JSON) config file and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        data = hjson.loads(text)
+    except hjson.HjsonDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not valid hjson at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    return parse_config(_plain(data), str(p))
+
+
+def _plain(x: Any) -> Any:
+    """hjson returns OrderedDicts; make plain dicts/lists."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    return x
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain-JSON form of a config, complete, accepted back by :func:`parse_config`."""
+    return config.model_dump(mode="json")
+
+
+def with_overrides(config: Config, overrides: dict[str, float]) -> Config:
+    """A copy of ``config`` with dotted keys (``bot.long.n_positions``) set, re-validated."""
+    data = config_to_dict(config)
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    return parse_config(data, "overrides")
+
+
+def side_params_array(side: SideConfig) -> np.ndarray:
+    """The float64 parameter array the core takes (layout in ``bot.core.params``)."""
+    a = np.zeros(P.N_PARAMS)
+    a[P.P_ENABLED] = 1.0 if side.enabled else 0.0
+    a[P.P_WALLET_EXPOSURE_LIMIT] = side.wallet_exposure_limit
+    a[P.P_ENTRY_INITIAL_QTY_PCT] = side.entry_initial_qty_pct
+    a[P.P_ENTRY_INITIAL_EMA_DIST] = side.entry_initial_ema_dist
+    a[P.P_ENTRY_GRID_SPACING_PCT] = side.entry_grid_spacing_pct
+    a[P.P_ENTRY_GRID_SPACING_WEIGHT] = side.entry_grid_spacing_weight
+    a[P.P_ENTRY_GRID_DOUBLE_DOWN_FACTOR] = side.entry_grid_double_down_factor
+    a[P.P_CLOSE_GRID_MIN_MARKUP] = side.close_grid_min_markup
+    a[P.P_CLOSE_GRID_MARKUP_RANGE] = side.close_grid_markup_range
+    a[P.P_CLOSE_GRID_QTY_PCT] = side.close_grid_qty_pct
+    a[P.P_UNSTUCK_THRESHOLD] = side.unstuck_threshold
+    a[P.P_UNSTUCK_CLOSE_PCT] = side.unstuck_close_pct
+    a[P.P_UNSTUCK_EMA_DIST] = side.unstuck_ema_dist
+    a[P.P_UNSTUCK_LOSS_ALLOWANCE_PCT] = side.unstuck_loss_allowance_pct
+    a[P.P_EMA_SPAN_0] = side.ema_span_0
+    a[P.P_EMA_SPAN_1] = side.ema_span_1
+    return a

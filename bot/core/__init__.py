@@ -1,0 +1,73 @@
+"""The pure sizing core: numeric functions with no I/O, no clock and no mode.
+
+The live bot and the backtester both call :func:`ideal_orders` to decide orders, and the
+backtester and the simulated venue both book fills with :mod:`bot.core.account`, so nothing
+that decides a price or a quantity exists twice.
+"""
+
+from bot.core.account import (
+    apply_fill,
+    candle_low_first,
+    funding_payment,
+    order_fills,
+    unrealized_pnl,
+)
+from bot.core.ema import ema_alphas, ema_band, ema_seed, ema_update
+from bot.core.exposure import bankruptcy_price, wallet_exposure, wallet_exposure_limit
+from bot.core.grid import (
+    close_grid,
+    entry_grid,
+    ideal_orders,
+    ideal_orders_into,
+    initial_entry_price,
+    opening_slots,
+    unstuck_order,
+)
+from bot.core.margin import (
+    LeverageCheck,
+    account_equity_margin,
+    account_liquidation,
+    check_leverage,
+    liquidation_price,
+    maintenance_margin,
+    max_leverage_for_notional,
+    stack_tiers,
+    tier_index,
+)
+from bot.core.rounding import is_on_step, min_entry_qty, round_dn, round_nearest, round_up
+
+__all__ = [
+    "LeverageCheck",
+    "account_equity_margin",
+    "account_liquidation",
+    "apply_fill",
+    "bankruptcy_price",
+    "candle_low_first",
+    "check_leverage",
+    "close_grid",
+    "ema_alphas",
+    "ema_band",
+    "ema_seed",
+    "ema_update",
+    "entry_grid",
+    "funding_payment",
+    "ideal_orders",
+    "ideal_orders_into",
+    "initial_entry_price",
+    "is_on_step",
+    "liquidation_price",
+    "maintenance_margin",
+    "max_leverage_for_notional",
+    "min_entry_qty",
+    "opening_slots",
+    "order_fills",
+    "round_dn",
+    "round_nearest",
+    "round_up",
+    "stack_tiers",
+    "tier_index",
+    "unrealized_pnl",
+    "unstuck_order",
+    "wallet_exposure",
+    "wallet_exposure_limit",
+]

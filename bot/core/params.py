@@ -1,0 +1,68 @@
+"""Index constants for the flat float64 arrays the numba core takes.
+
+The core works on plain arrays (numba needs fixed types); ``bot.config`` builds them from the
+typed config, so these indices are the only place where the layout is written down.
+"""
+
+from __future__ import annotations
+
+# Sides. Sizes in the core are magnitudes (>= 0); the side says which way a position points.
+LONG = 1
+SHORT = -1
+
+# Per-side strategy parameters: params[...]
+P_ENABLED = 0
+P_WALLET_EXPOSURE_LIMIT = 1  # per position: total_wallet_exposure_limit / n_positions
+P_ENTRY_INITIAL_QTY_PCT = 2
+P_ENTRY_INITIAL_EMA_DIST = 3
+P_ENTRY_GRID_SPACING_PCT = 4
+P_ENTRY_GRID_SPACING_WEIGHT = 5
+P_ENTRY_GRID_DOUBLE_DOWN_FACTOR = 6
+P_CLOSE_GRID_MIN_MARKUP = 7
+P_CLOSE_GRID_MARKUP_RANGE = 8
+P_CLOSE_GRID_QTY_PCT = 9
+P_UNSTUCK_THRESHOLD = 10
+P_UNSTUCK_CLOSE_PCT = 11
+P_UNSTUCK_EMA_DIST = 12
+P_UNSTUCK_LOSS_ALLOWANCE_PCT = 13
+P_EMA_SPAN_0 = 14
+P_EMA_SPAN_1 = 15
+N_PARAMS = 16
+
+# Market (exchange) constraints: market[...]
+M_QTY_STEP = 0
+M_PRICE_STEP = 1
+M_MIN_QTY = 2
+M_MIN_COST = 3
+N_MARKET = 4
+
+# Order rows returned by the core: [signed qty (+buy / -sell), price, kind]
+O_QTY = 0
+O_PRICE = 1
+O_KIND = 2
+
+KIND_ENTRY_INITIAL = 1
+KIND_ENTRY_GRID = 2
+KIND_CLOSE_GRID = 3
+KIND_UNSTUCK = 4
+KIND_LIQUIDATION = 5
+
+KIND_NAMES = {
+    KIND_ENTRY_INITIAL: "entry_initial",
+    KIND_ENTRY_GRID: "entry_grid",
+    KIND_CLOSE_GRID: "close",
+    KIND_UNSTUCK: "unstuck",
+    KIND_LIQUIDATION: "liquidation",
+}
+
+# Leverage tier rows: [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]
+T_FLOOR = 0
+T_CAP = 1
+T_MMR = 2
+T_MAX_LEVERAGE = 3
+T_MAINT_AMOUNT = 4
+
+# Bounds that keep the output arrays of fixed size.
+MAX_ENTRY_LEVELS = 60
+MAX_CLOSE_LEVELS = 100
+MAX_ORDERS = MAX_ENTRY_LEVELS + MAX_CLOSE_LEVELS + 1

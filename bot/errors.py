@@ -1,0 +1,57 @@
+"""The exception tree the whole bot relies on.
+
+    GridbotError                 anything gridbot reports to the user (exit code 2 from the CLI)
+    ├── ConfigError              a bad config file or CLI value: names the key, the value, what is allowed
+    ├── DataError                bad, gappy or missing candle data: names the file, the row, the problem
+    └── ExchangeError            the venue said no, or could not be reached
+        ├── TransientExchangeError   timeouts, dropped connections, 5xx: retry with backoff
+        │   └── RateLimitError       429 / 418: back off for longer
+        ├── OrderRejectedError       an order the venue refused (an ordinary outcome, not a crash)
+        │   └── InsufficientMarginError
+        ├── UnknownOrderError        cancel/query of an order the venue does not know: re-sync
+        └── AuthenticationError      bad keys or signature: stop
+
+ccxt's exceptions are translated into these once, in ``bot.exchange``.
+"""
+
+from __future__ import annotations
+
+
+class GridbotError(Exception):
+    """Base of every error gridbot reports to the user."""
+
+
+class ConfigError(GridbotError):
+    """A config value is wrong: the message names the key, the value and what is allowed."""
+
+
+class DataError(GridbotError):
+    """Candle data is wrong or missing: the message names the file, the row and the problem."""
+
+
+class ExchangeError(GridbotError):
+    """The exchange refused a request or could not be reached."""
+
+
+class TransientExchangeError(ExchangeError):
+    """A timeout, dropped connection or server error: worth retrying with backoff."""
+
+
+class RateLimitError(TransientExchangeError):
+    """HTTP 429 or 418: the venue asks us to slow down."""
+
+
+class OrderRejectedError(ExchangeError):
+    """The venue refused an order."""
+
+
+class InsufficientMarginError(OrderRejectedError):
+    """The venue refused an order for lack of margin (Binance -2019)."""
+
+
+class UnknownOrderError(ExchangeError):
+    """The venue does not know the order (Binance -2011 / -2013): re-sync open orders."""
+
+
+class AuthenticationError(ExchangeError):
+    """Bad API key or signature: stop, retrying cannot help."""
