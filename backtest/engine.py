@@ -137,7 +137,9 @@ def _record(fills, nf, k, s, side, qty, price, fee, pnl, balance, size, pos_pric
         fills[nf, F_FEE] = fee
         fills[nf, F_PNL] = pnl
         fills[nf, F_BALANCE] = balance
-        fills[nf, F_WE] = size * pos_price / balance if balance > 0.0 else np.inf
+        fills[nf, F_WE] = size * pos_price / balance if size > 0.0 and balance > 0.0 else 0.0
+        if size > 0.0 and balance <= 0.0:
+            fills[nf, F_WE] = np.inf
         fills[nf, F_KIND] = kind
         fills[nf, F_POS_SIZE] = size
         fills[nf, F_POS_PRICE] = pos_price
