@@ -197,6 +197,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
     refs = np.empty(n_sym)
     may_open = np.ones((n_sym, 2), dtype=np.bool_)
     buf = np.zeros((MAX_ORDERS, 3))
+    hit_side = np.zeros(2, dtype=np.bool_)
     ol = np.zeros((MAX_ORDERS, 3))
     osh = np.zeros((MAX_ORDERS, 3))
     ts_mod = timestamps % FUNDING_INTERVAL_MS
@@ -250,7 +251,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     o = ohlcv[s, k, 0]
                     hi = ohlcv[s, k, 1]
                     lo = ohlcv[s, k, 2]
-                    hit = False
+                    hit_side[0] = False
+                    hit_side[1] = False
                     for j in range(2):
                         side = sides[j]
                         prm = params_long if j == 0 else params_short
@@ -261,7 +263,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                                 side, prev_close, prev_close, emas[s, j], markets[s], prm
                             )
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
-                                hit = True
+                                hit_side[j] = True
                             continue
                         if recompute:
                             entry_trig[s, j], close_trig[s, j] = _triggers(
@@ -269,28 +271,35 @@ def _kernel(  # noqa: PLR0913, PLR0915
                                 emas[s, j], markets[s], prm, buf,
                             )  # fmt: skip
                         if side > 0 and (lo < entry_trig[s, j] or hi > close_trig[s, j]):
-                            hit = True
+                            hit_side[j] = True
                         elif side < 0 and (hi > entry_trig[s, j] or lo < close_trig[s, j]):
-                            hit = True
+                            hit_side[j] = True
                         else:
                             uq, up = unstuck_order(
                                 side, ord_balance, ord_peak, size[s, j], pprice[s, j],
                                 prev_close, prev_close, emas[s, j], markets[s], prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
-                                hit = True
-                    if not hit:
+                                hit_side[j] = True
+                    if not (hit_side[0] or hit_side[1]):
                         continue
-                    # Orders of both sides from the state after candle k-1; entry levels the
-                    # candle cannot reach are left out (they could not fill).
-                    n_ol = ideal_orders_into(
-                        1, ord_balance, ord_peak, size[s, 0], pprice[s, 0], prev_close,
-                        prev_close, emas[s, 0], markets[s], params_long, may_open[s, 0], ol, lo,
-                    )  # fmt: skip
-                    n_os = ideal_orders_into(
-                        -1, ord_balance, ord_peak, size[s, 1], pprice[s, 1], prev_close,
-                        prev_close, emas[s, 1], markets[s], params_short, may_open[s, 1], osh, hi,
-                    )  # fmt: skip
+                    # Orders from the state after candle k-1, for the sides whose nearest order
+                    # the candle reaches (the other side cannot fill); entry levels beyond the
+                    # candle's extreme are left out (they could not fill either).
+                    n_ol = 0
+                    n_os = 0
+                    if hit_side[0]:
+                        n_ol = ideal_orders_into(
+                            1, ord_balance, ord_peak, size[s, 0], pprice[s, 0], prev_close,
+                            prev_close, emas[s, 0], markets[s], params_long, may_open[s, 0], ol,
+                            lo,
+                        )  # fmt: skip
+                    if hit_side[1]:
+                        n_os = ideal_orders_into(
+                            -1, ord_balance, ord_peak, size[s, 1], pprice[s, 1], prev_close,
+                            prev_close, emas[s, 1], markets[s], params_short, may_open[s, 1], osh,
+                            hi,
+                        )  # fmt: skip
                     low_first = candle_low_first(o, hi, lo)
                     for phase in range(2):
                         buys = (phase == 0) == low_first
