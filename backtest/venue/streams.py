@@ -1,0 +1,183 @@
+"""The venue's websocket server in Binance USDT-M formats (``websockets`` asyncio server).
+
+Paths: ``/ws``, ``/ws/<stream>[/<stream>...]`` (raw payloads), ``/stream?streams=a/b``
+(combined: ``{"stream": name, "data": payload}``), each also under the ``/market``, ``/public``
+and ``/private`` prefixes of Binance's newer routing, plus ``/private/ws?listenKey=KEY``.
+A stream that is a listen key is the user data stream of its account. Clients may
+``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS``. The server pings (keepalive).
+
+Sending never blocks the replay: frames go to each socket's buffer (``broadcast``).
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+
+if TYPE_CHECKING:
+    from .server import Venue
+
+__all__ = ["StreamServer"]
+
+log = logging.getLogger("gridbot.venue.ws")
+
+_PREFIXES = ("/market", "/public", "/private")
+
+
+@dataclass(eq=False)
+class _Client:
+    conn: ServerConnection
+    combined: bool
+    streams: set[str] = field(default_factory=set)
+
+
+class StreamServer:
+    """Market and user-data streams for a :class:`Venue`."""
+
+    def __init__(self, venue: Venue) -> None:
+        self.venue = venue
+        self.clients: set[_Client] = set()
+        self._server: Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        cfg = self.venue.config
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            ping_interval=cfg.ws_ping_interval_s,
+            ping_timeout=cfg.ws_ping_timeout_s,
+            max_size=2**20,
+            close_timeout=2,
+        )
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        url = urllib.parse.urlsplit(conn.request.path)
+        path = url.path.rstrip("/") or "/"
+        for prefix in _PREFIXES:
+            if path.startswith(prefix + "/"):
+                path = path[len(prefix) :]
+                break
+        query = urllib.parse.parse_qs(url.query)
+        if path == "/stream":
+            client = _Client(conn, combined=True)
+            names = "/".join(query.get("streams", [""])).split("/")
+        elif path == "/ws" or path.startswith("/ws/"):
+            client = _Client(conn, combined=False)
+            names = path[4:].split("/") if len(path) > 3 else []
+        else:
+            await conn.close(1008, "unknown path")
+            return
+        names += query.get("listenKey", [])
+        for name in names:
+            if name:
+                client.streams.add(self._normalize(name))
+        self.clients.add(client)
+        log.debug(
+            "ws client %s on %s streams=%s",
+            conn.remote_address,
+            conn.request.path,
+            sorted(client.streams),
+        )
+        try:
+            async for message in conn:
+                reply = self._on_message(client, message)
+                if reply is not None and not self.venue.faults.ws_silent:
+                    await conn.send(orjson.dumps(reply).decode())
+        except Exception as exc:  # a dropped client must never take the server down
+            log.debug("ws client %s ended: %r", conn.remote_address, exc)
+        finally:
+            self.clients.discard(client)
+
+    def _normalize(self, name: str) -> str:
+        # market streams are lower-case symbol @ camelCase type (btcusdt@aggTrade), as Binance's
+        if "@" not in name:
+            return name  # a listen key (case-sensitive)
+        symbol, kind = name.split("@", 1)
+        return f"{symbol.lower()}@{kind}"
+
+    def _on_message(self, client: _Client, message: str | bytes) -> dict[str, Any] | None:
+        try:
+            req = orjson.loads(message)
+            method = req.get("method")
+            rid = req.get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}
+        params = req.get("params") or []
+        if method == "SUBSCRIBE":
+            client.streams.update(self._normalize(p) for p in params)
+            return {"result": None, "id": rid}
+        if method == "UNSUBSCRIBE":
+            client.streams.difference_update(self._normalize(p) for p in params)
+            return {"result": None, "id": rid}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(client.streams), "id": rid}
+        return {
+            "error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"},
+            "id": rid,
+        }
+
+    # ------------------------------------------------------------------ sending
+
+    def publish(self, stream: str, data: dict[str, Any]) -> None:
+        """Send ``data`` to every client subscribed to ``stream`` (raw or combined)."""
+        if self.venue.faults.ws_silent or not self.clients:
+            return
+        raw = combined = None
+        for c in list(self.clients):
+            if stream not in c.streams:
+                continue
+            if c.combined:
+                combined = combined or orjson.dumps({"stream": stream, "data": data}).decode()
+                broadcast([c.conn], combined)
+            else:
+                raw = raw or orjson.dumps(data).decode()
+                broadcast([c.conn], raw)
+
+    def has_subscribers(self, stream: str) -> bool:
+        return any(stream in c.streams for c in self.clients)
+
+    # ------------------------------------------------------------------ faults
+
+    def drop_all(self) -> int:
+        """Abort every connection: no close frame (the client sees 1006)."""
+        n = 0
+        for c in list(self.clients):
+            transport = c.conn.transport
+            if transport is not None:
+                transport.abort()
+                n += 1
+        return n
+
+    async def close_all(self, code: int = 1008, reason: str = "policy violation") -> int:
+        """Close every connection with a close frame ``code``."""
+        clients = list(self.clients)
+        for c in clients:
+            await c.conn.close(code, reason)
+        return len(clients)
+
+    def hang_all(self) -> int:
+        """Stop reading every connection (pings go unanswered): a hung socket."""
+        for c in self.clients:
+            if c.conn.transport is not None:
+                c.conn.transport.pause_reading()
+        return len(self.clients)
+
+    async def close_streams(self, stream: str) -> None:
+        for c in list(self.clients):
+            if stream in c.streams:
+                await c.conn.close(1000, "listenKey closed")

@@ -1,0 +1,67 @@
+"""Point a ccxt ``binanceusdm`` client (sync or async) at a Binance-compatible local server.
+
+Used by the tests, ``gridbot download --base-url`` and the live bot against the simulated
+venue. Every REST family ccxt knows is rewired to ``base_url`` (so nothing can leak to the
+internet), ``load_markets`` asks only ``/fapi/v1/exchangeInfo`` (no spot, no coin-M, no
+``sapi`` currencies or margin pairs), and ccxt's Binance USDT-M error table (which it picks by
+URL prefix, e.g. -2019 -> InsufficientFunds) applies to the local URLs too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["point_ccxt_at"]
+
+# ccxt's Binance API families and the path each lives under on Binance.
+_PATHS = {
+    "fapiPublic": "/fapi/v1",
+    "fapiPublicV2": "/fapi/v2",
+    "fapiPublicV3": "/fapi/v3",
+    "fapiPrivate": "/fapi/v1",
+    "fapiPrivateV2": "/fapi/v2",
+    "fapiPrivateV3": "/fapi/v3",
+    "fapiData": "/futures/data",
+    "dapiPublic": "/dapi/v1",
+    "dapiPrivate": "/dapi/v1",
+    "dapiPrivateV2": "/dapi/v2",
+    "dapiData": "/futures/data",
+    "eapiPublic": "/eapi/v1",
+    "eapiPrivate": "/eapi/v1",
+    "sapi": "/sapi/v1",
+    "sapiV2": "/sapi/v2",
+    "sapiV3": "/sapi/v3",
+    "sapiV4": "/sapi/v4",
+    "public": "/api/v3",
+    "private": "/api/v3",
+    "v1": "/api/v1",
+    "papi": "/papi/v1",
+    "papiV2": "/papi/v2",
+}
+
+
+def point_ccxt_at(exchange: Any, base_url: str) -> None:
+    """Rewire ``exchange`` (ccxt binanceusdm, sync or async) to ``base_url`` (e.g.
+    ``http://127.0.0.1:8080``); call before ``load_markets``."""
+    base = base_url.rstrip("/")
+    api = dict(exchange.urls.get("api") or {})
+    for name in list(api) + list(_PATHS):
+        api[name] = base + _PATHS.get(name, "/" + name)
+    exchange.urls = {**exchange.urls, "api": api}
+    exchange.urls.pop("test", None)
+    exchange.options["fetchMarkets"] = {"types": ["linear"]}
+    exchange.options["fetchCurrencies"] = False  # sapi capital/config/getall does not exist here
+    exchange.options["fetchMargins"] = False
+    exchange.options["adjustForTimeDifference"] = False
+    exchange.has = {**exchange.has, "fetchCurrencies": False}
+
+    original = exchange.get_exceptions_by_url
+
+    def exceptions_by_url(url: str | None, exact_or_broad: str) -> dict:
+        # ccxt picks the USDT-M table by the URL's host (fapi.binance.com); ours is local.
+        if url is not None and url.startswith(base + "/fapi/"):
+            linear = exchange.safe_dict(exchange.exceptions, "linear", {})
+            return exchange.safe_dict(linear, exact_or_broad, {})
+        return original(url, exact_or_broad)
+
+    exchange.get_exceptions_by_url = exceptions_by_url
