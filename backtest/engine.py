@@ -12,7 +12,8 @@ k-1, EMAs through k-1) rest through candle k; buys fill when low < price, sells 
 high > price, at the order's price with the maker fee; the side of the candle nearer its open
 fills first. Orders created by a fill in candle k rest from candle k+1. Funding is paid at the
 open of each candle whose open time is a multiple of 8 hours. Cross-margin liquidation is
-checked with positions before and after the candle's fills at the candle's adverse extremes.
+checked with positions before and after the candle's fills, moving every coin from the
+previous close toward its adverse extreme (as the simulated venue does).
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
             for s in range(n_sym):
                 lows[s] = ohlcv[s, k, 2]
                 highs[s] = ohlcv[s, k, 1]
-                refs[s] = ohlcv[s, k, 0]
+                refs[s] = ohlcv[s, k - 1, 3]  # the last price before the candle
             liq = account_liquidation(
                 balance,
                 size[:, 0],

@@ -643,6 +643,11 @@ class MatchingEngine:
         ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
         if ts_ms % FUNDING_INTERVAL_MS == 0:
             self._funding({s: ohlc[s][0] for s in self.symbols}, ts_ms)
+        lows = np.array([ohlc[s][2] for s in self.symbols], dtype=np.float64)
+        highs = np.array([ohlc[s][1] for s in self.symbols], dtype=np.float64)
+        # As the backtester: liquidation with the positions held coming into the candle (their
+        # orders are cancelled, nothing fills), then again after the candle's fills.
+        self._liquidations(ref, lows, highs, fill_ts)
         fills: list[Fill] = []
         for s in self.symbols:
             o, h, lo, _ = ohlc[s]
@@ -659,8 +664,6 @@ class MatchingEngine:
                         )
                         if f is not None:
                             fills.append(f)
-        lows = np.array([ohlc[s][2] for s in self.symbols], dtype=np.float64)
-        highs = np.array([ohlc[s][1] for s in self.symbols], dtype=np.float64)
         self._liquidations(ref, lows, highs, fill_ts)
         for s in self.symbols:
             self.prices[s] = float(ohlc[s][3])
