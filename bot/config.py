@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import hjson
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.core import params as P
@@ -249,13 +250,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         msg = err["msg"]
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
         if err["type"] == "extra_forbidden":
             parent = err["loc"][:-1]
             allowed = _allowed_keys(parent)
             msg = "unknown key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-            lines.append(f"  {key}: {msg}")
-            continue
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
         lines.append(f"  {key} = {shown}: {msg}")
     return f"{source}: invalid config\n" + "\n".join(lines)
 
@@ -277,7 +276,8 @@ def parse_config(data: dict, source: str = "config") -> Config:
             f"{source}: the top level must be an object with sections bot, live, backtest, optimize"
         )
     try:
-        return Config.model_validate(data)
+        # Strict JSON-mode validation: "yes" is not a bool and "3" is not a number.
+        return Config.model_validate_json(orjson.dumps(data), strict=True)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
 

@@ -35,13 +35,14 @@ def bankruptcy_price(
     in one cross-margin account: (L*P_L - S*P_S - balance) / (L - S).
 
     Long only: P_L * (1 - 1/WE) (WE 1 -> 0, WE 2 -> 50% lower, WE 10 -> 10% lower).
-    Returns 0.0 when the account cannot go bankrupt on a fall (net long covered by the balance),
-    inf when a net short can never be bankrupt (impossible), and nan with no net position.
+    A net long is bankrupt below the returned price, a net short above it. So 0.0 means: a net
+    long can never go bankrupt on a fall (covered by the balance), a net short is bankrupt at
+    any price (already). nan with no net position.
     """
     net = long_size - short_size
     if net == 0.0:
         return math.nan
     p = (long_size * long_price - short_size * short_price - balance) / net
-    if net > 0.0:
-        return max(p, 0.0)
-    return p if p > 0.0 else math.inf
+    # A net short's equity falls as the price rises: a root at or below zero means equity is
+    # negative at every price (bankrupt now), not that it can never go bankrupt.
+    return max(p, 0.0)

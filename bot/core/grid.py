@@ -205,28 +205,6 @@ def entry_grid(
 
 
 @njit(cache=True)
-def _close_level_price(
-    side: int,
-    i: int,
-    n_levels: int,
-    pos_price: float,
-    bid: float,
-    ask: float,
-    min_markup: float,
-    markup_range: float,
-    pstep: float,
-) -> float:
-    """Price of close level i: never crossing the book, and for a short never below one price
-    step (markups of 100% and more would put a short's take-profit at or below zero)."""
-    markup = min_markup + (markup_range * i / (n_levels - 1) if n_levels > 1 else 0.0)
-    if side > 0:
-        price = max(ask, _close_round(side, pos_price * (1.0 + markup), pstep))
-    else:
-        price = max(pstep, min(bid, _close_round(side, pos_price * (1.0 - markup), pstep)))
-    return _close_round(side, price, pstep)
-
-
-@njit(cache=True)
 def close_grid(
     side: int,
     balance: float,
@@ -267,13 +245,20 @@ def close_grid(
         if side > 0:
             prices[i] = _close_round(side, max(ask, pos_price * (1.0 + markup)), pstep)
         else:
-            prices[i] = _close_round(side, min(bid, pos_price * (1.0 - markup)), pstep)
+            # Markups of 100% and more would put a short's take-profit at or below zero.
+            price = _close_round(side, min(bid, pos_price * (1.0 - markup)), pstep)
+            prices[i] = max(pstep, price)
     left = pos_size
     for i in range(n_levels - 1, -1, -1):
         if left <= 0.0:
             break
         min_q = min_entry_qty(prices[i], qstep, market[M_MIN_QTY], market[M_MIN_COST])
         q = min(left, max(level_qty, min_q))
+        # What remains goes to the next nearer level, which must accept it too: for a long it
+        # is lower, so min_cost needs more coins there than here.
+        if i > 0:
+            next_min_q = min_entry_qty(prices[i - 1], qstep, market[M_MIN_QTY], market[M_MIN_COST])
+            min_q = max(min_q, next_min_q)
         if left - q < min_q or i == 0:
             q = left  # what would remain is too small to close on its own, or no level is left
         qtys[i] = q
@@ -282,7 +267,8 @@ def close_grid(
         if qtys[i] <= 0.0:
             continue
         if n > start and out[n - 1, 1] == prices[i]:
-            out[n - 1, 0] -= qtys[i] * side  # clamped to the same price: one order
+            # clamped to the same price: one order (re-rounded: 66.67 + 66.66 = 133.32999...)
+            out[n - 1, 0] = round_nearest(out[n - 1, 0] - qtys[i] * side, qstep)
         else:
             out[n, 0] = -qtys[i] * side
             out[n, 1] = prices[i]

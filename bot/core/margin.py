@@ -54,8 +54,10 @@ def liquidation_price(
     ``other_equity`` is the unrealized pnl of the account's other coins and
     ``other_maintenance_margin`` their maintenance margin, held fixed. The tier depends on the
     notional at p, so the linear solution is iterated until the tiers agree.
-    Returns 0.0 when a net long is never liquidated on a fall, inf when a net short is never
-    liquidated on a rise, nan with no position.
+    A net long is liquidated below the returned price, a net short above it: 0.0 means a net
+    long is never liquidated on a fall and a net short is under water at any price (its
+    equity minus margin falls as the price rises, so a root at or below zero means now).
+    nan with no position.
     """
     if long_size == 0.0 and short_size == 0.0:
         return math.nan
@@ -89,9 +91,8 @@ def liquidation_price(
             break
         i_l = new_l
         i_s = new_s
-    net = long_size - short_size
     if p <= 0.0:
-        return 0.0 if net >= 0.0 else math.inf
+        return 0.0
     return p
 
 

@@ -24,7 +24,9 @@ def round_up(x: float, step: float) -> float:
     """Smallest multiple of ``step`` that is >= x (within float noise)."""
     if step <= 0.0:
         return x
-    return _clean(math.ceil(x / step - 1e-9) * step, step)
+    k = x / step
+    # Noise in x / step grows with k (228.0 / 1e-5 = 22799999.999999996): relative slack too.
+    return _clean(math.ceil(k - 1e-9 - 1e-12 * abs(k)) * step, step)
 
 
 @njit(cache=True)
@@ -32,7 +34,8 @@ def round_dn(x: float, step: float) -> float:
     """Largest multiple of ``step`` that is <= x (within float noise)."""
     if step <= 0.0:
         return x
-    return _clean(math.floor(x / step + 1e-9) * step, step)
+    k = x / step
+    return _clean(math.floor(k + 1e-9 + 1e-12 * abs(k)) * step, step)
 
 
 @njit(cache=True)
