@@ -352,9 +352,11 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             continue
                         side = sides[j]
                         p = liq[s]
-                        fee = maintenance_margin(size[s, j] * p, tiers[s])
                         q = size[s, j]
                         new_size, new_price, pnl = apply_fill(side, q, pprice[s, j], -side * q, p)
+                        # The remaining margin goes as the fee; never more than is left (float
+                        # noise of the bisection must not leave a negative balance).
+                        fee = min(maintenance_margin(q * p, tiers[s]), max(0.0, balance + pnl))
                         balance += pnl - fee
                         fees_paid += fee
                         realized += pnl
