@@ -447,6 +447,7 @@ def plot_price(
         note = f"; closest to bankruptcy this day: {np.nanmin(bk_dist[sl, s]):.1f}% away"
     if bk is not None and np.isfinite(bk[sl, s]).any():
         lines.append((bk[sl, s], "bankruptcy price", "black", ":"))
+    labelled = []
     for y, label, color, ls in lines:
         y_lo, y_hi = float(np.nanmin(y)), float(np.nanmax(y))
         if near_lo <= y_lo and y_hi <= near_hi:
@@ -456,10 +457,14 @@ def plot_price(
             where = "partly out of view" if seen.any() else "out of view"
             span = f"{y_lo:.6g}" if y_lo == y_hi else f"{y_lo:.6g}..{y_hi:.6g}"
             label += f" ({where}: {span})"
-        axz.plot(xz, y, color=color, lw=1.2, ls=ls, label=label)
+        labelled.append((y, label, color, ls))
+    pad = (view_hi - view_lo) * 0.06 or view_hi * 0.01
+    for y, label, color, ls in labelled:
+        # Points beyond the view are left out so a jump out of view draws no vertical stroke.
+        shown = np.where((y >= view_lo - pad) & (y <= view_hi + pad), y, np.nan)
+        axz.plot(xz, shown, color=color, lw=1.2, ls=ls, label=label)
     m = (fills[:, F_K] >= d0) & (fills[:, F_K] < d1) if len(fills) else np.zeros(0, bool)
     _plot_fills(axz, x, fills[m], 45)
-    pad = (view_hi - view_lo) * 0.06 or view_hi * 0.01
     axz.set_ylim(view_lo - pad, view_hi + pad)
     axz.set_title(f"{sym}: worst day {format_ms(int(ts[d0]))[:10]} ({why}{note})")
     axz.set_ylabel("price (USDT)")
