@@ -27,7 +27,9 @@ format: $(STAMP)
 
 # pytest exits 5 when it collects no test: that is a failure of the suite, not a pass.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
