@@ -33,7 +33,7 @@ from bot.core.grid import (
     opening_slots,
     unstuck_order,
 )
-from bot.core.margin import account_liquidation, maintenance_margin
+from bot.core.margin import account_at_risk, account_liquidation, maintenance_margin
 from bot.core.params import (
     KIND_LIQUIDATION,
     MAX_ORDERS,
@@ -199,6 +199,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
     may_open = np.ones((n_sym, 2), dtype=np.bool_)
     buf = np.zeros((MAX_ORDERS, 3))
     hit_side = np.zeros(2, dtype=np.bool_)
+    no_liq = np.empty(0)
     ol = np.zeros((MAX_ORDERS, 3))
     osh = np.zeros((MAX_ORDERS, 3))
     ts_mod = timestamps % FUNDING_INTERVAL_MS
@@ -228,17 +229,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
                 lows[s] = ohlcv[s, k, 2]
                 highs[s] = ohlcv[s, k, 1]
                 refs[s] = ohlcv[s, k - 1, 3]  # the last price before the candle
-            liq = account_liquidation(
-                balance,
-                size[:, 0],
-                pprice[:, 0],
-                size[:, 1],
-                pprice[:, 1],
-                refs,
-                lows,
-                highs,
-                tiers,
-            )
+            liq = no_liq
+            if account_at_risk(
+                balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], lows, highs, tiers
+            ):
+                liq = account_liquidation(
+                    balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], refs, lows,
+                    highs, tiers,
+                )  # fmt: skip
             if liq.shape[0] == 0:
                 nf_candle = nf
                 if recompute:
@@ -340,7 +338,9 @@ def _kernel(  # noqa: PLR0913, PLR0915
                                 )  # fmt: skip
                                 dirty = True
                 # liquidation with the positions after the candle's fills, if any
-                if nf > nf_candle:
+                if nf > nf_candle and account_at_risk(
+                    balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], lows, highs, tiers
+                ):
                     liq = account_liquidation(
                         balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], refs, lows,
                         highs, tiers,

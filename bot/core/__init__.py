@@ -25,6 +25,7 @@ from bot.core.grid import (
 )
 from bot.core.margin import (
     LeverageCheck,
+    account_at_risk,
     account_equity_margin,
     account_liquidation,
     check_leverage,
@@ -38,6 +39,7 @@ from bot.core.rounding import is_on_step, min_entry_qty, round_dn, round_nearest
 
 __all__ = [
     "LeverageCheck",
+    "account_at_risk",
     "account_equity_margin",
     "account_liquidation",
     "apply_fill",

@@ -191,6 +191,37 @@ def account_equity_margin(
 
 
 @njit(cache=True)
+def account_at_risk(
+    balance: float,
+    long_size: np.ndarray,
+    long_price: np.ndarray,
+    short_size: np.ndarray,
+    short_price: np.ndarray,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    tiers: np.ndarray,
+) -> bool:
+    """Is equity at or below maintenance margin with every coin at its adverse extreme (the
+    low for a net long, the high for a net short)? Allocates nothing: the backtester asks on
+    every candle."""
+    eq = balance
+    mm = 0.0
+    any_pos = False
+    for i in range(lows.shape[0]):
+        if long_size[i] <= 0.0 and short_size[i] <= 0.0:
+            continue
+        any_pos = True
+        p = lows[i] if long_size[i] - short_size[i] >= 0.0 else highs[i]
+        if long_size[i] > 0.0:
+            eq += long_size[i] * (p - long_price[i])
+            mm += maintenance_margin(long_size[i] * p, tiers[i])
+        if short_size[i] > 0.0:
+            eq += short_size[i] * (short_price[i] - p)
+            mm += maintenance_margin(short_size[i] * p, tiers[i])
+    return any_pos and eq <= mm
+
+
+@njit(cache=True)
 def account_liquidation(
     balance: float,
     long_size: np.ndarray,
@@ -210,23 +241,9 @@ def account_liquidation(
     (bisection; tiers make the margin piecewise linear) and those prices are returned.
     """
     n = ref_prices.shape[0]
-    # Fast path (every candle of a backtest): equity and margin at the adverse extremes,
-    # without allocating.
-    eq = balance
-    mm = 0.0
-    any_pos = False
-    for i in range(n):
-        if long_size[i] <= 0.0 and short_size[i] <= 0.0:
-            continue
-        any_pos = True
-        p = lows[i] if long_size[i] - short_size[i] >= 0.0 else highs[i]
-        if long_size[i] > 0.0:
-            eq += long_size[i] * (p - long_price[i])
-            mm += maintenance_margin(long_size[i] * p, tiers[i])
-        if short_size[i] > 0.0:
-            eq += short_size[i] * (short_price[i] - p)
-            mm += maintenance_margin(short_size[i] * p, tiers[i])
-    if not any_pos or eq > mm:
+    if not account_at_risk(
+        balance, long_size, long_price, short_size, short_price, lows, highs, tiers
+    ):
         return np.empty(0)
     worst = np.empty(n)
     for i in range(n):
