@@ -1,8 +1,10 @@
 """Rounding to an exchange's qty and price steps.
 
-Steps are floats (0.001, 0.01, 1e-5): rounding divides by the step, rounds, and multiplies back,
-then rounds to 12 significant decimals so that 0.1 + 0.2 style noise never leaves a value a hair
-off its step (the exchange would reject it).
+Steps are floats (0.001, 0.01, 1e-5): rounding counts whole steps k, then turns k back into a
+price or qty without float noise (0.1 + 0.2 style), so a value is never a hair off its step (the
+exchange would reject it). For the usual decimal steps 1/step is a whole number n and k / n is
+the double nearest to the decimal value, exactly what parsing its text gives; other steps round
+the product k * step to the step's decimals.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ from numba import njit
 
 
 @njit(cache=True)
-def _clean(x: float, step: float) -> float:
-    # Keep enough decimals for the step, drop float noise beyond it.
-    decimals = max(0, int(math.ceil(-math.log10(step))) + 2) if step > 0.0 else 12
+def _from_steps(k: float, step: float) -> float:
+    """k whole steps as a clean float."""
+    inv = 1.0 / step
+    n = round(inv)
+    if n >= 1.0 and abs(inv - n) <= 1e-9 * n:
+        return k / n  # one correctly rounded division: the nearest double to the decimal
+    x = k * step
+    decimals = max(0, int(math.ceil(-math.log10(step))) + 2)
     return round(x, min(decimals, 15))
 
 
@@ -26,7 +33,7 @@ def round_up(x: float, step: float) -> float:
         return x
     k = x / step
     # Noise in x / step grows with k (228.0 / 1e-5 = 22799999.999999996): relative slack too.
-    return _clean(math.ceil(k - 1e-9 - 1e-12 * abs(k)) * step, step)
+    return _from_steps(math.ceil(k - 1e-9 - 1e-12 * abs(k)), step)
 
 
 @njit(cache=True)
@@ -35,7 +42,7 @@ def round_dn(x: float, step: float) -> float:
     if step <= 0.0:
         return x
     k = x / step
-    return _clean(math.floor(k + 1e-9 + 1e-12 * abs(k)) * step, step)
+    return _from_steps(math.floor(k + 1e-9 + 1e-12 * abs(k)), step)
 
 
 @njit(cache=True)
@@ -43,7 +50,7 @@ def round_nearest(x: float, step: float) -> float:
     """Nearest multiple of ``step``."""
     if step <= 0.0:
         return x
-    return _clean(round(x / step) * step, step)
+    return _from_steps(round(x / step), step)
 
 
 @njit(cache=True)
