@@ -1,0 +1,145 @@
+"""`gridbot optimize CONFIG`: search bot parameters with Optuna (logic in backtest.optimize)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bot.config import Config, load_config, with_overrides
+from bot.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "optimize",
+        help="search bot parameters (multi-objective, constrained) with Optuna",
+        description=(
+            "Search the parameters named in optimize.bounds for the objectives in "
+            "optimize.objectives, subject to optimize.constraints and never being liquidated. "
+            "Trials are stored in a study (SQLite under <results_dir>/optimize/ by default, or "
+            "--storage postgresql://... shared by several machines); rerunning resumes it. "
+            "Writes trials.csv, pareto.png and pareto/<trial>.hjson configs to "
+            "<results_dir>/optimize/<study>/."
+        ),
+    )
+    p.add_argument("config", help="hjson config file")
+    p.add_argument("--trials", type=int, help="trials to run now (default optimize.n_trials)")
+    p.add_argument(
+        "--workers", type=int, help="worker processes (default optimize.workers, else all cores)"
+    )
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
+    p.add_argument("--study", help="study name (default: config stem + hash of its search)")
+    p.add_argument("--data", help="candle file or folder (overrides backtest.data)")
+    p.add_argument("--symbols", help="comma-separated symbols (overrides backtest.symbols)")
+    p.add_argument("--start", help="start date, UTC, inclusive (overrides backtest.start_date)")
+    p.add_argument("--end", help="end date, UTC, exclusive (overrides backtest.end_date)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Optuna's own logging")
+    p.set_defaults(run=run)
+
+
+def _apply_cli(config: Config, args: argparse.Namespace) -> Config:
+    from backtest.data import parse_date_ms
+
+    overrides: dict[str, Any] = {}
+    if args.data is not None:
+        overrides["backtest.data"] = args.data
+    if args.symbols is not None:
+        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+        if not symbols:
+            raise ConfigError(f"--symbols {args.symbols!r}: give at least one symbol")
+        overrides["backtest.symbols"] = symbols
+    for flag, key, value in (
+        ("--start", "backtest.start_date", args.start),
+        ("--end", "backtest.end_date", args.end),
+    ):
+        if value is not None:
+            try:
+                parse_date_ms(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
+            overrides[key] = value
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials {args.trials}: must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    return with_overrides(config, overrides) if overrides else config
+
+
+def _print_table(result: Any, config: Config, space_keys: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    objs = [o.metric for o in config.optimize.objectives]
+    cons = [m for m in config.optimize.constraints if m not in objs]
+    table = Table(
+        title=f"Pareto front of study {result.study}: {len(result.pareto)} feasible trial(s) "
+        f"of {result.n_trials} completed ({result.n_feasible} feasible)",
+        title_justify="left",
+    )
+    table.add_column("trial", justify="right")
+    for k in space_keys:
+        table.add_column(k.removeprefix("bot."), justify="right", overflow="fold")
+    for m in objs:
+        table.add_column(m, justify="right", style="bold", overflow="fold")
+    for m in cons:
+        table.add_column(m, justify="right", overflow="fold")
+    first = config.optimize.objectives[0]
+    rows = sorted(
+        result.pareto,
+        key=lambda p: p.metrics.get(first.metric) or 0.0,
+        reverse=first.direction == "maximize",
+    )
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return "-" if v is None else str(v)
+
+    for p in rows:
+        table.add_row(
+            str(p.number),
+            *(fmt(p.params.get(k)) for k in space_keys),
+            *(fmt(p.metrics.get(m)) for m in objs),
+            *(fmt(p.metrics.get(m)) for m in cons),
+        )
+    console.print(table)
+    rate = result.n_run / result.elapsed_seconds if result.elapsed_seconds else 0.0
+    console.print(
+        f"{result.n_run} trial(s) run in {result.elapsed_seconds:.1f} s ({rate:.2f}/s) on "
+        f"{len(result.workers)} worker(s); storage {result.storage}\n"
+        f"results: {result.results_dir} (trials.csv, pareto.png, pareto/<trial>.hjson)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from backtest.optimize import build_search_space, run_optimize
+    from bot.commands.backtest import resolve_data_path
+
+    config = _apply_cli(load_config(args.config), args)
+    space = build_search_space(config)  # bad bounds fail before anything starts
+    # A relative backtest.data resolves as in `gridbot backtest`: cwd first, then config folder.
+    data_path = resolve_data_path(config.backtest.data, Path(args.config))
+    result = run_optimize(
+        config,
+        config_path=args.config,
+        n_trials=args.trials,
+        workers=args.workers,
+        storage=args.storage,
+        study_name=args.study,
+        data_path=data_path,
+        progress=True,
+        verbose=args.verbose,
+    )
+    _print_table(result, config, [p.key for p in space])
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result.to_json()) + b"\n")
+        sys.stdout.flush()
+    return 0
