@@ -1,0 +1,290 @@
+"""Replay: the live bot against the simulated venue, in lockstep, compared with the backtester.
+
+The venue (backtest.venue) serves the candles on 127.0.0.1; the live bot talks to it through
+real ccxt HTTP and real websockets. Lockstep, so the outcome does not depend on machine speed:
+
+1. the venue starts with the warm-up candles (``backtest.runner.warmup_candles``) as history,
+   served as REST klines: the bot seeds its EMAs from exactly the candles the backtester warms
+   up on, places its first orders, and signals done;
+2. for each candle k: the venue applies it (fills by the shared candle rule), sends the user
+   stream events, then the aggTrades and the closed kline (one connection carries both, so
+   the fills come first); the bot updates its EMAs, reconciles its orders to the core's ideal
+   orders and signals done (:meth:`LiveBot.wait_done`); only then does the venue advance.
+
+Then the backtester runs on the same candles and the two fill lists are compared by
+(candle, symbol, side, price, qty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import tempfile
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backtest.data import Candles
+from backtest.engine import F_K, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
+from backtest.runner import run_backtest, warmup_candles
+from backtest.venue.formats import decimals
+from backtest.venue.server import Venue, VenueConfig
+from bot.config import Config
+from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.live.bot import LiveBot
+from bot.markets import market_spec
+
+__all__ = ["ReplayResult", "compare_fills", "replay", "round_to_ticks"]
+
+log = logging.getLogger("gridbot.live.replay")
+
+StepHook = Callable[[int, Venue, LiveBot], Awaitable[None] | None]
+
+
+@dataclass
+class ReplayResult:
+    fills_live: list[dict[str, Any]]
+    fills_backtest: list[dict[str, Any]]
+    matched: int
+    mismatches: list[dict[str, Any]]
+    candles: int
+    trade_start: int
+    seconds: float = 0.0
+    bot_errors: list[str] = field(default_factory=list)
+    open_orders_ok: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fills_live": self.fills_live,
+            "fills_backtest": self.fills_backtest,
+            "n_fills_live": len(self.fills_live),
+            "n_fills_backtest": len(self.fills_backtest),
+            "matched": self.matched,
+            "mismatches": self.mismatches,
+            "candles": self.candles,
+            "trade_start": self.trade_start,
+            "seconds": round(self.seconds, 3),
+            "bot_errors": self.bot_errors,
+            "open_orders_ok": self.open_orders_ok,
+        }
+
+
+def round_to_ticks(candles: Candles) -> Candles:
+    """Prices on each market's tick, exactly as the venue prints them (spot data can carry
+    finer decimals than the perpetual's price step; both sides must see the same numbers)."""
+    ohlcv = np.array(candles.ohlcv, dtype=np.float64, copy=True)
+    for i, s in enumerate(candles.symbols):
+        pd = decimals(market_spec(s).price_step)
+        ohlcv[i, :, :4] = [[float(f"{x:.{pd}f}") for x in row] for row in ohlcv[i, :, :4]]
+    return Candles(
+        candles.symbols,
+        candles.timestamps,
+        ohlcv,
+        candles.timeframe_ms,
+        candles.filled_candles,
+        candles.sources,
+    )
+
+
+def _key(d: dict[str, Any]) -> tuple:
+    return (d["k"], d["symbol"], d["side"], round(d["price"], 10), round(d["qty"], 10))
+
+
+def compare_fills(
+    live: list[dict[str, Any]], bt: list[dict[str, Any]]
+) -> tuple[int, list[dict[str, Any]]]:
+    """(matched, mismatches) between two fill lists, as multisets of
+    (candle, symbol, side, price, qty): the order within a candle is not compared."""
+    a, b = Counter(_key(f) for f in live), Counter(_key(f) for f in bt)
+    matched = sum((a & b).values())
+    mism = [
+        {"where": "live_only", "k": k[0], "symbol": k[1], "side": k[2], "price": k[3], "qty": k[4]}
+        for k in sorted((a - b).elements())
+    ] + [
+        {"where": "backtest_only", "k": k[0], "symbol": k[1], "side": k[2], "price": k[3], "qty": k[4]}
+        for k in sorted((b - a).elements())
+    ]  # fmt: skip
+    return matched, sorted(mism, key=lambda m: (m["k"], m["symbol"]))
+
+
+def replay_config(
+    config: Config, state_dir: str, overrides: dict[str, Any] | None = None
+) -> Config:
+    """The config the bot runs under in replay: no delay, zero tolerances (exact orders)."""
+    live = config.live.model_copy(
+        update={
+            **(overrides or {}),
+            "execution_delay_seconds": 0.0,
+            "price_distance_threshold": 0.0,
+            "qty_distance_threshold": 0.0,
+            "state_dir": state_dir,
+            "cancel_orders_on_stop": False,
+        }
+    )
+    return config.model_copy(update={"live": live})
+
+
+async def _wait_subscribed(venue: Venue, bot: LiveBot, timeout: float = 20.0) -> None:
+    """Until the venue has our market streams and user stream registered (bounded)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    names = [f"{s.lower()}@kline_1m" for s in bot.symbols]
+    while loop.time() < end:
+        lk = bot._listen_key
+        if lk and all(venue.streams.has_subscribers(n) for n in [*names, lk]):
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("the bot did not subscribe to the venue's streams")
+
+
+async def replay(
+    config: Config,
+    candles: Candles,
+    *,
+    state_dir: str | None = None,
+    step_timeout_s: float = 30.0,
+    on_step: StepHook | None = None,
+    after_step: StepHook | None = None,
+    final_check: Callable[[Venue, LiveBot], Awaitable[None] | None] | None = None,
+    restart_at: frozenset[int] | set[int] = frozenset(),
+    before_restart: Callable[[Venue, LiveBot], None] | None = None,
+    compare: bool = True,
+    live_overrides: dict[str, Any] | None = None,
+) -> ReplayResult:
+    """Run the live bot in lockstep over ``candles`` and compare with the backtester."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    candles = round_to_ticks(candles)
+    n = len(candles.timestamps)
+    trade_start = min(warmup_candles(config, candles.timeframe_ms), n - 1)
+    start_index = max(trade_start, 1)  # the backtester trades from k >= 1
+    tmp = None
+    if state_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="gridbot-replay-")
+        state_dir = tmp.name
+    cfg = replay_config(config, str(Path(state_dir)), live_overrides)
+    venue = Venue(
+        candles,
+        VenueConfig(
+            maker_fee=config.backtest.maker_fee,
+            funding_rate=config.backtest.funding_rate_8h,
+            weight_limit_per_minute=10**9,  # lockstep runs minutes of candles per second
+            start_index=start_index,
+        ),
+    )
+    api_key, api_secret = secrets.token_hex(16), secrets.token_hex(32)
+    venue.add_account(api_key, api_secret, config.backtest.starting_balance)
+    await venue.start()
+    adapter = CcxtAdapter("binance", api_key, api_secret, base_url=venue.rest_url, throttle=False)
+
+    def new_bot() -> LiveBot:
+        return LiveBot(cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, lockstep=True)
+
+    async def start(b: LiveBot, ts_done: int) -> asyncio.Task:
+        t = asyncio.create_task(b.run(), name="live-bot")
+        await _first(b.wait_ready(), t)
+        await _first(_wait_subscribed(venue, b), t)
+        await _first(b.wait_done(ts_done, step_timeout_s), t)
+        return t
+
+    bot = new_bot()
+    bots = [bot]
+    ts = candles.timestamps
+    task: asyncio.Task | None = None
+    try:
+        task = await start(bot, int(ts[start_index - 1]))
+        for k in range(start_index, n):
+            # lockstep runs many candles per wall second: the venue's per-wall-minute weight
+            # window is not under test here (and summing a huge window costs O(n) per call)
+            venue.rest.reset_rate_limit()
+            await venue.advance(1)
+            if on_step is not None:
+                r = on_step(k, venue, bot)
+                if asyncio.iscoroutine(r):
+                    await r
+            await _first(bot.wait_done(int(ts[k]), step_timeout_s), task)
+            if k in restart_at:  # stop the bot and resume a new one on the same state dir
+                if before_restart is not None:
+                    before_restart(venue, bot)
+                bot.stop()
+                await asyncio.wait_for(task, 10.0)
+                bot = new_bot()
+                bots.append(bot)
+                task = await start(bot, int(ts[k]))
+            if after_step is not None:
+                r = after_step(k, venue, bot)
+                if asyncio.iscoroutine(r):
+                    await r
+        open_ok = all(
+            sorted((o.pside, o.qty, o.price) for o in c.open.values())
+            == sorted((o.pside, o.qty, o.price) for o in bot.ideal(c))
+            for c in bot.coins.values()
+        )
+        if final_check is not None:
+            r = final_check(venue, bot)
+            if asyncio.iscoroutine(r):
+                await r
+    finally:
+        bot.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except Exception as exc:  # the bot's own failure is reported below
+                log.warning("bot ended with %r", exc)
+        await adapter.close()
+        await venue.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    tf = candles.timeframe_ms
+    fills_live = [
+        {
+            "k": int(np.searchsorted(ts, f.time_ms - tf + 1)),
+            "symbol": f.symbol,
+            "side": f.pside,
+            "price": f.price,
+            "qty": f.qty,
+        }
+        for b in bots
+        for f in b.fills
+    ]
+    fills_bt: list[dict[str, Any]] = []
+    if compare:
+        out = run_backtest(config, candles).output
+        fills_bt = [
+            {
+                "k": int(r[F_K]),
+                "symbol": candles.symbols[int(r[F_SYMBOL])],
+                "side": int(r[F_SIDE]),
+                "price": float(r[F_PRICE]),
+                "qty": float(r[F_QTY]),
+            }
+            for r in out.fills
+        ]
+    matched, mism = compare_fills(fills_live, fills_bt) if compare else (0, [])
+    return ReplayResult(
+        fills_live,
+        fills_bt,
+        matched,
+        mism,
+        n,
+        start_index,
+        loop.time() - t0,
+        [e for b in bots for e in b.errors],
+        open_ok,
+    )
+
+
+async def _first(aw: Awaitable[Any], task: asyncio.Task) -> Any:
+    """Await ``aw`` unless the bot task ends first (then raise its error)."""
+    fut = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({fut, task}, return_when="FIRST_COMPLETED")
+    if fut in done:
+        return fut.result()
+    fut.cancel()
+    exc = task.exception() if not task.cancelled() else None
+    raise RuntimeError(f"the live bot stopped: {exc!r}") from exc

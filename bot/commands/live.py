@@ -1,0 +1,145 @@
+"""`gridbot live CONFIG [--symbols A,B] [--exchange binance|bybit|sim] [--dry-run]`.
+
+Trades the configured coins on one account until SIGINT/SIGTERM (then stops cleanly,
+cancelling our orders if ``live.cancel_orders_on_stop``).
+
+``--dry-run`` starts the simulated venue in-process on 127.0.0.1 and trades it instead of a real
+account. With no internet (as here) the venue replays the bundled sample candles
+(``backtest.data``) as its public feed, at ``--speed`` times real time; with internet it would be
+fed by the exchange's live public streams instead (same venue, prices from the real market).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+
+from bot.config import load_config
+from bot.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger("gridbot.live.command")
+
+BINANCE_WS = "wss://fstream.binance.com"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "live",
+        help="trade live (or --dry-run against the in-process simulated venue)",
+        description="Run the grid bot live on one account: one task per coin.",
+    )
+    p.add_argument("config", help="config file (hjson)")
+    p.add_argument("--symbols", help="comma-separated symbols, overriding live.symbols")
+    p.add_argument(
+        "--exchange", choices=("binance", "bybit", "sim"), help="overrides live.exchange"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="trade the simulated venue on 127.0.0.1 (fed by the bundled sample data here)",
+    )
+    p.add_argument("--speed", type=float, default=60.0, help="dry-run replay speed (default 60x)")
+    p.add_argument("--max-minutes", type=float, help="stop after this many minutes (wall clock)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    exchange = args.exchange or config.live.exchange
+    symbols = (
+        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        if args.symbols
+        else list(config.live.symbols)
+    )
+    if not symbols:
+        raise ConfigError("live.symbols is empty: set it or pass --symbols BTCUSDT,ETHUSDT")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if exchange == "bybit" and not args.dry_run:
+        raise ConfigError(
+            "--exchange bybit: the Bybit REST adapter and public streams parse, but live order "
+            "management is Binance-only for now; use binance or --dry-run"
+        )
+    dry = args.dry_run or exchange == "sim"
+    return asyncio.run(_main(config, symbols, dry, args))
+
+
+async def _main(config: object, symbols: list[str], dry: bool, args: argparse.Namespace) -> int:
+    from bot.exchange.ccxt_adapter import CcxtAdapter
+    from bot.live.bot import LiveBot
+    from bot.live.credentials import install_redaction, load_credentials
+
+    venue = None
+    feed: asyncio.Task | None = None
+    if dry:
+        venue, key, secret = await _start_venue(config, symbols)
+        base_url, ws_url = venue.rest_url, venue.ws_url
+    else:
+        key, secret = load_credentials(config.live)  # type: ignore[attr-defined]
+        base_url = config.live.base_url  # type: ignore[attr-defined]
+        ws_url = config.live.ws_url or BINANCE_WS  # type: ignore[attr-defined]
+    uninstall = install_redaction([key, secret])
+    adapter = CcxtAdapter("binance", key, secret, base_url=base_url, throttle=not dry)
+    # a dry run's state is its own (a fresh venue each time): never mixed with the real one
+    name = f"dry-{secrets.token_hex(4)}" if dry else "live"
+    bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, bot.stop)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        task = asyncio.create_task(bot.run())
+        if venue is not None:
+            await bot.wait_ready()
+            feed = asyncio.create_task(venue.run(speed=args.speed, stop=bot._stop))
+        if args.max_minutes:
+            loop.call_later(args.max_minutes * 60, bot.stop)
+        await task
+        log.info("stopped cleanly; %d fills this session", len(bot.fills))
+        return 0
+    finally:
+        bot.stop()
+        if feed is not None:
+            feed.cancel()
+        await adapter.close()
+        if venue is not None:
+            await venue.stop()
+        uninstall()
+
+
+async def _start_venue(config: object, symbols: list[str]) -> tuple[object, str, str]:
+    """The simulated venue on loopback, fed by the bundled sample (no internet here)."""
+    from pathlib import Path
+
+    from backtest.data import load_candles
+    from backtest.replay import round_to_ticks
+    from backtest.runner import warmup_candles
+    from backtest.venue.server import Venue, VenueConfig
+
+    bt = config.backtest  # type: ignore[attr-defined]
+    from bot.commands.backtest import resolve_data_path
+
+    path = resolve_data_path(bt.data, Path(getattr(config, "_source", ".")))
+    candles = round_to_ticks(load_candles(path, symbols))
+    start = min(max(1, warmup_candles(config, 60_000)), len(candles.timestamps) - 1)  # type: ignore[arg-type]
+    venue = Venue(
+        candles,
+        VenueConfig(maker_fee=bt.maker_fee, funding_rate=bt.funding_rate_8h, start_index=start),
+    )
+    key, secret = "dry-" + secrets.token_hex(12), secrets.token_hex(32)
+    venue.add_account(key, secret, bt.starting_balance)
+    await venue.start()
+    log.info("dry run: simulated venue on %s replaying %s", venue.rest_url, bt.data)
+    return venue, key, secret

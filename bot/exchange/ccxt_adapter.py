@@ -1,0 +1,388 @@
+"""The REST boundary: ccxt's async binanceusdm (bybit later), translated into gridbot terms.
+
+Every call goes through :meth:`CcxtAdapter._call`, the one place where ccxt's exceptions
+become :mod:`bot.errors` (freqtrade's lesson: translate once, at the edge). Binance is spoken
+through ccxt's implicit endpoint methods (``fapiPrivatePostOrder`` ...): ccxt still signs,
+throttles and maps error codes, and the bot gets Binance's exact numbers (no unified
+re-parsing that could round a price).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt
+import ccxt.async_support as ccxt_async
+import numpy as np
+
+from bot.errors import (
+    AuthenticationError,
+    ExchangeError,
+    InsufficientMarginError,
+    OrderRejectedError,
+    RateLimitError,
+    TransientExchangeError,
+    UnknownOrderError,
+)
+from bot.live.orders import LiveOrder
+from bot.markets import MarketSpec
+
+__all__ = ["AccountSnapshot", "CcxtAdapter", "translate"]
+
+log = logging.getLogger("gridbot.live.exchange")
+
+KLINE_LIMIT = 1500  # Binance's maximum per request
+_MAX_KLINE_PAGES = 200  # bounded: 300k candles of history at most
+
+
+def translate(exc: Exception) -> Exception:
+    """A ccxt exception -> the matching :mod:`bot.errors` exception (others pass through)."""
+    msg = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        return RateLimitError(msg)
+    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
+        return AuthenticationError(msg)
+    if isinstance(exc, ccxt.InvalidNonce):  # -1021 timestamp outside recvWindow: clock drift
+        return TransientExchangeError(msg)
+    if isinstance(exc, ccxt.NetworkError):  # RequestTimeout, ExchangeNotAvailable, ...
+        return TransientExchangeError(msg)
+    if isinstance(exc, ccxt.InsufficientFunds):
+        return InsufficientMarginError(msg)
+    if isinstance(exc, ccxt.OrderNotFound):
+        return UnknownOrderError(msg)
+    if isinstance(exc, ccxt.InvalidOrder):
+        return OrderRejectedError(msg)
+    if isinstance(exc, ccxt.BaseError):
+        if "-2019" in msg:
+            return InsufficientMarginError(msg)
+        return ExchangeError(msg)
+    if isinstance(exc, TimeoutError | OSError):
+        return TransientExchangeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+@dataclass
+class AccountSnapshot:
+    """Wallet balance (USDT, unleveraged, realized) and hedge-mode positions by symbol:
+    ``positions[symbol] = (long_size, long_price, short_size, short_price)``, sizes >= 0."""
+
+    balance: float
+    positions: dict[str, tuple[float, float, float, float]]
+
+
+def _f(x: Any) -> float:
+    return float(x) if x not in (None, "") else 0.0
+
+
+class CcxtAdapter:
+    """Thin async wrapper over one ccxt exchange for one account."""
+
+    def __init__(
+        self,
+        exchange: str = "binance",
+        api_key: str = "",
+        api_secret: str = "",
+        *,
+        base_url: str | None = None,
+        throttle: bool = True,
+        timeout_ms: int = 10_000,
+    ) -> None:
+        if exchange not in ("binance", "bybit", "sim"):
+            raise ValueError(f"unknown exchange {exchange!r}")
+        self.kind = "bybit" if exchange == "bybit" else "binance"
+        cls = ccxt_async.bybit if self.kind == "bybit" else ccxt_async.binanceusdm
+        opts: dict[str, Any] = {
+            "apiKey": api_key,
+            "secret": api_secret,
+            "enableRateLimit": throttle,
+            "timeout": timeout_ms,
+        }
+        if self.kind == "bybit":
+            opts["options"] = {"defaultType": "swap"}
+        self.ex = cls(opts)
+        if base_url is not None:
+            if self.kind != "binance":
+                raise ValueError("base_url is only supported for Binance-compatible venues")
+            from bot.exchange.local import point_ccxt_at
+
+            point_ccxt_at(self.ex, base_url)
+        self.requests = 0  # for tests and the log: REST calls made
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+        self.requests += 1
+        try:
+            return await fn(*args, **kw)
+        except Exception as exc:  # translate once, here
+            new = translate(exc)
+            if new is exc:
+                raise
+            raise new from None
+
+    async def close(self) -> None:
+        await self.ex.close()
+
+    @staticmethod
+    def market_id(symbol: str) -> str:
+        """``BTC/USDT:USDT`` or ``btcusdt`` -> ``BTCUSDT``."""
+        return symbol.upper().replace("/USDT:USDT", "USDT").replace("/", "")
+
+    # ------------------------------------------------------------------ markets
+
+    async def load_markets(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
+        """Steps, minimums and leverage tiers of ``symbols`` (Binance ids, e.g. BTCUSDT)."""
+        if self.kind != "binance":
+            return await self._load_markets_unified(symbols)
+        info = await self._call(self.ex.fapiPublicGetExchangeInfo)
+        by_id = {s["symbol"]: s for s in info["symbols"]}
+        brackets = await self._call(self.ex.fapiPrivateGetLeverageBracket)
+        if isinstance(brackets, dict):
+            brackets = [brackets]
+        tiers_by_id = {b["symbol"]: b["brackets"] for b in brackets}
+        out = {}
+        for sym in symbols:
+            sid = self.market_id(sym)
+            if sid not in by_id:
+                raise ExchangeError(f"{sid}: not a market on this exchange")
+            filters = {f["filterType"]: f for f in by_id[sid]["filters"]}
+            min_notional = filters.get("MIN_NOTIONAL", {})
+            tiers = np.array(
+                [
+                    [
+                        _f(t["notionalFloor"]),
+                        _f(t["notionalCap"]),
+                        _f(t["maintMarginRatio"]),
+                        _f(t["initialLeverage"]),
+                        _f(t.get("cum", 0.0)),
+                    ]
+                    for t in sorted(tiers_by_id.get(sid, []), key=lambda t: _f(t["notionalFloor"]))
+                ],
+                dtype=np.float64,
+            ).reshape(-1, 5)
+            out[sid] = MarketSpec(
+                symbol=sid,
+                qty_step=_f(filters["LOT_SIZE"]["stepSize"]),
+                price_step=_f(filters["PRICE_FILTER"]["tickSize"]),
+                min_qty=_f(filters["LOT_SIZE"]["minQty"]),
+                min_cost=_f(min_notional.get("notional", min_notional.get("minNotional", 0.0))),
+                tiers=tiers,
+            )
+        return out
+
+    async def _load_markets_unified(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
+        markets = await self._call(self.ex.load_markets)
+        out = {}
+        for sym in symbols:
+            sid = self.market_id(sym)
+            m = next((m for m in markets.values() if m["id"] == sid and m.get("linear")), None)
+            if m is None:
+                raise ExchangeError(f"{sid}: not a linear market on {self.kind}")
+            tiers = await self._call(self.ex.fetch_market_leverage_tiers, m["symbol"])
+            arr = np.array(
+                [
+                    [
+                        _f(t["minNotional"]),
+                        _f(t["maxNotional"]),
+                        _f(t["maintenanceMarginRate"]),
+                        _f(t["maxLeverage"]),
+                        0.0,
+                    ]
+                    for t in tiers
+                ],
+                dtype=np.float64,
+            ).reshape(-1, 5)
+            out[sid] = MarketSpec(
+                sid,
+                _f(m["precision"]["amount"]),
+                _f(m["precision"]["price"]),
+                _f(m["limits"]["amount"]["min"]),
+                _f((m["limits"].get("cost") or {}).get("min")),
+                arr,
+            )
+        return out
+
+    # ------------------------------------------------------------------ account
+
+    async def setup_account(self, symbols: Sequence[str], leverage: int) -> None:
+        """Hedge position mode, cross margin and ``leverage`` on every symbol.
+
+        "No need to change" answers (-4059, -4046) mean it is already so.
+        """
+        if self.kind != "binance":
+            for sym in symbols:
+                await self._call(self.ex.set_leverage, leverage, sym)
+            return
+        try:
+            await self._call(self.ex.fapiPrivatePostPositionSideDual, {"dualSidePosition": "true"})
+        except ExchangeError as exc:
+            if "-4059" not in str(exc):
+                raise
+        for sym in symbols:
+            sid = self.market_id(sym)
+            try:
+                await self._call(
+                    self.ex.fapiPrivatePostMarginType, {"symbol": sid, "marginType": "CROSSED"}
+                )
+            except ExchangeError as exc:
+                if "-4046" not in str(exc):
+                    raise
+            await self._call(
+                self.ex.fapiPrivatePostLeverage, {"symbol": sid, "leverage": int(leverage)}
+            )
+
+    async def fetch_account(self, symbols: Sequence[str] | None = None) -> AccountSnapshot:
+        """Wallet balance (``walletBalance`` of USDT) and hedge-mode positions, one request."""
+        if self.kind != "binance":
+            return await self._fetch_account_unified(symbols)
+        acct = await self._call(self.ex.fapiPrivateV2GetAccount)
+        balance = 0.0
+        for a in acct.get("assets", []):
+            if a.get("asset") == "USDT":
+                balance = _f(a.get("walletBalance"))
+        positions: dict[str, list[float]] = {}
+        for p in acct.get("positions", []):
+            amt = _f(p.get("positionAmt"))
+            sid = p["symbol"]
+            if symbols is not None and sid not in symbols:
+                continue
+            row = positions.setdefault(sid, [0.0, 0.0, 0.0, 0.0])
+            ps = p.get("positionSide", "BOTH")
+            price = _f(p.get("entryPrice"))
+            if ps == "LONG" or (ps == "BOTH" and amt > 0):
+                row[0], row[1] = abs(amt), price if amt else 0.0
+            elif ps == "SHORT" or (ps == "BOTH" and amt < 0):
+                row[2], row[3] = abs(amt), price if amt else 0.0
+        return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
+
+    async def _fetch_account_unified(self, symbols: Sequence[str] | None) -> AccountSnapshot:
+        bal = await self._call(self.ex.fetch_balance)
+        balance = _f((bal.get("USDT") or {}).get("total"))
+        positions: dict[str, list[float]] = {}
+        for p in await self._call(self.ex.fetch_positions):
+            sid = self.market_id(p["symbol"])
+            if symbols is not None and sid not in symbols:
+                continue
+            row = positions.setdefault(sid, [0.0, 0.0, 0.0, 0.0])
+            size, price = abs(_f(p.get("contracts"))), _f(p.get("entryPrice"))
+            if p.get("side") == "long":
+                row[0], row[1] = size, price
+            elif p.get("side") == "short":
+                row[2], row[3] = size, price
+        return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]:
+        """Open limit orders (all symbols when ``symbol`` is None), ours and others'."""
+        params = {"symbol": self.market_id(symbol)} if symbol else {}
+        raw = await self._call(self.ex.fapiPrivateGetOpenOrders, params)
+        return [self.parse_order(o) for o in raw if o.get("type") == "LIMIT"]
+
+    @staticmethod
+    def parse_order(o: dict) -> LiveOrder:
+        remaining = _f(o["origQty"]) - _f(o.get("executedQty"))
+        sign = 1.0 if o["side"] == "BUY" else -1.0
+        ps = o.get("positionSide", "BOTH")
+        pside = 1 if ps == "LONG" else -1 if ps == "SHORT" else (1 if sign > 0 else -1)
+        return LiveOrder(
+            symbol=o["symbol"],
+            pside=pside,
+            qty=sign * remaining,
+            price=_f(o["price"]),
+            kind=0,
+            client_id=o.get("clientOrderId", ""),
+            order_id=str(o["orderId"]),
+        )
+
+    async def fetch_klines(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 500
+    ) -> np.ndarray:
+        """Closed and open 1m klines as rows [open_time, o, h, l, c, v] (float64), oldest first.
+
+        With ``start_ms``, pages forward (bounded) until ``end_ms`` or ``limit`` rows.
+        """
+        sid = self.market_id(symbol)
+        rows: list[list[float]] = []
+        if start_ms is None:
+            params: dict[str, Any] = {"symbol": sid, "interval": "1m", "limit": min(limit, 1500)}
+            if end_ms is not None:
+                params["endTime"] = end_ms
+            raw = await self._call(self.ex.fapiPublicGetKlines, params)
+            rows = [[float(r[0]), *(float(x) for x in r[1:6])] for r in raw]
+        else:
+            since = int(start_ms)
+            for _ in range(_MAX_KLINE_PAGES):
+                params = {"symbol": sid, "interval": "1m", "startTime": since}
+                params["limit"] = min(KLINE_LIMIT, limit - len(rows))
+                if end_ms is not None:
+                    params["endTime"] = end_ms
+                raw = await self._call(self.ex.fapiPublicGetKlines, params)
+                rows += [[float(r[0]), *(float(x) for x in r[1:6])] for r in raw]
+                if len(raw) < params["limit"] or len(rows) >= limit:
+                    break
+                since = int(raw[-1][0]) + 60_000
+        return np.array(rows, dtype=np.float64).reshape(-1, 6)
+
+    async def fetch_last_prices(self, symbols: Sequence[str]) -> dict[str, float]:
+        raw = await self._call(self.ex.fapiPublicGetTickerPrice)
+        want = {self.market_id(s) for s in symbols}
+        return {r["symbol"]: _f(r["price"]) for r in raw if r["symbol"] in want}
+
+    async def server_time_offset_ms(self) -> int:
+        raw = await self._call(self.ex.fapiPublicGetTime)
+        return int(raw["serverTime"]) - int(time.time() * 1000)
+
+    # ------------------------------------------------------------------ orders
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder:
+        """Post-only (GTX) limit order in hedge mode; returns it with the exchange's order id."""
+        params = {
+            "symbol": self.market_id(o.symbol),
+            "side": o.side,
+            "positionSide": o.position_side,
+            "type": "LIMIT",
+            "timeInForce": "GTX",  # maker only: a price that moved through us is refused
+            "quantity": _num(abs(o.qty)),
+            "price": _num(o.price),
+            "newClientOrderId": o.client_id,
+        }
+        raw = await self._call(self.ex.fapiPrivatePostOrder, params)
+        return LiveOrder(
+            o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, str(raw["orderId"])
+        )
+
+    async def cancel_order(self, o: LiveOrder) -> None:
+        params: dict[str, Any] = {"symbol": self.market_id(o.symbol)}
+        if o.order_id:
+            params["orderId"] = o.order_id
+        else:
+            params["origClientOrderId"] = o.client_id
+        await self._call(self.ex.fapiPrivateDeleteOrder, params)
+
+    async def run_batch(
+        self, fn: Callable[[LiveOrder], Awaitable[Any]], orders: Sequence[LiveOrder]
+    ) -> list[Any]:
+        """Run ``fn`` on a batch concurrently; results are values or bot.errors exceptions."""
+        return list(await asyncio.gather(*(fn(o) for o in orders), return_exceptions=True))
+
+    # ------------------------------------------------------------------ user data stream
+
+    async def listen_key(self) -> str:
+        raw = await self._call(self.ex.fapiPrivatePostListenKey)
+        return raw["listenKey"]
+
+    async def keepalive_listen_key(self) -> None:
+        await self._call(self.ex.fapiPrivatePutListenKey)
+
+    async def close_listen_key(self) -> None:
+        await self._call(self.ex.fapiPrivateDeleteListenKey)
+
+
+def _num(x: float) -> str:
+    """A float as a plain decimal string (no exponent): what Binance accepts."""
+    s = f"{x:.12f}".rstrip("0").rstrip(".")
+    return s or "0"

@@ -1,0 +1,359 @@
+"""Websocket streams (the ``websockets`` library, not ccxt.pro): Binance USDT-M market and user
+data streams, Bybit v5 linear public streams.
+
+:class:`StreamClient` is one self-healing connection: exponential backoff with jitter between
+attempts, a rotation before the exchange's own 24 h cut, and a watchdog that treats a socket
+silent for ``silence_timeout_s`` as dead (hung sockets can stay "open" for a long time).
+Parsing lives in small pure functions so it can be tested on recorded messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, WebSocketException
+
+__all__ = [
+    "BinanceStreams",
+    "BybitPublicStream",
+    "BybitTickers",
+    "StreamClient",
+    "parse_binance",
+    "parse_bybit",
+]
+
+log = logging.getLogger("gridbot.live.streams")
+
+Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+class StaleStream(Exception):
+    """No message for longer than the silence timeout."""
+
+
+@dataclass
+class StreamStats:
+    connects: int = 0
+    disconnects: int = 0
+    messages: int = 0
+    last_message: float = 0.0  # time.monotonic()
+    last_error: str = ""
+
+
+class StreamClient:
+    """One websocket connection kept alive until ``stop`` is set.
+
+    ``url`` may be a coroutine function (e.g. to fetch a fresh listen key per connection).
+    ``on_open(ws)`` runs after each connect (subscriptions), ``on_message(dict)`` per frame.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str | Callable[[], Awaitable[str]],
+        on_message: Handler,
+        *,
+        silence_timeout_s: float = 30.0,
+        max_age_s: float = 23 * 3600.0,
+        backoff_base_s: float = 0.2,
+        backoff_max_s: float = 30.0,
+        max_failures: int = 1000,
+        on_open: Callable[[ClientConnection], Awaitable[None]] | None = None,
+        ping_json: dict[str, Any] | None = None,
+        ping_interval_s: float = 20.0,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.on_message = on_message
+        self.silence_timeout_s = silence_timeout_s
+        self.max_age_s = max_age_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.max_failures = max_failures
+        self.on_open = on_open
+        self.ping_json = ping_json
+        self.ping_interval_s = ping_interval_s
+        self.on_state = on_state
+        self.stats = StreamStats()
+        self.connected = asyncio.Event()
+        self._ws: ClientConnection | None = None
+
+    async def _url(self) -> str:
+        return self.url if isinstance(self.url, str) else await self.url()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, read, reconnect; returns when ``stop`` is set (bounded by max_failures)."""
+        failures = 0
+        while not stop.is_set():
+            rotate = False
+            try:
+                url = await self._url()
+                async with connect(
+                    url,
+                    open_timeout=10,
+                    close_timeout=2,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    max_size=2**22,
+                ) as ws:
+                    self._ws = ws
+                    self.stats.connects += 1
+                    self.stats.last_message = time.monotonic()
+                    if self.on_open is not None:
+                        await self.on_open(ws)
+                    self.connected.set()
+                    self._set_state(True)
+                    failures = 0
+                    rotate = await self._read(ws, stop)
+            except (
+                OSError,
+                TimeoutError,
+                WebSocketException,
+                InvalidHandshake,
+                StaleStream,
+            ) as exc:
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s stream: %s", self.name, self.stats.last_error)
+            except Exception as exc:  # a bad URL factory (REST down) must not end the stream
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s stream: cannot connect: %s", self.name, self.stats.last_error)
+            finally:
+                self._ws = None
+                if self.connected.is_set():
+                    self.stats.disconnects += 1
+                    self.connected.clear()
+                    self._set_state(False)
+            if stop.is_set():
+                break
+            if rotate:
+                log.info("%s stream: rotating the connection before the exchange's cut", self.name)
+                continue
+            failures += 1
+            if failures > self.max_failures:
+                raise ConnectionError(f"{self.name} stream: {failures} failed connects in a row")
+            delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures - 1, 16))
+            delay *= 0.5 + random.random() / 2  # jitter: many bots must not reconnect in step
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    def _set_state(self, up: bool) -> None:
+        if self.on_state is not None:
+            self.on_state(up)
+
+    async def _read(self, ws: ClientConnection, stop: asyncio.Event) -> bool:
+        """Read until error (raises), stop (False) or rotation age (True)."""
+        opened = time.monotonic()
+        next_ping = opened + self.ping_interval_s
+        stop_wait = asyncio.ensure_future(stop.wait())
+        recv: asyncio.Future | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if now - opened >= self.max_age_s:
+                    return True
+                if self.ping_json is not None and now >= next_ping:
+                    await ws.send(orjson.dumps(self.ping_json).decode())
+                    next_ping = now + self.ping_interval_s
+                silent = now - self.stats.last_message
+                if silent >= self.silence_timeout_s:
+                    raise StaleStream(f"silent for {silent:.1f} s")
+                timeout = min(
+                    self.silence_timeout_s - silent,
+                    self.max_age_s - (now - opened),
+                    (next_ping - now) if self.ping_json is not None else 3600.0,
+                )
+                if recv is None:
+                    recv = asyncio.ensure_future(ws.recv())
+                done, _ = await asyncio.wait(
+                    {recv, stop_wait}, timeout=max(timeout, 0.001), return_when="FIRST_COMPLETED"
+                )
+                if recv not in done:
+                    if stop_wait in done:
+                        return False
+                    continue  # keep the pending recv: it resolves on the next wait
+                raw = recv.result()  # raises ConnectionClosed when the socket ended
+                recv = None
+                self.stats.messages += 1
+                self.stats.last_message = time.monotonic()
+                try:
+                    msg = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    log.warning("%s stream: not JSON: %.200r", self.name, raw)
+                    continue
+                result = self.on_message(msg)
+                if asyncio.iscoroutine(result):
+                    await result
+        finally:
+            stop_wait.cancel()
+            if recv is not None:  # abandoned read: cancel it and retrieve its outcome
+                recv.cancel()
+                recv.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+
+
+# ---------------------------------------------------------------------------- Binance
+
+
+def parse_binance(msg: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """A combined-stream or raw frame -> (event type, payload), or None (subscribe replies)."""
+    data = msg.get("data", msg) if "stream" in msg else msg
+    if not isinstance(data, dict):
+        return None
+    ev = data.get("e")
+    if ev is None:
+        return None
+    return str(ev), data
+
+
+@dataclass
+class BinanceStreams:
+    """Binance USDT-M streams for a set of symbols.
+
+    Market data (aggTrade, kline_1m) on ``{ws_url}{market_path}/stream?streams=...``; the user
+    data stream on ``{ws_url}/private/ws?listenKey=KEY``, or (``user_in_market=True``) as one
+    more stream of the combined market connection: then one TCP connection carries both, in
+    the order the exchange sent them (the lockstep replay needs candle k's fills before
+    candle k's kline).
+    """
+
+    ws_url: str
+    symbols: Sequence[str]
+    on_event: Callable[[str, dict[str, Any]], Awaitable[None] | None]
+    listen_key: Callable[[], Awaitable[str]] | None = None
+    market_path: str = "/market"
+    user_path: str = "/private/ws"
+    user_in_market: bool = False
+    silence_timeout_s: float = 30.0
+    max_age_s: float = 23 * 3600.0
+    on_state: Callable[[str, bool], None] | None = None
+    clients: list[StreamClient] = field(default_factory=list)
+
+    def _market_streams(self) -> list[str]:
+        out = []
+        for s in self.symbols:
+            s = s.lower()
+            out += [f"{s}@aggTrade", f"{s}@kline_1m"]
+        return out
+
+    async def _market_url(self) -> str:
+        names = self._market_streams()
+        if self.user_in_market and self.listen_key is not None:
+            names.append(await self.listen_key())
+        return f"{self.ws_url.rstrip('/')}{self.market_path}/stream?streams={'/'.join(names)}"
+
+    async def _user_url(self) -> str:
+        assert self.listen_key is not None
+        return f"{self.ws_url.rstrip('/')}{self.user_path}?listenKey={await self.listen_key()}"
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        parsed = parse_binance(msg)
+        if parsed is None:
+            return
+        result = self.on_event(*parsed)
+        if asyncio.iscoroutine(result):
+            await result
+
+    def build(self) -> list[StreamClient]:
+        def state(name: str) -> Callable[[bool], None]:
+            return lambda up: self.on_state(name, up) if self.on_state else None
+
+        kw = dict(silence_timeout_s=self.silence_timeout_s, max_age_s=self.max_age_s)
+        self.clients = [
+            StreamClient("market", self._market_url, self._dispatch, on_state=state("market"), **kw)
+        ]
+        if self.listen_key is not None and not self.user_in_market:
+            # the user stream is quiet when nothing happens: a longer silence allowance
+            ukw = dict(kw, silence_timeout_s=max(self.silence_timeout_s, 3600.0))
+            self.clients.append(
+                StreamClient("user", self._user_url, self._dispatch, on_state=state("user"), **ukw)
+            )
+        return self.clients
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(c.run(stop) for c in self.build()))
+
+
+# ---------------------------------------------------------------------------- Bybit
+
+
+class BybitTickers:
+    """Bybit v5 ``tickers.SYMBOL``: a snapshot, then deltas carrying only changed fields."""
+
+    def __init__(self) -> None:
+        self.tickers: dict[str, dict[str, Any]] = {}
+
+    def apply(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge one message; return the symbol's merged ticker (None if not a ticker)."""
+        topic = str(msg.get("topic", ""))
+        if not topic.startswith("tickers."):
+            return None
+        data = msg.get("data") or {}
+        symbol = data.get("symbol") or topic.split(".", 1)[1]
+        if msg.get("type") == "snapshot" or symbol not in self.tickers:
+            self.tickers[symbol] = dict(data)
+        else:
+            self.tickers[symbol].update({k: v for k, v in data.items() if v not in (None, "")})
+        return self.tickers[symbol]
+
+
+def parse_bybit(msg: dict[str, Any], tickers: BybitTickers) -> list[tuple[str, dict[str, Any]]]:
+    """Bybit v5 linear public frame -> [(event, payload)]: ("trade", {symbol, price, ts}) per
+    public trade, ("ticker", merged ticker) per tickers message; pongs and acks -> []."""
+    topic = str(msg.get("topic", ""))
+    if topic.startswith("publicTrade."):
+        return [
+            ("trade", {"symbol": t["s"], "price": float(t["p"]), "ts": int(t["T"])})
+            for t in msg.get("data") or []
+        ]
+    if topic.startswith("tickers."):
+        merged = tickers.apply(msg)
+        return [("ticker", merged)] if merged is not None else []
+    return []
+
+
+@dataclass
+class BybitPublicStream:
+    """Bybit v5 linear public: ``publicTrade.SYMBOL`` and ``tickers.SYMBOL``; JSON ping 20 s."""
+
+    ws_url: str
+    symbols: Sequence[str]
+    on_event: Callable[[str, dict[str, Any]], Awaitable[None] | None]
+    silence_timeout_s: float = 30.0
+    tickers: BybitTickers = field(default_factory=BybitTickers)
+
+    async def _subscribe(self, ws: ClientConnection) -> None:
+        args = [f"publicTrade.{s}" for s in self.symbols] + [f"tickers.{s}" for s in self.symbols]
+        await ws.send(orjson.dumps({"op": "subscribe", "args": args}).decode())
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        for ev, data in parse_bybit(msg, self.tickers):
+            result = self.on_event(ev, data)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = StreamClient(
+            "bybit-public",
+            f"{self.ws_url.rstrip('/')}/v5/public/linear",
+            self._dispatch,
+            silence_timeout_s=self.silence_timeout_s,
+            on_open=self._subscribe,
+            ping_json={"op": "ping"},
+            ping_interval_s=20.0,
+        )
+        await client.run(stop)

@@ -1,0 +1,794 @@
+"""The live loop: exchange state -> ``bot.core.ideal_orders`` -> diff -> cancel/create.
+
+One asyncio task per coin, one shared account. The loop decides nothing itself: every price
+and quantity comes from the core, with the same inputs the backtester gives it (balance,
+balance peak, position, EMAs of closed 1m candles, bid = ask = the latest price, may_open from
+``opening_slots`` over the account's coins). So the same candles, fed as a price stream through
+the simulated venue, give the backtester's fills (``gridbot replay`` checks it).
+
+State sources, in order of trust:
+- positions: booked from our own fills (``apply_fill``, the backtester's arithmetic, exact);
+  the exchange's reported size (user stream ACCOUNT_UPDATE, REST every
+  ``rest_sync_interval_seconds``) overrides when they disagree: a deleverage, ADL or manual
+  trade changed the position without a fill of ours;
+- balance: the exchange's walletBalance (USDT, unleveraged, realized);
+- open orders: REST answers to our creates/cancels, user-stream order updates, REST re-sync.
+
+Lockstep (replay): a cycle runs only on a closed kline, with no delay and zero tolerances,
+and :meth:`LiveBot.wait_done` lets the replay driver wait until every coin has reconciled
+the candle before the venue applies the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backtest.runner import warmup_candles
+from bot.config import Config, LiveConfig, side_params_array
+from bot.core import (
+    apply_fill,
+    check_leverage,
+    ema_alphas,
+    ema_seed,
+    ema_update,
+    ideal_orders,
+    opening_slots,
+)
+from bot.errors import (
+    AuthenticationError,
+    ConfigError,
+    ExchangeError,
+    InsufficientMarginError,
+    OrderRejectedError,
+    RateLimitError,
+    TransientExchangeError,
+    UnknownOrderError,
+)
+from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.streams import BinanceStreams
+from bot.live.orders import PREFIX, LiveOrder, batches, diff_orders, orders_from_rows
+from bot.live.state import StateStore
+from bot.markets import MarketSpec
+
+__all__ = ["LiveBot", "LiveFill", "StartupRefused"]
+
+log = logging.getLogger("gridbot.live.bot")
+
+MINUTE_MS = 60_000
+_SIDES = (1, -1)
+
+
+class StartupRefused(ConfigError):
+    """The bot will not trade with this config on this account (the message says why)."""
+
+
+@dataclass(frozen=True)
+class LiveFill:
+    """A fill of ours as the user stream (or REST catch-up) reported it."""
+
+    time_ms: int
+    symbol: str
+    pside: int  # +1 long, -1 short
+    qty: float  # signed: + buy, - sell
+    price: float
+    trade_id: int
+    client_id: str
+
+
+@dataclass
+class Coin:
+    """Per-symbol state; index 0 = long, 1 = short."""
+
+    symbol: str
+    spec: MarketSpec
+    market: np.ndarray
+    emas: np.ndarray = field(default_factory=lambda: np.zeros((2, 3)))
+    last_kline_ts: int = -1  # open time of the last closed kline in the EMAs
+    last_price: float = math.nan
+    pos: list[list[float]] = field(default_factory=lambda: [[0.0, 0.0], [0.0, 0.0]])
+    exch: list[list[float] | None] = field(default_factory=lambda: [None, None])
+    exch_time: list[int] = field(default_factory=lambda: [-1, -1])  # -1: a REST snapshot
+    fill_time: list[int] = field(default_factory=lambda: [-1, -1])
+    open: dict[str, LiveOrder] = field(default_factory=dict)  # ours, by client id
+    closed_ids: deque[str] = field(default_factory=lambda: deque(maxlen=2000))
+    last_trade_id: int = -1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    done_ts: int = -1  # lockstep: last kline whose orders are reconciled
+    catching_up: bool = False
+
+
+class LiveBot:
+    """Trade ``symbols`` on one account through ``adapter`` and websocket streams at ``ws_url``."""
+
+    def __init__(
+        self,
+        config: Config,
+        adapter: CcxtAdapter,
+        *,
+        symbols: Sequence[str] | None = None,
+        ws_url: str,
+        lockstep: bool = False,
+        state_name: str = "live",
+        user_in_market: bool | None = None,
+        market_path: str = "/market",
+        listen_key_keepalive_s: float = 1800.0,
+        max_rest_retries: int = 60,
+    ) -> None:
+        self.config = config
+        self.live: LiveConfig = config.live
+        self.adapter = adapter
+        self.symbols = tuple(
+            CcxtAdapter.market_id(s) for s in (symbols or config.live.symbols or ())
+        )
+        if not self.symbols:
+            raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
+        self.ws_url = ws_url
+        self.lockstep = lockstep
+        self.user_in_market = lockstep if user_in_market is None else user_in_market
+        self.market_path = market_path
+        self.listen_key_keepalive_s = listen_key_keepalive_s
+        self.max_rest_retries = max_rest_retries
+        self.state = StateStore(self.live.state_dir, state_name)
+        self.params = [side_params_array(config.bot.long), side_params_array(config.bot.short)]
+        self.n_positions = [config.bot.long.n_positions, config.bot.short.n_positions]
+        self.alphas = [
+            ema_alphas(config.bot.long.ema_span_0, config.bot.long.ema_span_1),
+            ema_alphas(config.bot.short.ema_span_0, config.bot.short.ema_span_1),
+        ]
+        self.coins: dict[str, Coin] = {}
+        self.balance = math.nan
+        self.balance_peak = math.nan
+        self.fills: list[LiveFill] = []
+        self._seen_trades: set[tuple[str, int]] = set()
+        self._user_seq = 0  # bumps on every user-stream event: REST snapshots check it
+        self._stop = asyncio.Event()
+        self._sync_wanted = asyncio.Event()
+        self._done = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._backoff_s = 0.0
+        self._backoff_until = 0.0
+        self._market_up = False
+        self.market_connected = False
+        self._listen_key: str | None = None
+        self.streams: BinanceStreams | None = None
+        self.errors: list[str] = []  # noteworthy errors, for tests and the summary
+        self.cycles = 0
+
+    # ------------------------------------------------------------------ start-up
+
+    async def start(self) -> None:
+        """Markets, leverage check (refuses with the reason), account set-up, EMAs, state."""
+        specs = await self.adapter.load_markets(self.symbols)
+        snap = await self.adapter.fetch_account(self.symbols)
+        self.balance = snap.balance
+        self._check_leverage(specs, snap.balance)
+        await self.adapter.setup_account(self.symbols, int(self.live.leverage))
+        for s in self.symbols:
+            spec = specs[s]
+            self.coins[s] = Coin(s, spec, spec.as_array())
+        self._load_state(snap)
+        for s in self.symbols:
+            await self._seed_emas(self.coins[s])
+        await self._sync()
+        log.info(
+            "started: %s, balance %.2f (peak %.2f), leverage %g",
+            ", ".join(self.symbols),
+            self.balance,
+            self.balance_peak,
+            self.live.leverage,
+        )
+
+    def _check_leverage(self, specs: dict[str, MarketSpec], balance: float) -> None:
+        long, short = self.config.bot.long, self.config.bot.short
+        lev = float(self.live.leverage)
+        if lev != int(lev):
+            raise StartupRefused(f"live.leverage = {lev:g}: exchanges take whole numbers")
+        for s in self.symbols:
+            res = check_leverage(
+                lev,
+                long.total_wallet_exposure_limit,
+                short.total_wallet_exposure_limit,
+                long_enabled=long.enabled,
+                short_enabled=short.enabled,
+                balance=balance,
+                wallet_exposure_limit_long=long.wallet_exposure_limit,
+                wallet_exposure_limit_short=short.wallet_exposure_limit,
+                tiers=specs[s].tiers,
+            )
+            if not res.ok:
+                raise StartupRefused(f"refusing to start on {s}: {res.reason}")
+
+    def _load_state(self, snap: Any) -> None:
+        self.balance_peak = max(float(self.state.get("balance_peak", snap.balance)), snap.balance)
+        self.state.set("balance_peak", self.balance_peak)
+        for s, c in self.coins.items():
+            ex = snap.positions.get(s, (0.0, 0.0, 0.0, 0.0))
+            c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
+            saved = self.state.get(f"pos:{s}")
+            c.last_trade_id = int(self.state.get(f"last_trade_id:{s}", -1))
+            for j in range(2):
+                if saved is not None and abs(saved[j][0] - c.exch[j][0]) <= c.spec.qty_step / 2:
+                    c.pos[j] = list(saved[j])  # our exact average, not the rounded one
+                else:
+                    c.pos[j] = list(c.exch[j])
+            emas = self.state.get(f"emas:{s}")
+            if emas is not None:
+                c.emas = np.array(emas, dtype=np.float64).reshape(2, 3)
+                c.last_kline_ts = int(self.state.get(f"last_kline_ts:{s}", -1))
+
+    async def _seed_emas(self, c: Coin) -> None:
+        """EMAs of closed 1m closes: the backtester's warm-up length, seeded with ``ema_seed``;
+        or, after a restart, the saved EMAs advanced through the klines missed since."""
+        if c.last_kline_ts >= 0 and await self._catch_up_klines(c, max_gap=10_000):
+            if math.isnan(c.last_price):  # nothing new since the restart: the last close
+                rows = await self._rest(self.adapter.fetch_klines, c.symbol, limit=2)
+                rows = rows[rows[:, 0] <= c.last_kline_ts]
+                if rows.shape[0]:
+                    c.last_price = float(rows[-1, 4])
+            if not self.lockstep:  # live: the latest trade beats the last close
+                prices = await self._rest(self.adapter.fetch_last_prices, [c.symbol])
+                c.last_price = prices.get(c.symbol, c.last_price)
+            return
+        n = max(1, warmup_candles(self.config, MINUTE_MS))
+        now_ms = int(time.time() * 1000) + await self._time_offset()
+        rows = await self._rest(self.adapter.fetch_klines, c.symbol, limit=n + 1)
+        if self.lockstep:
+            pass  # the venue serves closed candles only (replay time is not the wall clock)
+        else:
+            rows = rows[rows[:, 0] + MINUTE_MS <= now_ms]  # drop the candle still open
+        rows = rows[-n:]
+        if rows.shape[0] == 0:
+            raise ExchangeError(f"{c.symbol}: no klines to seed the EMAs from")
+        if rows.shape[0] < n:
+            log.warning("%s: only %d of %d klines for the EMAs", c.symbol, rows.shape[0], n)
+        closes = np.ascontiguousarray(rows[:, 4])
+        c.emas = np.stack([ema_seed(closes, self.alphas[0]), ema_seed(closes, self.alphas[1])])
+        c.last_kline_ts = int(rows[-1, 0])
+        c.last_price = float(closes[-1])
+        self._save_emas(c)
+
+    async def _time_offset(self) -> int:
+        if self.lockstep:
+            return 0
+        try:
+            return await self.adapter.server_time_offset_ms()
+        except ExchangeError:
+            return 0
+
+    def _save_emas(self, c: Coin) -> None:
+        self.state.set_many(
+            {
+                f"emas:{c.symbol}": c.emas.ravel().tolist(),
+                f"last_kline_ts:{c.symbol}": c.last_kline_ts,
+            }
+        )
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Start and trade until :meth:`stop`; cancels our orders on stop if configured."""
+        try:
+            await self.start()
+            self._ready.set()
+            self.streams = BinanceStreams(
+                ws_url=self.ws_url,
+                symbols=self.symbols,
+                on_event=self._on_event,
+                listen_key=self._get_listen_key,
+                market_path=self.market_path,
+                user_in_market=self.user_in_market,
+                silence_timeout_s=self.live.stream_silence_timeout_seconds,
+                on_state=self._on_stream_state,
+            )
+            for c in self.coins.values():
+                c.wake.set()  # reconcile at once: the grid from the state just loaded
+            tasks = [
+                asyncio.create_task(self.streams.run(self._stop), name="streams"),
+                asyncio.create_task(self._sync_loop(), name="rest-sync"),
+                asyncio.create_task(self._fallback_loop(), name="rest-fallback"),
+                asyncio.create_task(self._keepalive_loop(), name="listen-key"),
+            ]
+            tasks += [
+                asyncio.create_task(self._coin_loop(c), name=f"coin-{s}")
+                for s, c in self.coins.items()
+            ]
+            stop_task = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([*tasks, stop_task], return_when="FIRST_COMPLETED")
+            self._stop.set()
+            for t in tasks:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for t in done:
+                if t is not stop_task and t.exception() is not None:
+                    raise t.exception()
+            for r in results:
+                if isinstance(r, AuthenticationError):
+                    raise r
+        finally:
+            self._ready.set()
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from signal handlers)."""
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        if self.live.cancel_orders_on_stop and self.coins:
+            for c in self.coins.values():
+                for batch in batches(list(c.open.values()), self.live.max_orders_per_batch):
+                    await self.adapter.run_batch(self.adapter.cancel_order, batch)
+                c.open.clear()
+            log.info("stopped: cancelled our open orders")
+        self.state.close()
+        async with self._done:
+            self._done.notify_all()
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def wait_done(self, ts: int, timeout: float = 30.0) -> None:
+        """Lockstep: wait until every coin reconciled its orders after the kline opened at
+        ``ts`` (raises TimeoutError; ends early if the bot stopped)."""
+
+        def done() -> bool:
+            return self._stop.is_set() or all(c.done_ts >= ts for c in self.coins.values())
+
+        async with self._done:
+            await asyncio.wait_for(self._done.wait_for(done), timeout)
+        if self._stop.is_set() and not all(c.done_ts >= ts for c in self.coins.values()):
+            raise RuntimeError("the bot stopped: " + "; ".join(self.errors[-3:]))
+
+    async def _coin_loop(self, c: Coin) -> None:
+        last_cycle = 0.0
+        failures = 0
+        while not self._stop.is_set():
+            await c.wake.wait()
+            c.wake.clear()
+            if not self.lockstep:
+                delay = last_cycle + self.live.execution_delay_seconds - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            wait = self._backoff_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            target = c.last_kline_ts
+            last_cycle = time.monotonic()
+            try:
+                ok = await self._cycle(c)
+            except AuthenticationError as exc:
+                self.errors.append(str(exc))
+                log.error("authentication refused: %s; stopping", exc)
+                raise
+            if ok:
+                failures = 0
+                self._backoff_s = 0.0
+                if target > c.done_ts:
+                    c.done_ts = target
+                    async with self._done:
+                        self._done.notify_all()
+            else:
+                failures += 1
+                if failures > self.max_rest_retries:
+                    raise ExchangeError(f"{c.symbol}: {failures} failed cycles in a row")
+                await asyncio.sleep(min(0.05 * failures, 1.0))
+                c.wake.set()
+
+    # ------------------------------------------------------------------ the cycle
+
+    def ideal(self, c: Coin) -> list[LiveOrder]:
+        """The orders ``c`` should have open now, from the core."""
+        sizes = np.array([[self._position(x, j)[0] for x in self.coins.values()] for j in (0, 1)])
+        idx = list(self.coins).index(c.symbol)
+        out: list[LiveOrder] = []
+        # bid = ask = the latest trade price. The backtester uses bid = ask = the previous
+        # candle's close; in lockstep the latest price *is* that close (set from the kline).
+        price = c.last_price
+        for j, side in enumerate(_SIDES):
+            may_open = bool(opening_slots(sizes[j], self.n_positions[j])[idx])
+            size, pprice = self._position(c, j)
+            rows = ideal_orders(
+                side,
+                self.balance,
+                self.balance_peak,
+                size,
+                pprice,
+                price,
+                price,
+                c.emas[j],
+                c.market,
+                self.params[j],
+                may_open,
+            )
+            out += orders_from_rows(c.symbol, side, rows)
+        return out
+
+    def _position(self, c: Coin, j: int) -> tuple[float, float]:
+        """Our booked position, unless the exchange reports another size (then adopt it)."""
+        mine, ex = c.pos[j], c.exch[j]
+        # a report from the same moment as our last fill may be an intermediate one
+        # (several fills per candle, streams reordered): only a newer one overrides
+        newer = c.exch_time[j] < 0 or c.exch_time[j] > c.fill_time[j]
+        if ex is not None and newer and abs(mine[0] - ex[0]) > c.spec.qty_step / 2:
+            log.warning(
+                "%s %s: the exchange reports size %g, our fills give %g: the position changed "
+                "without a fill of ours (deleverage / ADL / manual); recomputing the grid from it",
+                c.symbol,
+                "long" if j == 0 else "short",
+                ex[0],
+                mine[0],
+            )
+            c.pos[j] = [ex[0], ex[1] if ex[0] > 0 else 0.0]
+            self._save_position(c)
+        return c.pos[j][0], c.pos[j][1]
+
+    async def _cycle(self, c: Coin) -> bool:
+        """Reconcile ``c``'s open orders to the ideal ones; False if something must be retried."""
+        if math.isnan(self.balance) or math.isnan(c.last_price):
+            return False
+        async with c.lock:
+            self.cycles += 1
+            ideal = self.ideal(c)
+            thr = (0.0, 0.0) if self.lockstep else (
+                self.live.price_distance_threshold,
+                self.live.qty_distance_threshold,
+            )  # fmt: skip
+            to_cancel, to_create = diff_orders(list(c.open.values()), ideal, c.last_price, *thr)
+            if not to_cancel and not to_create:
+                return True
+            ok = True
+            size = self.live.max_orders_per_batch
+            for batch in batches(to_cancel, size):
+                results = await self.adapter.run_batch(self.adapter.cancel_order, batch)
+                for o, r in zip(batch, results, strict=True):
+                    if isinstance(r, UnknownOrderError):
+                        # gone already (filled or cancelled): the stream will tell; re-sync
+                        self._forget(c, o)
+                        self._sync_wanted.set()
+                    elif isinstance(r, BaseException):
+                        ok = self._on_error(c, "cancel", o, r) and ok
+                    else:
+                        self._forget(c, o)
+            if not ok:
+                return False  # never create while stale orders may still rest
+            for batch in batches(to_create, size):
+                results = await self.adapter.run_batch(self.adapter.create_order, batch)
+                for o, r in zip(batch, results, strict=True):
+                    if isinstance(r, LiveOrder):
+                        if r.order_id not in c.closed_ids:
+                            c.open[r.client_id] = r
+                    elif isinstance(r, BaseException):
+                        ok = self._on_error(c, "create", o, r) and ok
+            log.debug(
+                "%s: cancelled %d, created %d orders", c.symbol, len(to_cancel), len(to_create)
+            )
+            return ok
+
+    def _forget(self, c: Coin, o: LiveOrder) -> None:
+        c.open.pop(o.client_id, None)
+        if o.order_id:
+            c.closed_ids.append(o.order_id)
+
+    def _on_error(self, c: Coin, what: str, o: LiveOrder, exc: BaseException) -> bool:
+        """Classify an order error; returns False (retry the cycle) or raises (stop)."""
+        text = f"{c.symbol} {what} {o.side} {o.position_side} {abs(o.qty):g} @ {o.price:g}: {exc}"
+        if isinstance(exc, AuthenticationError):
+            raise exc
+        if isinstance(exc, RateLimitError):
+            self._backoff_s = min(max(self._backoff_s * 2, 0.5), 60.0)
+            self._backoff_until = time.monotonic() + self._backoff_s
+            log.warning("rate limited, backing off %.1f s: %s", self._backoff_s, text)
+        elif isinstance(exc, InsufficientMarginError):
+            log.warning("insufficient margin, re-syncing: %s", text)
+            self._sync_wanted.set()
+        elif isinstance(exc, OrderRejectedError) and "-4116" in str(exc):
+            log.info("order already exists, re-syncing: %s", text)  # a create that landed
+            self._sync_wanted.set()
+        elif isinstance(exc, TransientExchangeError | OrderRejectedError | ExchangeError):
+            log.warning("%s", text)
+        else:
+            raise exc
+        self.errors.append(text)
+        return False
+
+    # ------------------------------------------------------------------ REST
+
+    async def _rest(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        """A REST call retried through transient errors and rate limits (bounded)."""
+        delay = 0.2
+        for attempt in range(self.max_rest_retries):
+            try:
+                return await fn(*args, **kw)
+            except (TransientExchangeError, UnknownOrderError) as exc:
+                if attempt + 1 >= self.max_rest_retries:
+                    raise
+                if isinstance(exc, RateLimitError):
+                    delay = max(delay, 1.0)
+                log.warning("REST %s: %s; retrying in %.1f s", fn.__name__, exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    async def _sync(self) -> None:
+        """REST: balance and positions, missed fills (userTrades), our open orders."""
+        for _ in range(3):
+            seq = self._user_seq
+            snap = await self._rest(self.adapter.fetch_account, self.symbols)
+            if seq == self._user_seq:  # no stream event raced the snapshot
+                self.balance = snap.balance
+                for s, c in self.coins.items():
+                    ex = snap.positions.get(s, (0.0, 0.0, 0.0, 0.0))
+                    c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
+                    c.exch_time = [-1, -1]
+                break
+        for c in self.coins.values():
+            async with c.lock:
+                await self._catch_up_trades(c)
+                for _ in range(3):
+                    seq = self._user_seq
+                    orders = await self._rest(self.adapter.fetch_open_orders, c.symbol)
+                    if seq == self._user_seq:
+                        break
+                old = c.open
+                c.open = {}
+                for o in orders:
+                    if o.client_id.startswith(PREFIX):
+                        prev = old.get(o.client_id)
+                        kind = prev.kind if prev is not None else 0
+                        c.open[o.client_id] = LiveOrder(
+                            o.symbol, o.pside, o.qty, o.price, kind, 0, o.client_id, o.order_id
+                        )
+
+    async def _catch_up_trades(self, c: Coin) -> None:
+        ex = self.adapter.ex
+        sid = c.symbol
+        if c.last_trade_id < 0:
+            raw = await self._rest(
+                self.adapter._call, ex.fapiPrivateGetUserTrades, {"symbol": sid, "limit": 1}
+            )
+            c.last_trade_id = int(raw[-1]["id"]) if raw else 0
+            self.state.set(f"last_trade_id:{sid}", c.last_trade_id)
+            return
+        for _ in range(100):  # bounded: 100 pages of 1000 fills
+            params = {"symbol": sid, "fromId": c.last_trade_id + 1, "limit": 1000}
+            raw = await self._rest(self.adapter._call, ex.fapiPrivateGetUserTrades, params)
+            for t in raw:
+                sign = 1.0 if t["side"] == "BUY" else -1.0
+                pside = 1 if t.get("positionSide") == "LONG" else -1
+                self._on_fill(
+                    sid, pside, sign * float(t["qty"]), float(t["price"]), int(t["id"]),
+                    int(t["time"]), "",
+                )  # fmt: skip
+            if len(raw) < 1000:
+                break
+
+    async def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(
+                    self._sync_wanted.wait(), self.live.rest_sync_interval_seconds
+                )
+            except TimeoutError:
+                pass
+            self._sync_wanted.clear()
+            if self._stop.is_set():
+                break
+            try:
+                await self._sync()
+            except TransientExchangeError as exc:
+                log.warning("REST sync failed: %s", exc)
+                self._sync_wanted.set()
+                await asyncio.sleep(1.0)
+                continue
+            for c in self.coins.values():
+                c.wake.set()
+
+    async def _fallback_loop(self) -> None:
+        """While the market stream is down: REST prices and missed klines (bounded polling)."""
+        period = min(5.0, max(0.5, self.live.stream_silence_timeout_seconds / 2))
+        while not self._stop.is_set():
+            await asyncio.sleep(period)
+            if self._market_up:
+                continue
+            try:
+                if not self.lockstep:
+                    prices = await self.adapter.fetch_last_prices(self.symbols)
+                    for s, p in prices.items():
+                        if s in self.coins and p > 0:
+                            self.coins[s].last_price = p
+                await self._recover()
+            except ExchangeError as exc:
+                log.warning("REST fallback: %s", exc)
+
+    async def _keepalive_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.listen_key_keepalive_s)
+            try:
+                await self.adapter.keepalive_listen_key()
+            except ExchangeError as exc:
+                log.warning("listen key keepalive: %s (a new key on the next connect)", exc)
+                self._listen_key = None
+
+    async def _get_listen_key(self) -> str:
+        if self._listen_key is None:
+            self._listen_key = await self._rest(self.adapter.listen_key)
+        return self._listen_key
+
+    def _on_stream_state(self, name: str, up: bool) -> None:
+        if name == "market":
+            self._market_up = up
+            self.market_connected = up
+        if up:
+            # after any (re)connect: the fills and klines we may have missed, via REST
+            asyncio.get_running_loop().create_task(self._recover())
+        elif not self._stop.is_set():
+            log.warning("%s stream down; REST fallback until it is back", name)
+
+    async def _recover(self) -> None:
+        """Klines first (EMAs), then fills and balance (REST), then reconcile every coin.
+
+        In this order the REST state is at least as new as the klines: a candle's fills are
+        booked before its kline exists, so a cycle never sees a candle without its fills.
+        """
+        try:
+            for c in self.coins.values():
+                await self._catch_up_klines(c)
+            await self._sync()
+        except ExchangeError as exc:
+            log.warning("recovery after reconnect failed: %s; retrying by REST sync", exc)
+            self._sync_wanted.set()
+        for c in self.coins.values():
+            c.wake.set()
+
+    async def _catch_up_klines(self, c: Coin, max_gap: int = 10_000) -> bool:
+        """Advance the EMAs through closed klines missed since ``last_kline_ts``; False when the
+        gap is too long to bridge (then the caller re-seeds)."""
+        if c.catching_up or c.last_kline_ts < 0:
+            return c.last_kline_ts >= 0
+        c.catching_up = True
+        try:
+            start = c.last_kline_ts + MINUTE_MS
+            rows = await self._rest(
+                self.adapter.fetch_klines, c.symbol, start_ms=start, limit=max_gap + 2
+            )
+            if not self.lockstep:
+                now_ms = int(time.time() * 1000) + await self._time_offset()
+                rows = rows[rows[:, 0] + MINUTE_MS <= now_ms]
+            if rows.shape[0] > max_gap:
+                return False
+            for r in rows:
+                self._apply_kline(c, int(r[0]), float(r[4]))
+            return True
+        finally:
+            c.catching_up = False
+
+    # ------------------------------------------------------------------ stream events
+
+    async def _on_event(self, ev: str, data: dict[str, Any]) -> None:
+        if ev == "aggTrade":
+            c = self.coins.get(data["s"])
+            if c is not None:
+                c.last_price = float(data["p"])
+                if not self.lockstep:
+                    c.wake.set()
+        elif ev == "kline":
+            k = data["k"]
+            c = self.coins.get(data["s"])
+            if c is None or not k.get("x"):
+                return
+            ts = int(k["t"])
+            if ts > c.last_kline_ts + MINUTE_MS:
+                # missed messages (klines, maybe fills too): recover it all by REST
+                asyncio.get_running_loop().create_task(self._recover())
+            elif self._apply_kline(c, ts, float(k["c"])):
+                c.wake.set()
+        elif ev == "ORDER_TRADE_UPDATE":
+            self._user_seq += 1
+            self._on_order_update(data["o"])
+        elif ev == "ACCOUNT_UPDATE":
+            self._user_seq += 1
+            self._on_account_update(data["a"], int(data.get("T", data.get("E", 0))))
+        elif ev == "listenKeyExpired":
+            log.warning("listen key expired: reconnecting with a new one")
+            self._listen_key = None
+            if self.streams is not None:
+                for cl in self.streams.clients:
+                    await cl.close()
+
+    def _apply_kline(self, c: Coin, ts: int, close: float) -> bool:
+        if ts != c.last_kline_ts + MINUTE_MS:
+            return False  # old (already in the EMAs) or not the next one
+        ema_update(c.emas[0], self.alphas[0], close)
+        ema_update(c.emas[1], self.alphas[1], close)
+        c.last_kline_ts = ts
+        c.last_price = close  # the kline's close is the minute's last trade
+        self._save_emas(c)
+        return True
+
+    def _on_order_update(self, o: dict[str, Any]) -> None:
+        c = self.coins.get(o["s"])
+        if c is None:
+            return
+        cid = str(o.get("c", ""))
+        if o.get("x") in ("TRADE", "CALCULATED") and float(o.get("l", 0) or 0) > 0:
+            sign = 1.0 if o["S"] == "BUY" else -1.0
+            pside = 1 if o.get("ps") == "LONG" else -1
+            self._on_fill(
+                c.symbol, pside, sign * float(o["l"]), float(o["L"]), int(o["t"]), int(o["T"]), cid
+            )
+        if not cid.startswith(PREFIX):
+            return  # not ours: never tracked
+        oid = str(o["i"])
+        status = o.get("X")
+        if status in ("FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"):
+            c.open.pop(cid, None)
+            c.closed_ids.append(oid)
+        elif status in ("NEW", "PARTIALLY_FILLED") and oid not in c.closed_ids:
+            sign = 1.0 if o["S"] == "BUY" else -1.0
+            remaining = float(o["q"]) - float(o.get("z", 0) or 0)
+            prev = c.open.get(cid)
+            pside = 1 if o.get("ps") == "LONG" else -1
+            c.open[cid] = LiveOrder(
+                c.symbol, pside, sign * remaining, float(o["p"]),
+                prev.kind if prev else 0, prev.level if prev else 0, cid, oid,
+            )  # fmt: skip
+
+    def _on_fill(
+        self, symbol: str, pside: int, qty: float, price: float, trade_id: int, ts: int, cid: str
+    ) -> None:
+        key = (symbol, trade_id)
+        if key in self._seen_trades:
+            return
+        self._seen_trades.add(key)
+        c = self.coins[symbol]
+        j = 0 if pside > 0 else 1
+        size, pprice, _ = apply_fill(pside, c.pos[j][0], c.pos[j][1], qty, price)
+        c.pos[j] = [size, pprice]
+        c.fill_time[j] = max(c.fill_time[j], ts)
+        c.last_trade_id = max(c.last_trade_id, trade_id)
+        self.fills.append(LiveFill(ts, symbol, pside, qty, price, trade_id, cid))
+        self._save_position(c)
+        if not self.lockstep:
+            c.wake.set()
+
+    def _save_position(self, c: Coin) -> None:
+        self.state.set_many(
+            {
+                f"pos:{c.symbol}": c.pos,
+                f"last_trade_id:{c.symbol}": c.last_trade_id,
+                "balance_peak": self.balance_peak,
+            }
+        )
+
+    def _on_account_update(self, a: dict[str, Any], time_ms: int) -> None:
+        reason = a.get("m", "")
+        for b in a.get("B", []):
+            if b.get("a") == "USDT":
+                self.balance = float(b["wb"])
+        if reason == "ORDER" and self.balance > self.balance_peak:
+            # the peak follows fills only, as in the backtester (funding does not raise it)
+            self.balance_peak = self.balance
+            self.state.set("balance_peak", self.balance_peak)
+        for p in a.get("P", []):
+            c = self.coins.get(p["s"])
+            if c is None:
+                continue
+            amt = float(p["pa"])
+            ps = p.get("ps", "BOTH")
+            j = 0 if ps == "LONG" or (ps == "BOTH" and amt >= 0) else 1
+            c.exch[j] = [abs(amt), float(p["ep"]) if amt else 0.0]
+            c.exch_time[j] = time_ms
+            if reason not in ("ORDER", "FUNDING"):
+                # deleverage / ADL / manual adjustment: not a fill of ours
+                self._position(c, j)
+                c.wake.set()
