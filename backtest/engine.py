@@ -40,6 +40,7 @@ from bot.core.params import (
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
     P_ENABLED,
+    P_WALLET_EXPOSURE_LIMIT,
 )
 
 __all__ = ["EngineInputs", "EngineOutput", "run_engine", "F_COLUMNS"]
@@ -104,27 +105,50 @@ def _triggers(
     balance: float,
     size: float,
     pos_price: float,
-    price: float,
     emas: np.ndarray,
     market: np.ndarray,
     params: np.ndarray,
     buf: np.ndarray,
 ) -> tuple[float, float]:
-    """(nearest entry price, nearest close price) of a position, or prices nothing reaches.
+    """(nearest entry, nearest close) of a position before the book clamp, from the core.
 
-    Asks the core for one entry level and the close grid: the same numbers ideal_orders
-    starts with, at a fraction of the cost of the whole ladder.
+    The core places a long's entries at min(bid, level) and its closes at max(ask, level)
+    (a short mirrored). The levels depend only on the position and the balance, so they are
+    cached until a fill or a balance change; each candle clamps them with the previous close
+    (see :func:`_reached`). When no entry level fits under the limit at the unclamped price
+    but the position is below its limit, one might at a better clamped price: the entry is
+    then "at the bid" (inf for a long, 0 for a short), so any candle below the previous close
+    asks the core.
     """
-    far_entry = _NO_ORDER_LOW if side > 0 else _NO_ORDER_HIGH
-    far_close = _NO_ORDER_HIGH if side > 0 else _NO_ORDER_LOW
+    no_entry = _NO_ORDER_LOW if side > 0 else _NO_ORDER_HIGH
+    no_close = _NO_ORDER_HIGH if side > 0 else _NO_ORDER_LOW
     stop = 0.0 if side > 0 else np.inf
+    # bid = inf and ask = 0: the clamps min(bid, .) / max(ask, .) leave every level as it is
     n = entry_grid(
-        side, balance, size, pos_price, price, price, emas, market, params, buf, 0, stop, 1
+        side, balance, size, pos_price, np.inf, 0.0, emas, market, params, buf, 0, stop, 1
     )
-    entry = buf[0, 1] if n > 0 else far_entry
-    n = close_grid(side, balance, size, pos_price, price, price, market, params, buf, 0)
-    close = buf[0, 1] if n > 0 else far_close
+    if n > 0:
+        entry = buf[0, 1]
+    elif size * pos_price < params[P_WALLET_EXPOSURE_LIMIT] * balance * (1.0 - 1e-9):
+        entry = np.inf if side > 0 else 0.0
+    else:
+        entry = no_entry  # full: no entry at any price
+    n = close_grid(side, balance, size, pos_price, np.inf, 0.0, market, params, buf, 0)
+    close = buf[0, 1] if n > 0 else no_close
     return entry, close
+
+
+@njit(cache=True)
+def _reached(
+    side: int, entry: float, close: float, prev_close: float, high: float, low: float
+) -> bool:
+    """Can the candle fill the position's nearest entry or close (cached levels clamped to the
+    previous close, as the core clamps them to bid / ask)? Conservative: a clamped order sits
+    at or beyond the previous close, so asking when the candle passes it never misses a fill;
+    an unclamped one is exactly the cached level."""
+    if side > 0:
+        return low < min(entry, prev_close) or high > max(close, prev_close)
+    return high > max(entry, prev_close) or low < min(close, prev_close)
 
 
 @njit(cache=True)
@@ -266,12 +290,10 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             continue
                         if recompute:
                             entry_trig[s, j], close_trig[s, j] = _triggers(
-                                side, ord_balance, size[s, j], pprice[s, j], prev_close,
-                                emas[s, j], markets[s], prm, buf,
+                                side, ord_balance, size[s, j], pprice[s, j], emas[s, j],
+                                markets[s], prm, buf,
                             )  # fmt: skip
-                        if side > 0 and (lo < entry_trig[s, j] or hi > close_trig[s, j]):
-                            hit_side[j] = True
-                        elif side < 0 and (hi > entry_trig[s, j] or lo < close_trig[s, j]):
+                        if _reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
                             hit_side[j] = True
                         else:
                             uq, up = unstuck_order(
