@@ -237,8 +237,11 @@ def _kernel(  # noqa: PLR0913, PLR0915
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance
         ord_peak = balance_peak
-        recompute = dirty
-        dirty = False
+        # Cached nearest orders and position slots are refreshed on the first trading candle
+        # and after anything changed (a fill, funding); warm-up candles leave them for later.
+        recompute = dirty and trading
+        if trading:
+            dirty = False
         if trading and ts_mod[k] == 0:
             for s in range(n_sym):
                 for j in range(2):
