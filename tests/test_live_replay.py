@@ -61,3 +61,15 @@ def test_replay_one_day_every_fill_matches_the_backtester():
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
     assert result.open_orders_ok
     assert result.bot_errors == []
+
+
+@pytest.mark.slow
+def test_replay_through_the_crash_of_2021_05_19_every_fill_matches():
+    # The day BTC touched 30,000: re-entries land above the market and rest at the bid,
+    # unstuck closes and re-entries fill in the same candle; the live bot must still do
+    # exactly what the backtester does.
+    result = asyncio.run(replay(trading_config(), sample(24, day="2021-05-19")))
+    assert len(result.fills_backtest) > 500
+    assert result.mismatches == []
+    assert result.matched == len(result.fills_live) == len(result.fills_backtest)
+    assert result.bot_errors == []
