@@ -163,6 +163,7 @@ class LiveBot:
         self._listen_key: str | None = None
         self.streams: BinanceStreams | None = None
         self.errors: list[str] = []  # noteworthy errors, for tests and the summary
+        self._recoveries: set[asyncio.Task] = set()
         self.cycles = 0
 
     # ------------------------------------------------------------------ start-up
@@ -306,6 +307,7 @@ class LiveBot:
             stop_task = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop_task], return_when="FIRST_COMPLETED")
             self._stop.set()
+            tasks += list(self._recoveries)
             for t in tasks:
                 t.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -628,9 +630,11 @@ class LiveBot:
         if name == "market":
             self._market_up = up
             self.market_connected = up
-        if up:
+        if up and not self._stop.is_set():
             # after any (re)connect: the fills and klines we may have missed, via REST
-            asyncio.get_running_loop().create_task(self._recover())
+            t = asyncio.get_running_loop().create_task(self._recover())
+            self._recoveries.add(t)  # tracked: cancelled on stop, never outlives the bot
+            t.add_done_callback(self._recoveries.discard)
         elif not self._stop.is_set():
             log.warning("%s stream down; REST fallback until it is back", name)
 
