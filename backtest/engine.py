@@ -36,6 +36,7 @@ from bot.core.grid import (
 from bot.core.margin import account_at_risk, account_liquidation, maintenance_margin
 from bot.core.params import (
     KIND_LIQUIDATION,
+    M_MIN_COST,
     MAX_ORDERS,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
@@ -127,12 +128,15 @@ def _triggers(
     n = entry_grid(
         side, balance, size, pos_price, np.inf, 0.0, emas, market, params, buf, 0, stop, 1
     )
+    room = params[P_WALLET_EXPOSURE_LIMIT] * balance - size * pos_price  # quote under the limit
     if n > 0:
         entry = buf[0, 1]
-    elif size * pos_price < params[P_WALLET_EXPOSURE_LIMIT] * balance * (1.0 - 1e-9):
+    elif room >= market[M_MIN_COST] * (1.0 - 1e-6) and room > 0.0:
         entry = np.inf if side > 0 else 0.0
     else:
-        entry = no_entry  # full: no entry at any price
+        # Less room than the minimum order cost: no entry fits at any price (the qty that fits,
+        # room / price, stays below min_cost / price however the price is clamped).
+        entry = no_entry
     n = close_grid(side, balance, size, pos_price, np.inf, 0.0, market, params, buf, 0)
     close = buf[0, 1] if n > 0 else no_close
     return entry, close
