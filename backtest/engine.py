@@ -202,8 +202,9 @@ def _kernel(  # noqa: PLR0913, PLR0915
     liquidated_k = -1
 
     # state per coin: [0] long, [1] short
-    size = np.zeros((n_sym, 2))
-    pprice = np.zeros((n_sym, 2))
+    # per side (0 long, 1 short) and coin: rows are contiguous arrays for the margin checks
+    size = np.zeros((2, n_sym))
+    pprice = np.zeros((2, n_sym))
     sides = np.array([1, -1])
     enabled = np.array([params_long[P_ENABLED] != 0.0, params_short[P_ENABLED] != 0.0])
     alphas = np.empty((2, 3))
@@ -249,8 +250,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
         if trading and ts_mod[k] == 0:
             for s in range(n_sym):
                 for j in range(2):
-                    if size[s, j] > 0.0:
-                        pay = funding_payment(sides[j], size[s, j], ohlcv[s, k, 0], funding_rate)
+                    if size[j, s] > 0.0:
+                        pay = funding_payment(sides[j], size[j, s], ohlcv[s, k, 0], funding_rate)
                         balance -= pay
                         funding_paid += pay
                         dirty = True
@@ -261,18 +262,16 @@ def _kernel(  # noqa: PLR0913, PLR0915
                 highs[s] = ohlcv[s, k, 1]
                 refs[s] = ohlcv[s, k - 1, 3]  # the last price before the candle
             liq = no_liq
-            if account_at_risk(
-                balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], lows, highs, tiers
-            ):
+            if account_at_risk(balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers):
                 liq = account_liquidation(
-                    balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], refs, lows,
+                    balance, size[0], pprice[0], size[1], pprice[1], refs, lows,
                     highs, tiers,
                 )  # fmt: skip
             if liq.shape[0] == 0:
                 nf_candle = nf
                 if recompute:
-                    sl = opening_slots(size[:, 0], n_positions_long)
-                    ss = opening_slots(size[:, 1], n_positions_short)
+                    sl = opening_slots(size[0], n_positions_long)
+                    ss = opening_slots(size[1], n_positions_short)
                     for s in range(n_sym):
                         may_open[s, 0] = sl[s]
                         may_open[s, 1] = ss[s]
@@ -286,7 +285,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     for j in range(2):
                         side = sides[j]
                         prm = params_long if j == 0 else params_short
-                        if size[s, j] == 0.0:
+                        if size[j, s] == 0.0:
                             if not (enabled[j] and may_open[s, j]):
                                 continue
                             p0 = initial_entry_price(
@@ -297,14 +296,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             continue
                         if recompute:
                             entry_trig[s, j], close_trig[s, j] = _triggers(
-                                side, ord_balance, size[s, j], pprice[s, j], emas[s, j],
+                                side, ord_balance, size[j, s], pprice[j, s], emas[s, j],
                                 markets[s], prm, buf,
                             )  # fmt: skip
                         if _reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
                             hit_side[j] = True
                         else:
                             uq, up = unstuck_order(
-                                side, ord_balance, ord_peak, size[s, j], pprice[s, j],
+                                side, ord_balance, ord_peak, size[j, s], pprice[j, s],
                                 prev_close, prev_close, emas[s, j], markets[s], prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
@@ -318,13 +317,13 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     n_os = 0
                     if hit_side[0]:
                         n_ol = ideal_orders_into(
-                            1, ord_balance, ord_peak, size[s, 0], pprice[s, 0], prev_close,
+                            1, ord_balance, ord_peak, size[0, s], pprice[0, s], prev_close,
                             prev_close, emas[s, 0], markets[s], params_long, may_open[s, 0], ol,
                             lo,
                         )  # fmt: skip
                     if hit_side[1]:
                         n_os = ideal_orders_into(
-                            -1, ord_balance, ord_peak, size[s, 1], pprice[s, 1], prev_close,
+                            -1, ord_balance, ord_peak, size[1, s], pprice[1, s], prev_close,
                             prev_close, emas[s, 1], markets[s], params_short, may_open[s, 1], osh,
                             hi,
                         )  # fmt: skip
@@ -345,17 +344,17 @@ def _kernel(  # noqa: PLR0913, PLR0915
                                     continue
                                 if (not buys) and not hi > p:
                                     continue
-                                if (q > 0.0) != (side > 0) and size[s, jj] <= 0.0:
+                                if (q > 0.0) != (side > 0) and size[jj, s] <= 0.0:
                                     continue  # reduce-only with nothing left to reduce
                                 new_size, new_price, pnl = apply_fill(
-                                    side, size[s, jj], pprice[s, jj], q, p
+                                    side, size[jj, s], pprice[jj, s], q, p
                                 )
                                 filled = (
-                                    abs(q) if (q > 0.0) == (side > 0) else size[s, jj] - new_size
+                                    abs(q) if (q > 0.0) == (side > 0) else size[jj, s] - new_size
                                 )
                                 fee = filled * p * maker_fee
-                                size[s, jj] = new_size
-                                pprice[s, jj] = new_price
+                                size[jj, s] = new_size
+                                pprice[jj, s] = new_price
                                 balance += pnl - fee
                                 fees_paid += fee
                                 realized += pnl
@@ -368,29 +367,29 @@ def _kernel(  # noqa: PLR0913, PLR0915
                                 dirty = True
                 # liquidation with the positions after the candle's fills, if any
                 if nf > nf_candle and account_at_risk(
-                    balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], lows, highs, tiers
+                    balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers
                 ):
                     liq = account_liquidation(
-                        balance, size[:, 0], pprice[:, 0], size[:, 1], pprice[:, 1], refs, lows,
+                        balance, size[0], pprice[0], size[1], pprice[1], refs, lows,
                         highs, tiers,
                     )  # fmt: skip
             if liq.shape[0] > 0:
                 for s in range(n_sym):
                     for j in range(2):
-                        if size[s, j] <= 0.0:
+                        if size[j, s] <= 0.0:
                             continue
                         side = sides[j]
                         p = liq[s]
-                        q = size[s, j]
-                        new_size, new_price, pnl = apply_fill(side, q, pprice[s, j], -side * q, p)
+                        q = size[j, s]
+                        new_size, new_price, pnl = apply_fill(side, q, pprice[j, s], -side * q, p)
                         # The remaining margin goes as the fee; never more than is left (float
                         # noise of the bisection must not leave a negative balance).
                         fee = min(maintenance_margin(q * p, tiers[s]), max(0.0, balance + pnl))
                         balance += pnl - fee
                         fees_paid += fee
                         realized += pnl
-                        size[s, j] = 0.0
-                        pprice[s, j] = 0.0
+                        size[j, s] = 0.0
+                        pprice[j, s] = 0.0
                         nf = _record(
                             fills, nf, k, s, side, -side * q, p, fee, pnl, balance, 0.0, 0.0,
                             KIND_LIQUIDATION,
@@ -400,12 +399,12 @@ def _kernel(  # noqa: PLR0913, PLR0915
         equity = balance
         for s in range(n_sym):
             c = ohlcv[s, k, 3]
-            equity += unrealized_pnl(1, size[s, 0], pprice[s, 0], c)
-            equity += unrealized_pnl(-1, size[s, 1], pprice[s, 1], c)
-            out_pos[k, s, 0] = size[s, 0]
-            out_pos[k, s, 1] = pprice[s, 0]
-            out_pos[k, s, 2] = size[s, 1]
-            out_pos[k, s, 3] = pprice[s, 1]
+            equity += unrealized_pnl(1, size[0, s], pprice[0, s], c)
+            equity += unrealized_pnl(-1, size[1, s], pprice[1, s], c)
+            out_pos[k, s, 0] = size[0, s]
+            out_pos[k, s, 1] = pprice[0, s]
+            out_pos[k, s, 2] = size[1, s]
+            out_pos[k, s, 3] = pprice[1, s]
         out_balance[k] = balance
         out_equity[k] = equity
     return (

@@ -21,11 +21,28 @@ from bot.core.grid import ideal_orders_into
 from bot.core.params import MAX_ORDERS
 
 SAMPLE = "data/sample/binance_spot_1m"
-CONFIG = {
-    "bot": {
-        "long": {"total_wallet_exposure_limit": 1.5, "n_positions": 3},
-        "short": {"enabled": True, "total_wallet_exposure_limit": 0.6, "n_positions": 3},
-    }
+CONFIGS = {
+    # the default-like config: both sides, tight 2% grids, a fill every ~8 coin-candles
+    "busy": {
+        "bot": {
+            "long": {"total_wallet_exposure_limit": 1.5, "n_positions": 3},
+            "short": {"enabled": True, "total_wallet_exposure_limit": 0.6, "n_positions": 3},
+        }
+    },
+    # a patient long-only config: wider grid and markups, far fewer fills
+    "patient": {
+        "bot": {
+            "long": {
+                "total_wallet_exposure_limit": 1.5,
+                "n_positions": 3,
+                "entry_initial_ema_dist": 0.01,
+                "entry_grid_spacing_pct": 0.05,
+                "close_grid_min_markup": 0.02,
+                "close_grid_markup_range": 0.03,
+            },
+            "short": {"enabled": False},
+        }
+    },
 }
 
 
@@ -68,9 +85,13 @@ def _best_of(fn, repeat: int = 5) -> float:  # noqa: ANN001
 def run() -> dict:
     """Throughput of the engine and of the naive baseline, 1 and 3 coins."""
     results = {}
-    for symbols in (["BTCUSDT"], ["BTCUSDT", "ETHUSDT", "DOGEUSDT"]):
+    for name, symbols in (
+        (name, symbols)
+        for name in CONFIGS
+        for symbols in (["BTCUSDT"], ["BTCUSDT", "ETHUSDT", "DOGEUSDT"])
+    ):
         candles = load_candles(SAMPLE, symbols)
-        cfg = parse_config({**CONFIG, "backtest": {"symbols": symbols}})
+        cfg = parse_config({**CONFIGS[name], "backtest": {"symbols": symbols}})
         inputs = build_inputs(cfg, candles)
         n = candles.ohlcv.shape[1]
         engine_s = _best_of(lambda inputs=inputs: run_engine(inputs))
@@ -82,11 +103,14 @@ def run() -> dict:
             repeat=2,
         )
         fills = len(run_engine(inputs).fills)
-        results[f"{len(symbols)}_coin"] = {
+        results[f"{name}_{len(symbols)}_coin"] = {
+            "config": name,
+            "coins": len(symbols),
             "candles": n,
             "fills": fills,
             "engine_seconds": engine_s,
             "engine_steps_per_sec_per_coin": n / engine_s,
+            "engine_coin_steps_per_sec": n * len(symbols) / engine_s,
             "naive_seconds": naive_s,
             "naive_steps_per_sec_per_coin": n / naive_s,
             "speedup_vs_naive": naive_s / engine_s,

@@ -85,21 +85,25 @@ def _write_readme(r: dict) -> None:
     ]
     if "bench_engine" in r:
         lines += [
-            "## Backtest engine (candle-steps per second per coin, one core, after compilation)",
+            "## Backtest engine (candle-steps per second, one core, after compilation)",
             "",
-            "Bundled sample (1m, 2021-05-10 to 2021-05-20), default-like config (long 1.5 / 3, "
-            "short 0.6 / 3). Baseline: the naive loop that asks the core for the whole order "
-            "grid of both sides of every coin on every candle (no fills), which the engine "
-            "avoids by recomputing only after a fill or a balance change.",
+            "Bundled sample (1m, 2021-05-10 to 2021-05-20, through the crash). 'per coin' is "
+            "candles per second that each coin advances; 'all coins' multiplies by the coins. "
+            "Baseline: the naive loop that asks the core for the whole order grid of both sides "
+            "of every coin on every candle (and books no fills), which the engine avoids by "
+            "caching each position's nearest orders until a fill or a balance change. Configs: "
+            "'busy' = the default-like config (both sides, 2% grids); 'patient' = long only, "
+            "5% grid, 2-5% markups.",
             "",
-            "| coins | candles | fills | engine s | engine steps/s/coin | naive s | naive steps/s/coin | speed-up |",
-            "|---|---|---|---|---|---|---|---|",
+            "| config | coins | candles | fills | engine ms | per coin | all coins | naive per coin | speed-up vs naive |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for key, v in r["bench_engine"].items():
+        for v in r["bench_engine"].values():
             lines.append(
-                f"| {key.split('_')[0]} | {v['candles']} | {v['fills']} | {v['engine_seconds']:.4f} | "
-                f"{v['engine_steps_per_sec_per_coin'] / 1e6:.2f} M | {v['naive_seconds']:.4f} | "
-                f"{v['naive_steps_per_sec_per_coin'] / 1e6:.3f} M | {v['speedup_vs_naive']:.1f}x |"
+                f"| {v['config']} | {v['coins']} | {v['candles']:,} | {v['fills']:,} | "
+                f"{v['engine_seconds'] * 1e3:.1f} | {v['engine_steps_per_sec_per_coin'] / 1e6:.2f} M/s | "
+                f"{v['engine_coin_steps_per_sec'] / 1e6:.2f} M/s | "
+                f"{v['naive_steps_per_sec_per_coin'] / 1e6:.3f} M/s | {v['speedup_vs_naive']:.1f}x |"
             )
         lines.append("")
     c = r.get("cli_backtest")
