@@ -236,8 +236,11 @@ def _kernel(  # noqa: PLR0913, PLR0915
     for k in range(n):
         if k > 0:
             for s in range(n_sym):
-                ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
-                ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
+                # a disabled side never opens a position in a backtest: its EMAs go unused
+                if enabled[0]:
+                    ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
+                if enabled[1]:
+                    ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
         trading = k >= trade_start and k > 0 and liquidated_k < 0
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance
