@@ -17,7 +17,7 @@ from rich.table import Table
 from bot.config import Config, config_to_dict, load_config, parse_config
 from bot.errors import ConfigError, DataError
 
-__all__ = ["add_parser", "resolve_data_path", "run"]
+__all__ = ["add_parser", "apply_data_flags", "resolve_data_path", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _with_flags(config: Config, args: argparse.Namespace, source: str) -> Config:
-    """The config with CLI flags applied, re-validated (a bad flag names the key it sets)."""
+def apply_data_flags(config: Config, args: argparse.Namespace, source: str) -> Config:
+    """The config with --symbols, --data, --start and --end applied, re-validated (shared by the
+    commands that run backtests); a bad flag is an error naming the flag."""
+    from backtest.data import parse_date_ms
+
     data = config_to_dict(config)
     bt = data["backtest"]
     if args.symbols is not None:
@@ -49,10 +52,16 @@ def _with_flags(config: Config, args: argparse.Namespace, source: str) -> Config
         bt["symbols"] = syms
     if args.data is not None:
         bt["data"] = args.data
-    if args.start is not None:
-        bt["start_date"] = args.start
-    if args.end is not None:
-        bt["end_date"] = args.end
+    for flag, key, value in (
+        ("--start", "start_date", args.start),
+        ("--end", "end_date", args.end),
+    ):
+        if value is not None:
+            try:
+                parse_date_ms(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
+            bt[key] = value
     return parse_config(data, f"{source} (with command-line flags)")
 
 
@@ -130,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     config_path = Path(args.config)
-    config = _with_flags(load_config(config_path), args, str(config_path))
+    config = apply_data_flags(load_config(config_path), args, str(config_path))
     bt = config.backtest
     start_ms, end_ms = _dates(config, args)
     data_path = resolve_data_path(bt.data, config_path)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from bot.config import Config, load_config, with_overrides
+from bot.config import Config, load_config
 from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -45,31 +45,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _apply_cli(config: Config, args: argparse.Namespace) -> Config:
-    from backtest.data import parse_date_ms
+    from bot.commands.backtest import apply_data_flags
 
-    overrides: dict[str, Any] = {}
-    if args.data is not None:
-        overrides["backtest.data"] = args.data
-    if args.symbols is not None:
-        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-        if not symbols:
-            raise ConfigError(f"--symbols {args.symbols!r}: give at least one symbol")
-        overrides["backtest.symbols"] = symbols
-    for flag, key, value in (
-        ("--start", "backtest.start_date", args.start),
-        ("--end", "backtest.end_date", args.end),
-    ):
-        if value is not None:
-            try:
-                parse_date_ms(value)
-            except ConfigError as exc:
-                raise ConfigError(f"{flag}: {exc}") from None
-            overrides[key] = value
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
-    return with_overrides(config, overrides) if overrides else config
+    return apply_data_flags(config, args, args.config)
 
 
 def _print_table(result: Any, config: Config, space_keys: list[str]) -> None:
