@@ -43,6 +43,7 @@ __all__ = [
     "COLUMNS",
     "Candles",
     "Gap",
+    "atomic_write",
     "LoadReport",
     "fill_gaps",
     "format_ms",
@@ -414,8 +415,8 @@ def _cache_key(raw: bytes, max_gap_minutes: float) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a temp file in the same folder + os.replace: never a half-written cache."""
+def atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write via a temp file in the same folder + os.replace: never a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -466,8 +467,8 @@ def _cache_read(cache_dir: Path, symbol: str, key: str) -> _Prepared | None:
 def _cache_write(cache_dir: Path, symbol: str, key: str, prep: _Prepared, source: str) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     ohlcv_p, filled_p, meta_p = _cache_paths(cache_dir, symbol, key)
-    _atomic_write(ohlcv_p, lambda f: np.save(f, np.ascontiguousarray(prep.ohlcv)))
-    _atomic_write(filled_p, lambda f: np.save(f, prep.filled))
+    atomic_write(ohlcv_p, lambda f: np.save(f, np.ascontiguousarray(prep.ohlcv)))
+    atomic_write(filled_p, lambda f: np.save(f, prep.filled))
     meta = {
         "format": _CACHE_FORMAT,
         "key": key,
@@ -477,7 +478,7 @@ def _cache_write(cache_dir: Path, symbol: str, key: str, prep: _Prepared, source
         "n": prep.n,
         "gaps": [list(g) for g in prep.gaps],
     }
-    _atomic_write(meta_p, lambda f: f.write(json.dumps(meta).encode()))
+    atomic_write(meta_p, lambda f: f.write(json.dumps(meta).encode()))
 
 
 def _load_symbol(

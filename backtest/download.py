@@ -18,14 +18,13 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from backtest.data import atomic_write
 from bot.errors import ConfigError, ExchangeError
 
 __all__ = ["DownloadError", "DownloadResult", "download_candles", "make_exchange"]
@@ -105,18 +104,13 @@ def read_rows(path: Path) -> dict[int, str]:
 def write_rows(path: Path, rows: dict[int, str]) -> None:
     """Write sorted, deduplicated rows atomically (temp file in the same folder + os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+
+    def write(raw: BinaryIO) -> None:
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
             gz.write((HEADER + "\n").encode())
             gz.write("".join(f"{ts},{rows[ts]}\n" for ts in sorted(rows)).encode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(path, write)
 
 
 def _call_with_retry(
