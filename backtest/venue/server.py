@@ -9,6 +9,8 @@ free-runs at ``speed`` times real time (a 1m candle every 60/speed s).
 For candle k, fills are booked first, then the account's user-stream events go out, then the
 market messages (aggTrades, kline with ``"x": true``, bookTicker, markPrice): a client that
 reacts to candle k's kline already sees candle k's fills in REST and in its user stream.
+The Bybit v5 face (``/v5/...``, see :mod:`.bybit_streams`) follows the same order on its
+separate public/private sockets; every frame of candle k is sent when ``advance`` returns.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 from aiohttp import web
 
 from . import formats
+from .bybit_rest import BybitRestApi
+from .bybit_streams import BybitStreams
 from .faults import Faults, RestFault
 from .matching import Account, AccountUpdate, MatchingEngine, candle_trades
 from .rest import RestApi
@@ -85,6 +89,8 @@ class Venue:
         self.listen_keys: dict[str, str] = {}  # listenKey -> api key
         self.rest = RestApi(self)
         self.streams = StreamServer(self)
+        self.bybit_rest = BybitRestApi(self)  # Bybit v5 under /v5/ on the same ports
+        self.bybit_streams = BybitStreams(self)
         self.rest_port = 0
         self.ws_port = 0
         self._runner: web.AppRunner | None = None
@@ -114,7 +120,10 @@ class Venue:
 
     async def start(self) -> None:
         """Bind the REST and websocket servers (ports 0 -> ephemeral; see rest_port/ws_port)."""
-        self._runner = web.AppRunner(self.rest.app(), access_log=None, handle_signals=False)
+        app = web.Application()
+        app.router.add_route("*", "/v5/{tail:.*}", self.bybit_rest.dispatch)  # before /fapi
+        app.router.add_route("*", "/{tail:.*}", self.rest.dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.rest_port)
         await site.start()
@@ -244,6 +253,7 @@ class Venue:
         events = self.engine.drain_events()
         if not events:
             return
+        self.bybit_streams.publish_private(events)
         keys_by_account: dict[str, list[str]] = {}
         for lk, key in self.listen_keys.items():
             keys_by_account.setdefault(key, []).append(lk)
@@ -271,6 +281,7 @@ class Venue:
             formats.agg_trade_event(symbol, self._agg_id, price, q, ts, buyer_maker, spec),
         )
         self._agg_id += 1
+        self.bybit_streams.publish_trade(symbol, price, q, ts)
 
     def _publish_candle(self, k: int, *, trades: bool) -> None:
         c = self.candles
@@ -292,6 +303,7 @@ class Venue:
                 symbol, ts, row, tf, True, ts + tf - 1, spec, first, self._agg_id - 1
             )
             self.streams.publish(f"{s}@kline_{interval}", kline)
+            self.bybit_streams.publish_candle(symbol, ts, row, tf)
             close = row[3]
             self.streams.publish(
                 f"{s}@bookTicker",

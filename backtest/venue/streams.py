@@ -68,6 +68,14 @@ class StreamServer:
     async def _handle(self, conn: ServerConnection) -> None:
         url = urllib.parse.urlsplit(conn.request.path)
         path = url.path.rstrip("/") or "/"
+        if path.startswith("/v5/"):  # Bybit v5 (bybit_streams); listed here for the fault hooks
+            placeholder = _Client(conn, combined=False)
+            self.clients.add(placeholder)
+            try:
+                await self.venue.bybit_streams.handle(conn, path)
+            finally:
+                self.clients.discard(placeholder)
+            return
         for prefix in _PREFIXES:
             if path.startswith(prefix + "/"):
                 path = path[len(prefix) :]
