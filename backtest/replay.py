@@ -11,6 +11,11 @@ real ccxt HTTP and real websockets. Lockstep, so the outcome does not depend on 
    the fills come first); the bot updates its EMAs, reconciles its orders to the core's ideal
    orders and signals done (:meth:`LiveBot.wait_done`); only then does the venue advance.
 
+``exchange="bybit"`` runs the same replay through the venue's Bybit v5 face (``/v5/...`` REST,
+``/v5/public/linear`` and ``/v5/private`` websockets, same ports): there the private messages
+come on their own socket, so at each closed kline the bot takes candle k's fills, balance and
+positions by REST before its cycle (``LiveBot._candle_state``).
+
 Then the backtester runs on the same candles and the two fill lists are compared by
 (candle, symbol, side, price, qty).
 """
@@ -135,9 +140,13 @@ async def _wait_subscribed(venue: Venue, bot: LiveBot, timeout: float = 20.0) ->
     end = loop.time() + timeout
     names = [f"{s.lower()}@kline_1m" for s in bot.symbols]
     while loop.time() < end:
-        lk = bot._listen_key
-        if lk and all(venue.streams.has_subscribers(n) for n in [*names, lk]):
-            return
+        if bot.adapter.kind == "bybit":
+            if bot.streams_ready():  # both subscriptions acknowledged by the venue
+                return
+        else:
+            lk = bot._listen_key
+            if lk and all(venue.streams.has_subscribers(n) for n in [*names, lk]):
+                return
         await asyncio.sleep(0.01)
     raise TimeoutError("the bot did not subscribe to the venue's streams")
 
@@ -155,8 +164,13 @@ async def replay(
     before_restart: Callable[[Venue, LiveBot], None] | None = None,
     compare: bool = True,
     live_overrides: dict[str, Any] | None = None,
+    exchange: str = "binance",
 ) -> ReplayResult:
-    """Run the live bot in lockstep over ``candles`` and compare with the backtester."""
+    """Run the live bot in lockstep over ``candles`` and compare with the backtester.
+
+    ``exchange``: which of the venue's faces the bot trades, ``binance`` or ``bybit``."""
+    if exchange not in ("binance", "bybit"):
+        raise ValueError(f"exchange must be 'binance' or 'bybit', not {exchange!r}")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     candles = round_to_ticks(candles)
@@ -180,7 +194,7 @@ async def replay(
     api_key, api_secret = secrets.token_hex(16), secrets.token_hex(32)
     venue.add_account(api_key, api_secret, config.backtest.starting_balance)
     await venue.start()
-    adapter = CcxtAdapter("binance", api_key, api_secret, base_url=venue.rest_url, throttle=False)
+    adapter = CcxtAdapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
 
     def new_bot() -> LiveBot:
         return LiveBot(cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, lockstep=True)

@@ -7,7 +7,8 @@
         ├── TransientExchangeError   timeouts, dropped connections, 5xx: retry with backoff
         │   └── RateLimitError       429 / 418: back off for longer
         ├── OrderRejectedError       an order the venue refused (an ordinary outcome, not a crash)
-        │   └── InsufficientMarginError
+        │   ├── InsufficientMarginError
+        │   └── DuplicateOrderError  our client id already rests (a create that landed): re-sync
         ├── UnknownOrderError        cancel/query of an order the venue does not know: re-sync
         └── AuthenticationError      bad keys or signature: stop
 
@@ -47,6 +48,10 @@ class OrderRejectedError(ExchangeError):
 
 class InsufficientMarginError(OrderRejectedError):
     """The venue refused an order for lack of margin (Binance -2019)."""
+
+
+class DuplicateOrderError(OrderRejectedError):
+    """The client order id is already in use (Binance -4116, Bybit 110072): the create landed."""
 
 
 class UnknownOrderError(ExchangeError):

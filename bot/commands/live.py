@@ -3,10 +3,16 @@
 Trades the configured coins on one account until SIGINT/SIGTERM (then stops cleanly,
 cancelling our orders if ``live.cancel_orders_on_stop``).
 
+Exchanges: ``binance`` (USDT-M futures: hedge mode, cross margin, post-only GTX) and ``bybit``
+(v5 linear USDT perpetuals on a unified account: hedge mode, post-only, the private websocket
+authenticated with the API key). Same core, same decisions; ``live.base_url`` / ``live.ws_url``
+override the endpoints (e.g. a testnet).
+
 ``--dry-run`` starts the simulated venue in-process on 127.0.0.1 and trades it instead of a real
-account. With no internet (as here) the venue replays the bundled sample candles
-(``backtest.data``) as its public feed, at ``--speed`` times real time; with internet it would be
-fed by the exchange's live public streams instead (same venue, prices from the real market).
+account, through the chosen exchange's API format (the venue serves both). With no internet
+(as here) the venue replays the bundled sample candles (``backtest.data``) as its public feed,
+at ``--speed`` times real time; with internet it would be fed by the exchange's live public
+streams instead (same venue, prices from the real market).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ __all__ = ["add_parser", "run"]
 log = logging.getLogger("gridbot.live.command")
 
 BINANCE_WS = "wss://fstream.binance.com"
+BYBIT_WS = "wss://stream.bybit.com"  # + /v5/public/linear and /v5/private
+DEFAULT_WS = {"binance": BINANCE_WS, "bybit": BYBIT_WS}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,12 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="config file (hjson)")
     p.add_argument("--symbols", help="comma-separated symbols, overriding live.symbols")
     p.add_argument(
-        "--exchange", choices=("binance", "bybit", "sim"), help="overrides live.exchange"
+        "--exchange",
+        choices=("binance", "bybit", "sim"),
+        help="overrides live.exchange: binance (USDT-M futures), bybit (v5 linear perpetuals), "
+        "sim (the simulated venue, as --dry-run)",
     )
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="trade the simulated venue on 127.0.0.1 (fed by the bundled sample data here)",
+        help="trade the simulated venue on 127.0.0.1 through the exchange's API format "
+        "(fed by the bundled sample data here)",
     )
     p.add_argument("--speed", type=float, default=60.0, help="dry-run replay speed (default 60x)")
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes (wall clock)")
@@ -65,16 +77,13 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if exchange == "bybit" and not args.dry_run:
-        raise ConfigError(
-            "--exchange bybit: the Bybit REST adapter and public streams parse, but live order "
-            "management is Binance-only for now; use binance or --dry-run"
-        )
     dry = args.dry_run or exchange == "sim"
-    return asyncio.run(_main(config, symbols, dry, args))
+    return asyncio.run(_main(config, symbols, dry, args, exchange))
 
 
-async def _main(config: object, symbols: list[str], dry: bool, args: argparse.Namespace) -> int:
+async def _main(
+    config: object, symbols: list[str], dry: bool, args: argparse.Namespace, exchange: str
+) -> int:
     from bot.exchange.ccxt_adapter import CcxtAdapter
     from bot.live.bot import LiveBot
     from bot.live.credentials import install_redaction, load_credentials
@@ -87,11 +96,15 @@ async def _main(config: object, symbols: list[str], dry: bool, args: argparse.Na
     else:
         key, secret = load_credentials(config.live)  # type: ignore[attr-defined]
         base_url = config.live.base_url  # type: ignore[attr-defined]
-        ws_url = config.live.ws_url or BINANCE_WS  # type: ignore[attr-defined]
+        ws_url = config.live.ws_url or DEFAULT_WS[exchange]  # type: ignore[attr-defined]
     uninstall = install_redaction([key, secret])
-    adapter = CcxtAdapter("binance", key, secret, base_url=base_url, throttle=not dry)
+    # "sim" speaks the venue's Binance format
+    kind = "bybit" if exchange == "bybit" else "binance"
+    adapter = CcxtAdapter(kind, key, secret, base_url=base_url, throttle=not dry)
     # a dry run's state is its own (a fresh venue each time): never mixed with the real one
-    name = f"dry-{secrets.token_hex(4)}" if dry else "live"
+    # (each exchange its own state file: fill cursors and positions are per account)
+    name = "live" if kind == "binance" else f"live-{kind}"
+    name = f"dry-{secrets.token_hex(4)}" if dry else name
     bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

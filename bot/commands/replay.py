@@ -1,5 +1,8 @@
-"""`gridbot replay CONFIG --data PATH`: the live bot against the simulated venue in lockstep,
-compared fill by fill with the backtester on the same candles.
+"""`gridbot replay CONFIG --data PATH [--exchange binance|bybit]`: the live bot against the
+simulated venue in lockstep, compared fill by fill with the backtester on the same candles.
+
+``--exchange bybit`` trades the venue's Bybit v5 face (REST ``/v5``, public and private
+websockets) instead of its Binance USDT-M one; the decisions are the same core's.
 
 Trading starts at ``--start`` (or the data's start plus the warm-up); the warm-up candles
 before it (``backtest.runner.warmup_candles``) are served as klines for the bot's EMA seeding.
@@ -34,6 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--symbols", help="comma-separated symbols (default: backtest.symbols)")
     p.add_argument("--start", help="first trading day (UTC, inclusive), e.g. 2021-05-18")
     p.add_argument("--end", help="end (UTC, exclusive), e.g. 2021-05-19")
+    p.add_argument(
+        "--exchange",
+        choices=("binance", "bybit"),
+        default="binance",
+        help="which of the venue's API formats the bot trades through (default binance)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -62,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     console.print(
         f"replaying {len(candles.timestamps)} candles of {', '.join(candles.symbols)} "
-        "through the live bot (lockstep) ..."
+        f"through the live bot on the venue's {args.exchange} API (lockstep) ..."
     )
-    result = asyncio.run(replay(config, candles))
+    result = asyncio.run(replay(config, candles, exchange=args.exchange))
     console.print(
         f"fills: live {len(result.fills_live)}, backtest {len(result.fills_backtest)}, "
         f"matched {result.matched}, mismatches {len(result.mismatches)} "

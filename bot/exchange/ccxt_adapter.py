@@ -1,10 +1,13 @@
-"""The REST boundary: ccxt's async binanceusdm (bybit later), translated into gridbot terms.
+"""The REST boundary: ccxt's async binanceusdm or bybit, translated into gridbot terms.
 
 Every call goes through :meth:`CcxtAdapter._call`, the one place where ccxt's exceptions
-become :mod:`bot.errors` (freqtrade's lesson: translate once, at the edge). Binance is spoken
-through ccxt's implicit endpoint methods (``fapiPrivatePostOrder`` ...): ccxt still signs,
-throttles and maps error codes, and the bot gets Binance's exact numbers (no unified
-re-parsing that could round a price).
+become :mod:`bot.errors` (freqtrade's lesson: translate once, at the edge). Both exchanges are
+spoken through ccxt's implicit endpoint methods (``fapiPrivatePostOrder``,
+``privatePostV5OrderCreate`` ...): ccxt still signs, throttles and maps error codes, and the
+bot gets the exchange's exact numbers (no unified re-parsing that could round a price).
+
+``CcxtAdapter("bybit", ...)`` returns a :class:`bot.exchange.bybit_rest.BybitAdapter`: the same
+methods, Bybit v5 (category linear, unified account, hedge mode) underneath.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from bot.errors import (
     AuthenticationError,
+    DuplicateOrderError,
     ExchangeError,
     InsufficientMarginError,
     OrderRejectedError,
@@ -29,6 +33,8 @@ from bot.errors import (
     TransientExchangeError,
     UnknownOrderError,
 )
+from bot.exchange.events import FillEvent
+from bot.live.credentials import redact
 from bot.live.orders import LiveOrder
 from bot.markets import MarketSpec
 
@@ -38,11 +44,18 @@ log = logging.getLogger("gridbot.live.exchange")
 
 KLINE_LIMIT = 1500  # Binance's maximum per request
 _MAX_KLINE_PAGES = 200  # bounded: 300k candles of history at most
+_MAX_FILL_PAGES = 100  # bounded: 100 pages of fills per catch-up
+# "client order id already in use" codes: Binance -4116, Bybit 110072 (OrderLinkedID duplicate)
+_DUPLICATE_CODES = ("-4116", "110072")
+# "insufficient margin" codes ccxt may leave generic: Binance -2019, Bybit 110007/110012/110004
+_MARGIN_CODES = ("-2019", "110007", "110012", "110004")
 
 
 def translate(exc: Exception) -> Exception:
     """A ccxt exception -> the matching :mod:`bot.errors` exception (others pass through)."""
     msg = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ccxt.BaseError) and any(c in msg for c in _DUPLICATE_CODES):
+        return DuplicateOrderError(msg)
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return RateLimitError(msg)
     if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
@@ -58,7 +71,7 @@ def translate(exc: Exception) -> Exception:
     if isinstance(exc, ccxt.InvalidOrder):
         return OrderRejectedError(msg)
     if isinstance(exc, ccxt.BaseError):
-        if "-2019" in msg:
+        if any(c in msg for c in _MARGIN_CODES):
             return InsufficientMarginError(msg)
         return ExchangeError(msg)
     if isinstance(exc, TimeoutError | OSError):
@@ -82,6 +95,19 @@ def _f(x: Any) -> float:
 class CcxtAdapter:
     """Thin async wrapper over one ccxt exchange for one account."""
 
+    kind = "binance"
+    #: how fills are ordered for REST catch-up: Binance by trade id (exclusive)
+    fill_cursor = "trade_id"
+    #: Binance refuses a client id only while an order with it is open; Bybit forever
+    client_ids_reusable = True
+
+    def __new__(cls, exchange: str = "binance", *args: Any, **kw: Any) -> CcxtAdapter:
+        if cls is CcxtAdapter and exchange == "bybit":
+            from bot.exchange.bybit_rest import BybitAdapter  # the Bybit dialect
+
+            return super().__new__(BybitAdapter)
+        return super().__new__(cls)
+
     def __init__(
         self,
         exchange: str = "binance",
@@ -94,24 +120,24 @@ class CcxtAdapter:
     ) -> None:
         if exchange not in ("binance", "bybit", "sim"):
             raise ValueError(f"unknown exchange {exchange!r}")
-        self.kind = "bybit" if exchange == "bybit" else "binance"
-        cls = ccxt_async.bybit if self.kind == "bybit" else ccxt_async.binanceusdm
         opts: dict[str, Any] = {
             "apiKey": api_key,
             "secret": api_secret,
             "enableRateLimit": throttle,
             "timeout": timeout_ms,
         }
-        if self.kind == "bybit":
-            opts["options"] = {"defaultType": "swap"}
-        self.ex = cls(opts)
+        self.ex = self._new_exchange(opts)
         if base_url is not None:
-            if self.kind != "binance":
-                raise ValueError("base_url is only supported for Binance-compatible venues")
-            from bot.exchange.local import point_ccxt_at
-
-            point_ccxt_at(self.ex, base_url)
+            self._point_at(base_url)
         self.requests = 0  # for tests and the log: REST calls made
+
+    def _new_exchange(self, opts: dict[str, Any]) -> Any:
+        return ccxt_async.binanceusdm(opts)
+
+    def _point_at(self, base_url: str) -> None:
+        from bot.exchange.local import point_ccxt_at
+
+        point_ccxt_at(self.ex, base_url)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -123,7 +149,9 @@ class CcxtAdapter:
             new = translate(exc)
             if new is exc:
                 raise
-            raise new from None
+            # exchanges echo the signed string (API key included) in signature errors
+            text = redact(str(new), (self.ex.apiKey, self.ex.secret))
+            raise type(new)(text) from None
 
     async def close(self) -> None:
         await self.ex.close()
@@ -137,8 +165,6 @@ class CcxtAdapter:
 
     async def load_markets(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
         """Steps, minimums and leverage tiers of ``symbols`` (Binance ids, e.g. BTCUSDT)."""
-        if self.kind != "binance":
-            return await self._load_markets_unified(symbols)
         info = await self._call(self.ex.fapiPublicGetExchangeInfo)
         by_id = {s["symbol"]: s for s in info["symbols"]}
         brackets = await self._call(self.ex.fapiPrivateGetLeverageBracket)
@@ -175,38 +201,6 @@ class CcxtAdapter:
             )
         return out
 
-    async def _load_markets_unified(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
-        markets = await self._call(self.ex.load_markets)
-        out = {}
-        for sym in symbols:
-            sid = self.market_id(sym)
-            m = next((m for m in markets.values() if m["id"] == sid and m.get("linear")), None)
-            if m is None:
-                raise ExchangeError(f"{sid}: not a linear market on {self.kind}")
-            tiers = await self._call(self.ex.fetch_market_leverage_tiers, m["symbol"])
-            arr = np.array(
-                [
-                    [
-                        _f(t["minNotional"]),
-                        _f(t["maxNotional"]),
-                        _f(t["maintenanceMarginRate"]),
-                        _f(t["maxLeverage"]),
-                        0.0,
-                    ]
-                    for t in tiers
-                ],
-                dtype=np.float64,
-            ).reshape(-1, 5)
-            out[sid] = MarketSpec(
-                sid,
-                _f(m["precision"]["amount"]),
-                _f(m["precision"]["price"]),
-                _f(m["limits"]["amount"]["min"]),
-                _f((m["limits"].get("cost") or {}).get("min")),
-                arr,
-            )
-        return out
-
     # ------------------------------------------------------------------ account
 
     async def setup_account(self, symbols: Sequence[str], leverage: int) -> None:
@@ -214,10 +208,6 @@ class CcxtAdapter:
 
         "No need to change" answers (-4059, -4046) mean it is already so.
         """
-        if self.kind != "binance":
-            for sym in symbols:
-                await self._call(self.ex.set_leverage, leverage, sym)
-            return
         try:
             await self._call(self.ex.fapiPrivatePostPositionSideDual, {"dualSidePosition": "true"})
         except ExchangeError as exc:
@@ -238,8 +228,6 @@ class CcxtAdapter:
 
     async def fetch_account(self, symbols: Sequence[str] | None = None) -> AccountSnapshot:
         """Wallet balance (``walletBalance`` of USDT) and hedge-mode positions, one request."""
-        if self.kind != "binance":
-            return await self._fetch_account_unified(symbols)
         acct = await self._call(self.ex.fapiPrivateV2GetAccount)
         balance = 0.0
         for a in acct.get("assets", []):
@@ -260,21 +248,42 @@ class CcxtAdapter:
                 row[2], row[3] = abs(amt), price if amt else 0.0
         return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
 
-    async def _fetch_account_unified(self, symbols: Sequence[str] | None) -> AccountSnapshot:
-        bal = await self._call(self.ex.fetch_balance)
-        balance = _f((bal.get("USDT") or {}).get("total"))
-        positions: dict[str, list[float]] = {}
-        for p in await self._call(self.ex.fetch_positions):
-            sid = self.market_id(p["symbol"])
-            if symbols is not None and sid not in symbols:
-                continue
-            row = positions.setdefault(sid, [0.0, 0.0, 0.0, 0.0])
-            size, price = abs(_f(p.get("contracts"))), _f(p.get("entryPrice"))
-            if p.get("side") == "long":
-                row[0], row[1] = size, price
-            elif p.get("side") == "short":
-                row[2], row[3] = size, price
-        return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
+    async def latest_fill_cursor(self, symbol: str) -> int:
+        """The cursor of the account's latest fill on ``symbol`` (0: none yet)."""
+        raw = await self._call(
+            self.ex.fapiPrivateGetUserTrades, {"symbol": self.market_id(symbol), "limit": 1}
+        )
+        return int(raw[-1]["id"]) if raw else 0
+
+    async def fetch_fills(self, symbol: str, cursor: int) -> list[FillEvent]:
+        """The account's fills on ``symbol`` after ``cursor`` (trade ids > cursor), oldest first."""
+        sid = self.market_id(symbol)
+        out: list[FillEvent] = []
+        for _ in range(_MAX_FILL_PAGES):
+            params = {"symbol": sid, "fromId": cursor + 1, "limit": 1000}
+            raw = await self._call(self.ex.fapiPrivateGetUserTrades, params)
+            for t in raw:
+                sign = 1.0 if t["side"] == "BUY" else -1.0
+                pside = 1 if t.get("positionSide") == "LONG" else -1
+                tid = int(t["id"])
+                out.append(
+                    FillEvent(
+                        sid,
+                        pside,
+                        sign * float(t["qty"]),
+                        float(t["price"]),
+                        tid,
+                        int(t["time"]),
+                        "",
+                        str(t.get("orderId", "")),
+                        None,
+                        tid,
+                    )  # fmt: skip
+                )
+                cursor = max(cursor, tid)
+            if len(raw) < 1000:
+                break
+        return out
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]:
         """Open limit orders (all symbols when ``symbol`` is None), ours and others'."""
@@ -370,6 +379,9 @@ class CcxtAdapter:
         return list(await asyncio.gather(*(fn(o) for o in orders), return_exceptions=True))
 
     # ------------------------------------------------------------------ user data stream
+
+    #: Binance's user stream needs a listen key (REST), kept alive every 30-60 min
+    uses_listen_key = True
 
     async def listen_key(self) -> str:
         raw = await self._call(self.ex.fapiPrivatePostListenKey)

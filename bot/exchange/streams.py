@@ -1,15 +1,19 @@
 """Websocket streams (the ``websockets`` library, not ccxt.pro): Binance USDT-M market and user
-data streams, Bybit v5 linear public streams.
+data streams; Bybit v5 linear public (``/v5/public/linear``) and private (``/v5/private``) streams.
 
 :class:`StreamClient` is one self-healing connection: exponential backoff with jitter between
 attempts, a rotation before the exchange's own 24 h cut, and a watchdog that treats a socket
 silent for ``silence_timeout_s`` as dead (hung sockets can stay "open" for a long time).
-Parsing lives in small pure functions so it can be tested on recorded messages.
+Parsing lives in small pure functions so it can be tested on recorded messages; every
+exchange's messages become :mod:`bot.exchange.events` here, at the boundary
+(:func:`binance_events`, :func:`bot.exchange.bybit_format.parse_public` / ``parse_private``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import random
 import time
@@ -21,11 +25,28 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
+from bot.exchange import bybit_format
+from bot.exchange.events import (
+    FUNDING,
+    BalanceEvent,
+    Event,
+    FillEvent,
+    KlineEvent,
+    OrderEvent,
+    PositionEvent,
+    PriceEvent,
+    StreamExpired,
+)
+
 __all__ = [
     "BinanceStreams",
+    "BybitPrivateStream",
     "BybitPublicStream",
+    "BybitStreams",
     "BybitTickers",
     "StreamClient",
+    "binance_events",
+    "bybit_auth_args",
     "parse_binance",
     "parse_bybit",
 ]
@@ -33,6 +54,14 @@ __all__ = [
 log = logging.getLogger("gridbot.live.streams")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
+EventSink = Callable[[list[Event]], Awaitable[None] | None]
+
+
+async def _emit(sink: EventSink, events: list[Event]) -> None:
+    if events:
+        result = sink(events)
+        if asyncio.iscoroutine(result):
+            await result
 
 
 class StaleStream(Exception):
@@ -326,34 +355,250 @@ def parse_bybit(msg: dict[str, Any], tickers: BybitTickers) -> list[tuple[str, d
     return []
 
 
+def _ack(msg: dict[str, Any], op: str) -> bool | None:
+    """Bybit's reply to ``op`` (auth / subscribe): True/False, or None if not such a reply."""
+    if msg.get("op") != op or "success" not in msg:
+        return None
+    return bool(msg["success"])
+
+
 @dataclass
 class BybitPublicStream:
-    """Bybit v5 linear public: ``publicTrade.SYMBOL`` and ``tickers.SYMBOL``; JSON ping 20 s."""
+    """Bybit v5 linear public: ``publicTrade.S``, ``tickers.S`` (snapshot + deltas merged) and
+    ``kline.1.S`` (closed candles move the EMAs); a JSON ping every ``ping_interval_s``.
+
+    ``on_events`` gets :mod:`bot.exchange.events` (prices, klines); ``subscribed`` is set once
+    the venue acknowledged the subscription on the current connection.
+    """
 
     ws_url: str
     symbols: Sequence[str]
-    on_event: Callable[[str, dict[str, Any]], Awaitable[None] | None]
+    on_events: EventSink
     silence_timeout_s: float = 30.0
+    ping_interval_s: float = 20.0
+    max_age_s: float = 23 * 3600.0
+    path: str = "/v5/public/linear"
+    on_state: Callable[[bool], None] | None = None
+    on_ticker: Callable[[dict[str, Any]], None] | None = None
     tickers: BybitTickers = field(default_factory=BybitTickers)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    client: StreamClient | None = None
+
+    def topics(self) -> list[str]:
+        return [f"{t}.{s}" for s in self.symbols for t in ("publicTrade", "tickers", "kline.1")]
 
     async def _subscribe(self, ws: ClientConnection) -> None:
-        args = [f"publicTrade.{s}" for s in self.symbols] + [f"tickers.{s}" for s in self.symbols]
-        await ws.send(orjson.dumps({"op": "subscribe", "args": args}).decode())
+        self.subscribed.clear()
+        # Bybit takes at most 10 args per subscribe request
+        topics = self.topics()
+        for i in range(0, len(topics), 10):
+            req = {"op": "subscribe", "args": topics[i : i + 10]}
+            await ws.send(orjson.dumps(req).decode())
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
-        for ev, data in parse_bybit(msg, self.tickers):
-            result = self.on_event(ev, data)
-            if asyncio.iscoroutine(result):
-                await result
+        ack = _ack(msg, "subscribe")
+        if ack is not None:
+            if ack:
+                self.subscribed.set()
+            else:
+                log.error("bybit public: subscribe refused: %s", msg.get("ret_msg"))
+            return
+        if str(msg.get("topic", "")).startswith("tickers."):
+            merged = self.tickers.apply(msg)  # kept merged for bid/ask; prices come from trades
+            if merged is not None and self.on_ticker is not None:
+                self.on_ticker(merged)
+            return
+        await _emit(self.on_events, bybit_format.parse_public(msg))
 
-    async def run(self, stop: asyncio.Event) -> None:
-        client = StreamClient(
-            "bybit-public",
-            f"{self.ws_url.rstrip('/')}/v5/public/linear",
+    def _state(self, up: bool) -> None:
+        if not up:
+            self.subscribed.clear()
+        if self.on_state is not None:
+            self.on_state(up)
+
+    def build(self) -> StreamClient:
+        self.client = StreamClient(
+            "market",
+            f"{self.ws_url.rstrip('/')}{self.path}",
             self._dispatch,
-            silence_timeout_s=self.silence_timeout_s,
+            silence_timeout_s=max(self.silence_timeout_s, 2.5 * self.ping_interval_s),
+            max_age_s=self.max_age_s,
             on_open=self._subscribe,
             ping_json={"op": "ping"},
-            ping_interval_s=20.0,
+            ping_interval_s=self.ping_interval_s,
+            on_state=self._state,
         )
-        await client.run(stop)
+        return self.client
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.build().run(stop)
+
+
+def bybit_auth_args(api_key: str, api_secret: str, expires_ms: int) -> list[Any]:
+    """``{"op": "auth", "args": ...}`` of Bybit v5: HMAC-SHA256 of ``GET/realtime{expires}``."""
+    payload = f"GET/realtime{expires_ms}".encode()
+    sig = hmac.new(api_secret.encode(), payload, hashlib.sha256).hexdigest()
+    return [api_key, expires_ms, sig]
+
+
+class AuthRefused(Exception):
+    """The private stream's auth op was refused (bad key or signature, clock too far off)."""
+
+
+@dataclass
+class BybitPrivateStream:
+    """Bybit v5 ``/v5/private``: auth, then ``order``, ``execution``, ``position``, ``wallet``;
+    a JSON ping every ``ping_interval_s``; every reconnect authenticates afresh.
+
+    ``time_offset_ms`` (server minus local clock) keeps ``expires`` valid on a drifting clock.
+    """
+
+    ws_url: str
+    auth_args: Callable[[int], list[Any]]  # expires_ms -> [key, expires, signature]
+    on_events: EventSink
+    silence_timeout_s: float = 30.0
+    ping_interval_s: float = 20.0
+    max_age_s: float = 23 * 3600.0
+    expires_after_ms: int = 10_000
+    auth_timeout_s: float = 10.0
+    path: str = "/v5/private"
+    topics: tuple[str, ...] = ("order", "execution", "position", "wallet")
+    time_offset_ms: Callable[[], int] = lambda: 0
+    on_state: Callable[[bool], None] | None = None
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    client: StreamClient | None = None
+
+    async def _open(self, ws: ClientConnection) -> None:
+        self.subscribed.clear()
+        expires = int(time.time() * 1000) + self.time_offset_ms() + self.expires_after_ms
+        args = self.auth_args(expires)
+        await ws.send(orjson.dumps({"op": "auth", "args": args}).decode())
+        # the reply comes before any topic data: read it here, bounded in time
+        end = time.monotonic() + self.auth_timeout_s
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), max(0.01, end - time.monotonic()))
+            try:
+                msg = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            ok = _ack(msg, "auth")
+            if ok is None:
+                continue
+            if not ok:
+                raise AuthRefused(f"bybit private: auth refused: {msg.get('ret_msg', '')}")
+            break
+        req = {"op": "subscribe", "args": list(self.topics)}
+        await ws.send(orjson.dumps(req).decode())
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        ack = _ack(msg, "subscribe")
+        if ack is not None:
+            if ack:
+                self.subscribed.set()
+            else:
+                log.error("bybit private: subscribe refused: %s", msg.get("ret_msg"))
+            return
+        await _emit(self.on_events, bybit_format.parse_private(msg))
+
+    def _state(self, up: bool) -> None:
+        if not up:
+            self.subscribed.clear()
+        if self.on_state is not None:
+            self.on_state(up)
+
+    def build(self) -> StreamClient:
+        self.client = StreamClient(
+            "user",
+            f"{self.ws_url.rstrip('/')}{self.path}",
+            self._dispatch,
+            silence_timeout_s=max(self.silence_timeout_s, 2.5 * self.ping_interval_s),
+            max_age_s=self.max_age_s,
+            on_open=self._open,
+            ping_json={"op": "ping"},
+            ping_interval_s=self.ping_interval_s,
+            on_state=self._state,
+        )
+        return self.client
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.build().run(stop)
+
+
+@dataclass
+class BybitStreams:
+    """Both Bybit sockets for one account, with the same face as :class:`BinanceStreams`."""
+
+    public: BybitPublicStream
+    private: BybitPrivateStream
+    clients: list[StreamClient] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        """Both subscriptions acknowledged on live connections."""
+        return self.public.subscribed.is_set() and self.private.subscribed.is_set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.clients = [self.public.build(), self.private.build()]
+        await asyncio.gather(*(c.run(stop) for c in self.clients))
+
+
+# ---------------------------------------------------------------------------- normalizing
+
+
+def binance_events(ev: str, data: dict[str, Any]) -> list[Event]:
+    """A Binance USDT-M stream event -> :mod:`bot.exchange.events`."""
+    if ev == "aggTrade":
+        return [PriceEvent(data["s"], float(data["p"]))]
+    if ev == "kline":
+        k = data["k"]
+        return [KlineEvent(data["s"], int(k["t"]), float(k["c"]), bool(k.get("x")))]
+    if ev == "ORDER_TRADE_UPDATE":
+        o = data["o"]
+        out: list[Event] = []
+        cid = str(o.get("c", ""))
+        sign = 1.0 if o["S"] == "BUY" else -1.0
+        pside = 1 if o.get("ps") == "LONG" else -1
+        if o.get("x") in ("TRADE", "CALCULATED") and float(o.get("l", 0) or 0) > 0:
+            t = int(o["t"])
+            out.append(
+                FillEvent(
+                    o["s"],
+                    pside,
+                    sign * float(o["l"]),
+                    float(o["L"]),
+                    t,
+                    int(o["T"]),
+                    cid,
+                    str(o["i"]),
+                    None,
+                    t,
+                )  # fmt: skip
+            )
+        status = o.get("X")
+        if status in ("FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"):
+            out.append(OrderEvent(o["s"], cid, str(o["i"]), False))
+        elif status in ("NEW", "PARTIALLY_FILLED"):
+            remaining = float(o["q"]) - float(o.get("z", 0) or 0)
+            out.append(
+                OrderEvent(o["s"], cid, str(o["i"]), True, pside, sign * remaining, float(o["p"]))
+            )
+        return out
+    if ev == "ACCOUNT_UPDATE":
+        a = data["a"]
+        t = int(data.get("T", data.get("E", 0)))
+        reason = a.get("m", "")
+        reason = FUNDING if reason == "FUNDING_FEE" else reason
+        out = [
+            BalanceEvent(float(b["wb"]), reason, t) for b in a.get("B", []) if b.get("a") == "USDT"
+        ]
+        if not out:  # the reason still matters (the balance peak follows fills only)
+            out = [BalanceEvent(float("nan"), reason, t)]
+        for p in a.get("P", []):
+            amt = float(p["pa"])
+            ps = p.get("ps", "BOTH")
+            pside = 1 if ps == "LONG" or (ps == "BOTH" and amt >= 0) else -1
+            price = float(p["ep"]) if amt else 0.0
+            out.append(PositionEvent(p["s"], pside, abs(amt), price, t, reason))
+        return out
+    if ev == "listenKeyExpired":
+        return [StreamExpired()]
+    return []

@@ -1,5 +1,10 @@
 """The live loop: exchange state -> ``bot.core.ideal_orders`` -> diff -> cancel/create.
 
+Exchange-agnostic: the adapter (``CcxtAdapter``: Binance USDT-M or Bybit v5 linear) speaks
+REST, and each exchange's stream messages arrive here already normalized into
+:mod:`bot.exchange.events` (fills, order statuses, balance, positions, prices, klines); the
+only per-exchange code is the stream wiring in :meth:`LiveBot._make_streams`.
+
 One asyncio task per coin, one shared account. The loop decides nothing itself: every price
 and quantity comes from the core, with the same inputs the backtester gives it (balance,
 balance peak, position, EMAs of closed 1m candles, bid = ask = the latest price, may_open from
@@ -8,7 +13,7 @@ the simulated venue, give the backtester's fills (``gridbot replay`` checks it).
 
 State sources, in order of trust:
 - positions: booked from our own fills (``apply_fill``, the backtester's arithmetic, exact);
-  the exchange's reported size (user stream ACCOUNT_UPDATE, REST every
+  the exchange's reported size (user-stream position events, REST every
   ``rest_sync_interval_seconds``) overrides when they disagree: a deleverage, ADL or manual
   trade changed the position without a fill of ours;
 - balance: the exchange's walletBalance (USDT, unleveraged, realized);
@@ -16,7 +21,10 @@ State sources, in order of trust:
 
 Lockstep (replay): a cycle runs only on a closed kline, with no delay and zero tolerances,
 and :meth:`LiveBot.wait_done` lets the replay driver wait until every coin has reconciled
-the candle before the venue applies the next one.
+the candle before the venue applies the next one. Candle k's fills must be booked before
+candle k's cycle: on Binance the user stream rides the market connection (same order as the
+venue sent them); on Bybit private data has its own socket, so at each closed kline the bot
+takes fills, balance and positions by REST (:meth:`LiveBot._candle_state`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +55,7 @@ from bot.core import (
 from bot.errors import (
     AuthenticationError,
     ConfigError,
+    DuplicateOrderError,
     ExchangeError,
     InsufficientMarginError,
     OrderRejectedError,
@@ -54,8 +63,27 @@ from bot.errors import (
     TransientExchangeError,
     UnknownOrderError,
 )
+from bot.exchange.bybit_format import UNKNOWN_REASON
 from bot.exchange.ccxt_adapter import CcxtAdapter
-from bot.exchange.streams import BinanceStreams
+from bot.exchange.events import (
+    FUNDING,
+    ORDER,
+    BalanceEvent,
+    Event,
+    FillEvent,
+    KlineEvent,
+    OrderEvent,
+    PositionEvent,
+    PriceEvent,
+    StreamExpired,
+)
+from bot.exchange.streams import (
+    BinanceStreams,
+    BybitPrivateStream,
+    BybitPublicStream,
+    BybitStreams,
+    binance_events,
+)
 from bot.live.orders import PREFIX, LiveOrder, batches, diff_orders, orders_from_rows
 from bot.live.state import StateStore
 from bot.markets import MarketSpec
@@ -81,7 +109,7 @@ class LiveFill:
     pside: int  # +1 long, -1 short
     qty: float  # signed: + buy, - sell
     price: float
-    trade_id: int
+    trade_id: int | str  # Binance: the trade id; Bybit: the execId
     client_id: str
 
 
@@ -98,10 +126,14 @@ class Coin:
     pos: list[list[float]] = field(default_factory=lambda: [[0.0, 0.0], [0.0, 0.0]])
     exch: list[list[float] | None] = field(default_factory=lambda: [None, None])
     exch_time: list[int] = field(default_factory=lambda: [-1, -1])  # -1: a REST snapshot
+    booked: int = 0  # fills booked so far (stream or REST)
+    exch_booked: int = 0  # ``booked`` when the last REST snapshot was taken
     fill_time: list[int] = field(default_factory=lambda: [-1, -1])
     open: dict[str, LiveOrder] = field(default_factory=dict)  # ours, by client id
     closed_ids: deque[str] = field(default_factory=lambda: deque(maxlen=2000))
-    last_trade_id: int = -1
+    last_trade_id: int = -1  # fill cursor: Binance trade id, Bybit exec time (ms)
+    cursor_ids: list[str] = field(default_factory=list)  # fills seen at the cursor itself
+    id_gen: dict[str, int] = field(default_factory=dict)  # Bybit: client id -> next suffix
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     done_ts: int = -1  # lockstep: last kline whose orders are reconciled
@@ -124,6 +156,7 @@ class LiveBot:
         market_path: str = "/market",
         listen_key_keepalive_s: float = 1800.0,
         max_rest_retries: int = 60,
+        ws_ping_interval_s: float = 20.0,
     ) -> None:
         self.config = config
         self.live: LiveConfig = config.live
@@ -135,7 +168,14 @@ class LiveBot:
             raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
         self.ws_url = ws_url
         self.lockstep = lockstep
-        self.user_in_market = lockstep if user_in_market is None else user_in_market
+        # Binance can carry the user stream on the market connection; Bybit cannot
+        shared = adapter.uses_listen_key
+        self.user_in_market = shared and (lockstep if user_in_market is None else user_in_market)
+        # lockstep with private data on its own socket: REST state at each closed kline
+        self._candle_sync = lockstep and not self.user_in_market
+        self._synced_ts = -1
+        self._fill_since_balance = False
+        self.ws_ping_interval_s = ws_ping_interval_s
         self.market_path = market_path
         self.listen_key_keepalive_s = listen_key_keepalive_s
         self.max_rest_retries = max_rest_retries
@@ -161,9 +201,10 @@ class LiveBot:
         self._market_up = False
         self.market_connected = False
         self._listen_key: str | None = None
-        self.streams: BinanceStreams | None = None
+        self.streams: BinanceStreams | BybitStreams | None = None
         self.errors: list[str] = []  # noteworthy errors, for tests and the summary
         self._recoveries: set[asyncio.Task] = set()
+        self._clock_offset_ms = 0  # server minus local clock (Bybit's ws auth expiry)
         self.cycles = 0
 
     # ------------------------------------------------------------------ start-up
@@ -218,6 +259,8 @@ class LiveBot:
             c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
             saved = self.state.get(f"pos:{s}")
             c.last_trade_id = int(self.state.get(f"last_trade_id:{s}", -1))
+            c.cursor_ids = [str(x) for x in self.state.get(f"cursor_ids:{s}", [])]
+            self._seen_trades.update((s, x) for x in c.cursor_ids)  # Bybit: inclusive cursor
             for j in range(2):
                 if saved is not None and abs(saved[j][0] - c.exch[j][0]) <= c.spec.qty_step / 2:
                     c.pos[j] = list(saved[j])  # our exact average, not the rounded one
@@ -263,9 +306,10 @@ class LiveBot:
         if self.lockstep:
             return 0
         try:
-            return await self.adapter.server_time_offset_ms()
+            self._clock_offset_ms = await self.adapter.server_time_offset_ms()
         except ExchangeError:
             return 0
+        return self._clock_offset_ms
 
     def _save_emas(self, c: Coin) -> None:
         self.state.set_many(
@@ -282,24 +326,16 @@ class LiveBot:
         try:
             await self.start()
             self._ready.set()
-            self.streams = BinanceStreams(
-                ws_url=self.ws_url,
-                symbols=self.symbols,
-                on_event=self._on_event,
-                listen_key=self._get_listen_key,
-                market_path=self.market_path,
-                user_in_market=self.user_in_market,
-                silence_timeout_s=self.live.stream_silence_timeout_seconds,
-                on_state=self._on_stream_state,
-            )
+            self.streams = self._make_streams()
             for c in self.coins.values():
                 c.wake.set()  # reconcile at once: the grid from the state just loaded
             tasks = [
                 asyncio.create_task(self.streams.run(self._stop), name="streams"),
                 asyncio.create_task(self._sync_loop(), name="rest-sync"),
                 asyncio.create_task(self._fallback_loop(), name="rest-fallback"),
-                asyncio.create_task(self._keepalive_loop(), name="listen-key"),
             ]
+            if self.adapter.uses_listen_key:
+                tasks.append(asyncio.create_task(self._keepalive_loop(), name="listen-key"))
             tasks += [
                 asyncio.create_task(self._coin_loop(c), name=f"coin-{s}")
                 for s, c in self.coins.items()
@@ -324,6 +360,51 @@ class LiveBot:
     def stop(self) -> None:
         """Ask the loop to end (safe from signal handlers)."""
         self._stop.set()
+
+    def _make_streams(self) -> BinanceStreams | BybitStreams:
+        """The per-exchange part: which sockets, and their messages -> :mod:`events`."""
+        silence = self.live.stream_silence_timeout_seconds
+        if self.adapter.kind == "bybit":
+            ping = self.ws_ping_interval_s
+            public = BybitPublicStream(
+                self.ws_url,
+                self.symbols,
+                self._on_events,
+                silence_timeout_s=silence,
+                ping_interval_s=ping,
+                on_state=lambda up: self._on_stream_state("market", up),
+            )
+            private = BybitPrivateStream(
+                self.ws_url,
+                self.adapter.ws_auth_args,  # type: ignore[attr-defined]
+                self._on_events,
+                silence_timeout_s=silence,
+                ping_interval_s=ping,
+                time_offset_ms=lambda: self._clock_offset_ms,
+                on_state=lambda up: self._on_stream_state("user", up),
+            )
+            return BybitStreams(public, private)
+
+        async def on_binance(ev: str, data: dict[str, Any]) -> None:
+            await self._on_events(binance_events(ev, data))
+
+        return BinanceStreams(
+            ws_url=self.ws_url,
+            symbols=self.symbols,
+            on_event=on_binance,
+            listen_key=self._get_listen_key,
+            market_path=self.market_path,
+            user_in_market=self.user_in_market,
+            silence_timeout_s=silence,
+            on_state=self._on_stream_state,
+        )
+
+    def streams_ready(self) -> bool:
+        """Every stream connected (and, on Bybit, its subscriptions acknowledged)."""
+        st = self.streams
+        if isinstance(st, BybitStreams):
+            return st.ready()
+        return st is not None and all(c.connected.is_set() for c in st.clients)
 
     async def _shutdown(self) -> None:
         if self.live.cancel_orders_on_stop and self.coins:
@@ -413,14 +494,34 @@ class LiveBot:
                 may_open,
             )
             out += orders_from_rows(c.symbol, side, rows)
+        if not self.adapter.client_ids_reusable:
+            # Bybit never reuses an orderLinkId: the deterministic id plus a generation that
+            # moves on once an order with that id has ended (see _retire_id)
+            out = [replace(o, client_id=self._fresh_id(c, o.client_id)) for o in out]
         return out
+
+    @staticmethod
+    def _fresh_id(c: Coin, cid: str) -> str:
+        gen = c.id_gen.get(cid, 0)
+        return f"{cid}-{gen:x}" if gen else cid
+
+    def _retire_id(self, c: Coin, cid: str) -> None:
+        """An order of ours ended: on Bybit its client id may never be used again."""
+        if self.adapter.client_ids_reusable or not cid.startswith(PREFIX):
+            return
+        base, _, gen = cid.partition("-")
+        c.id_gen[base] = max(c.id_gen.get(base, 0), (int(gen, 16) if gen else 0) + 1)
 
     def _position(self, c: Coin, j: int) -> tuple[float, float]:
         """Our booked position, unless the exchange reports another size (then adopt it)."""
         mine, ex = c.pos[j], c.exch[j]
         # a report from the same moment as our last fill may be an intermediate one
         # (several fills per candle, streams reordered): only a newer one overrides
-        newer = c.exch_time[j] < 0 or c.exch_time[j] > c.fill_time[j]
+        # A REST snapshot counts only while no fill has been booked since it was taken: one
+        # booked after it (stream or catch-up) makes it older than our book, not a change.
+        newer = (c.exch_time[j] < 0 and c.exch_booked == c.booked) or c.exch_time[j] > c.fill_time[
+            j
+        ]
         if ex is not None and newer and abs(mine[0] - ex[0]) > c.spec.qty_step / 2:
             log.warning(
                 "%s %s: the exchange reports size %g, our fills give %g: the position changed "
@@ -463,14 +564,22 @@ class LiveBot:
                         self._forget(c, o)
             if not ok:
                 return False  # never create while stale orders may still rest
+            dups: list[LiveOrder] = []
             for batch in batches(to_create, size):
                 results = await self.adapter.run_batch(self.adapter.create_order, batch)
                 for o, r in zip(batch, results, strict=True):
                     if isinstance(r, LiveOrder):
                         if r.order_id not in c.closed_ids:
                             c.open[r.client_id] = r
+                    elif (
+                        isinstance(r, DuplicateOrderError) and not self.adapter.client_ids_reusable
+                    ):
+                        dups.append(o)
+                        ok = False
                     elif isinstance(r, BaseException):
                         ok = self._on_error(c, "create", o, r) and ok
+            if dups:
+                await self._resolve_duplicates(c, dups)
             log.debug(
                 "%s: cancelled %d, created %d orders", c.symbol, len(to_cancel), len(to_create)
             )
@@ -478,8 +587,20 @@ class LiveBot:
 
     def _forget(self, c: Coin, o: LiveOrder) -> None:
         c.open.pop(o.client_id, None)
+        self._retire_id(c, o.client_id)
         if o.order_id:
             c.closed_ids.append(o.order_id)
+
+    async def _resolve_duplicates(self, c: Coin, dups: list[LiveOrder]) -> None:
+        """Bybit refused client ids as used: rests one of them (a create that landed after a
+        timeout)? Track it. Otherwise the id belongs to an ended order: move to a new one."""
+        opens = {o.client_id: o for o in await self._rest(self.adapter.fetch_open_orders, c.symbol)}
+        for o in dups:
+            have = opens.get(o.client_id)
+            if have is not None:
+                c.open[o.client_id] = replace(o, order_id=have.order_id)
+            else:
+                self._retire_id(c, o.client_id)
 
     def _on_error(self, c: Coin, what: str, o: LiveOrder, exc: BaseException) -> bool:
         """Classify an order error; returns False (retry the cycle) or raises (stop)."""
@@ -493,7 +614,7 @@ class LiveBot:
         elif isinstance(exc, InsufficientMarginError):
             log.warning("insufficient margin, re-syncing: %s", text)
             self._sync_wanted.set()
-        elif isinstance(exc, OrderRejectedError) and "-4116" in str(exc):
+        elif isinstance(exc, DuplicateOrderError):
             log.info("order already exists, re-syncing: %s", text)  # a create that landed
             self._sync_wanted.set()
         elif isinstance(exc, TransientExchangeError | OrderRejectedError | ExchangeError):
@@ -521,21 +642,45 @@ class LiveBot:
                 delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
-    async def _sync(self) -> None:
-        """REST: balance and positions, missed fills (userTrades), our open orders."""
-        for _ in range(3):
+    async def _consistent_snapshot(self, tries: int = 3) -> tuple[Any | None, int]:
+        """(balance-and-positions snapshot that agrees with our booked fills, fills booked).
+
+        Catch up our fills, take the snapshot, catch up again: when the second catch-up finds
+        nothing (and no stream event arrived meanwhile), no fill happened around the snapshot,
+        so it is exactly as new as our book. Otherwise it may be older or newer than our fills
+        (the account moved during the calls: live trading, or a replay candle applied between
+        them) and adopting its positions would double or drop a fill: try again, or give up and
+        return None (the next sync tries again).
+        """
+        booked = 0
+        check_seq = not self._candle_sync  # there, stream fills are not booked at all
+        for _ in range(tries):
+            for c in self.coins.values():
+                async with c.lock:
+                    booked += await self._catch_up_trades(c)
             seq = self._user_seq
             snap = await self._rest(self.adapter.fetch_account, self.symbols)
-            if seq == self._user_seq:  # no stream event raced the snapshot
-                self.balance = snap.balance
-                for s, c in self.coins.items():
-                    ex = snap.positions.get(s, (0.0, 0.0, 0.0, 0.0))
-                    c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
-                    c.exch_time = [-1, -1]
-                break
+            late = 0
+            for c in self.coins.values():
+                async with c.lock:
+                    late += await self._catch_up_trades(c)
+            booked += late
+            if late == 0 and (not check_seq or seq == self._user_seq):
+                return snap, booked
+        return None, booked
+
+    async def _sync(self) -> None:
+        """REST: balance and positions, missed fills (userTrades), our open orders."""
+        snap, _ = await self._consistent_snapshot()
+        if snap is not None:
+            self.balance = snap.balance
+            for s, c in self.coins.items():
+                ex = snap.positions.get(s, (0.0, 0.0, 0.0, 0.0))
+                c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
+                c.exch_time = [-1, -1]
+                c.exch_booked = c.booked
         for c in self.coins.values():
             async with c.lock:
-                await self._catch_up_trades(c)
                 for _ in range(3):
                     seq = self._user_seq
                     orders = await self._rest(self.adapter.fetch_open_orders, c.symbol)
@@ -551,28 +696,40 @@ class LiveBot:
                             o.symbol, o.pside, o.qty, o.price, kind, 0, o.client_id, o.order_id
                         )
 
-    async def _catch_up_trades(self, c: Coin) -> None:
-        ex = self.adapter.ex
-        sid = c.symbol
+    async def _catch_up_trades(self, c: Coin) -> int:
+        """Book the fills missed since the cursor (REST); returns how many were new."""
         if c.last_trade_id < 0:
-            raw = await self._rest(
-                self.adapter._call, ex.fapiPrivateGetUserTrades, {"symbol": sid, "limit": 1}
-            )
-            c.last_trade_id = int(raw[-1]["id"]) if raw else 0
-            self.state.set(f"last_trade_id:{sid}", c.last_trade_id)
+            c.last_trade_id = await self._rest(self.adapter.latest_fill_cursor, c.symbol)
+            self.state.set(f"last_trade_id:{c.symbol}", c.last_trade_id)
+            return 0
+        fills = await self._rest(self.adapter.fetch_fills, c.symbol, c.last_trade_id)
+        return sum(self._on_fill(f) for f in fills)
+
+    async def _candle_state(self, ts: int) -> None:
+        """Lockstep with a separate private socket (Bybit): candle ``ts``'s fills, balance and
+        positions by REST, once per candle, before any coin's cycle.
+
+        Why REST and not the private events: the venue books candle k before it sends its
+        kline, so REST already holds all of candle k; the private socket may still be
+        delivering it, with nothing to say when it is complete. Waiting on it would need a
+        count we do not have, so the stream's fill, balance and position events are left
+        out in this mode (REST has them, in booking order); order statuses still apply.
+        """
+        if ts <= self._synced_ts:
             return
-        for _ in range(100):  # bounded: 100 pages of 1000 fills
-            params = {"symbol": sid, "fromId": c.last_trade_id + 1, "limit": 1000}
-            raw = await self._rest(self.adapter._call, ex.fapiPrivateGetUserTrades, params)
-            for t in raw:
-                sign = 1.0 if t["side"] == "BUY" else -1.0
-                pside = 1 if t.get("positionSide") == "LONG" else -1
-                self._on_fill(
-                    sid, pside, sign * float(t["qty"]), float(t["price"]), int(t["id"]),
-                    int(t["time"]), "",
-                )  # fmt: skip
-            if len(raw) < 1000:
-                break
+        snap, new = await self._consistent_snapshot(tries=10)
+        if snap is None:
+            raise TransientExchangeError("no REST snapshot consistent with the fills")
+        self.balance = snap.balance
+        if new and self.balance > self.balance_peak:  # the peak follows fills only
+            self.balance_peak = self.balance
+            self.state.set("balance_peak", self.balance_peak)
+        for s, c in self.coins.items():
+            ex = snap.positions.get(s, (0.0, 0.0, 0.0, 0.0))
+            c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
+            c.exch_time = [-1, -1]
+            c.exch_booked = c.booked
+        self._synced_ts = ts
 
     async def _sync_loop(self) -> None:
         while not self._stop.is_set():
@@ -678,36 +835,53 @@ class LiveBot:
 
     # ------------------------------------------------------------------ stream events
 
-    async def _on_event(self, ev: str, data: dict[str, Any]) -> None:
-        if ev == "aggTrade":
-            c = self.coins.get(data["s"])
-            if c is not None:
-                c.last_price = float(data["p"])
-                if not self.lockstep:
+    async def _on_events(self, events: list[Event]) -> None:
+        """Stream events, already normalized (:mod:`bot.exchange.events`), in arrival order."""
+        for ev in events:
+            if isinstance(ev, PriceEvent):
+                c = self.coins.get(ev.symbol)
+                # lockstep: the cycle's price is the closed kline's close, never a trade
+                # message that may arrive around it
+                if c is not None and not self.lockstep:
+                    c.last_price = ev.price
                     c.wake.set()
-        elif ev == "kline":
-            k = data["k"]
-            c = self.coins.get(data["s"])
-            if c is None or not k.get("x"):
-                return
-            ts = int(k["t"])
-            if ts > c.last_kline_ts + MINUTE_MS:
-                # missed messages (klines, maybe fills too): recover it all by REST
-                asyncio.get_running_loop().create_task(self._recover())
-            elif self._apply_kline(c, ts, float(k["c"])):
-                c.wake.set()
-        elif ev == "ORDER_TRADE_UPDATE":
-            self._user_seq += 1
-            self._on_order_update(data["o"])
-        elif ev == "ACCOUNT_UPDATE":
-            self._user_seq += 1
-            self._on_account_update(data["a"], int(data.get("T", data.get("E", 0))))
-        elif ev == "listenKeyExpired":
-            log.warning("listen key expired: reconnecting with a new one")
-            self._listen_key = None
-            if self.streams is not None:
-                for cl in self.streams.clients:
-                    await cl.close()
+            elif isinstance(ev, KlineEvent):
+                await self._on_kline(ev)
+            elif isinstance(ev, StreamExpired):
+                log.warning("listen key expired: reconnecting with a new one")
+                self._listen_key = None
+                if self.streams is not None:
+                    for cl in self.streams.clients:
+                        await cl.close()
+            else:
+                self._user_seq += 1
+                if isinstance(ev, OrderEvent):
+                    self._on_order(ev)
+                elif self._candle_sync:
+                    pass  # fills, balance, positions: by REST per candle (_candle_state)
+                elif isinstance(ev, FillEvent):
+                    self._on_fill(ev)
+                elif isinstance(ev, BalanceEvent):
+                    self._on_balance(ev)
+                elif isinstance(ev, PositionEvent):
+                    self._on_position(ev)
+
+    async def _on_kline(self, k: KlineEvent) -> None:
+        c = self.coins.get(k.symbol)
+        if c is None or not k.closed:
+            return
+        if k.open_ms > c.last_kline_ts + MINUTE_MS:
+            # missed messages (klines, maybe fills too): recover it all by REST
+            asyncio.get_running_loop().create_task(self._recover())
+        elif self._apply_kline(c, k.open_ms, k.close):
+            if self._candle_sync:
+                try:
+                    await self._candle_state(k.open_ms)
+                except ExchangeError as exc:  # the cycle must not run without the fills
+                    log.warning("REST state for the candle failed: %s; recovering", exc)
+                    self._sync_wanted.set()
+                    return
+            c.wake.set()
 
     def _apply_kline(self, c: Coin, ts: int, close: float) -> bool:
         if ts != c.last_kline_ts + MINUTE_MS:
@@ -719,80 +893,81 @@ class LiveBot:
         self._save_emas(c)
         return True
 
-    def _on_order_update(self, o: dict[str, Any]) -> None:
-        c = self.coins.get(o["s"])
-        if c is None:
-            return
-        cid = str(o.get("c", ""))
-        if o.get("x") in ("TRADE", "CALCULATED") and float(o.get("l", 0) or 0) > 0:
-            sign = 1.0 if o["S"] == "BUY" else -1.0
-            pside = 1 if o.get("ps") == "LONG" else -1
-            self._on_fill(
-                c.symbol, pside, sign * float(o["l"]), float(o["L"]), int(o["t"]), int(o["T"]), cid
-            )
-        if not cid.startswith(PREFIX):
+    def _on_order(self, o: OrderEvent) -> None:
+        c = self.coins.get(o.symbol)
+        if c is None or not o.client_id.startswith(PREFIX):
             return  # not ours: never tracked
-        oid = str(o["i"])
-        status = o.get("X")
-        if status in ("FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"):
-            c.open.pop(cid, None)
-            c.closed_ids.append(oid)
-        elif status in ("NEW", "PARTIALLY_FILLED") and oid not in c.closed_ids:
-            sign = 1.0 if o["S"] == "BUY" else -1.0
-            remaining = float(o["q"]) - float(o.get("z", 0) or 0)
-            prev = c.open.get(cid)
-            pside = 1 if o.get("ps") == "LONG" else -1
-            c.open[cid] = LiveOrder(
-                c.symbol, pside, sign * remaining, float(o["p"]),
-                prev.kind if prev else 0, prev.level if prev else 0, cid, oid,
+        if not o.open:
+            c.open.pop(o.client_id, None)
+            self._retire_id(c, o.client_id)
+            c.closed_ids.append(o.order_id)
+        elif o.order_id not in c.closed_ids:
+            prev = c.open.get(o.client_id)
+            c.open[o.client_id] = LiveOrder(
+                c.symbol, o.pside, o.qty, o.price,
+                prev.kind if prev else 0, prev.level if prev else 0, o.client_id, o.order_id,
             )  # fmt: skip
 
-    def _on_fill(
-        self, symbol: str, pside: int, qty: float, price: float, trade_id: int, ts: int, cid: str
-    ) -> None:
-        key = (symbol, trade_id)
-        if key in self._seen_trades:
-            return
+    def _on_fill(self, f: FillEvent) -> bool:
+        """Book a fill once (by trade id); True if it was new."""
+        c = self.coins.get(f.symbol)
+        key = (f.symbol, f.trade_id)
+        if c is None or key in self._seen_trades:
+            return False
         self._seen_trades.add(key)
-        c = self.coins[symbol]
-        j = 0 if pside > 0 else 1
-        size, pprice, _ = apply_fill(pside, c.pos[j][0], c.pos[j][1], qty, price)
+        c.booked += 1
+        j = 0 if f.pside > 0 else 1
+        size, pprice, _ = apply_fill(f.pside, c.pos[j][0], c.pos[j][1], f.qty, f.price)
         c.pos[j] = [size, pprice]
-        c.fill_time[j] = max(c.fill_time[j], ts)
-        c.last_trade_id = max(c.last_trade_id, trade_id)
-        self.fills.append(LiveFill(ts, symbol, pside, qty, price, trade_id, cid))
+        c.fill_time[j] = max(c.fill_time[j], f.time_ms)
+        cursor = f.cursor if f.cursor >= 0 else f.time_ms
+        if cursor > c.last_trade_id:
+            c.last_trade_id, c.cursor_ids = cursor, [str(f.trade_id)]
+        elif cursor == c.last_trade_id:
+            c.cursor_ids.append(str(f.trade_id))
+        if f.remaining == 0.0 and f.client_id.startswith(PREFIX):
+            c.open.pop(f.client_id, None)  # filled completely: gone from the book
+            self._retire_id(c, f.client_id)
+            if f.order_id:
+                c.closed_ids.append(f.order_id)
+        self._fill_since_balance = True
+        self.fills.append(
+            LiveFill(f.time_ms, f.symbol, f.pside, f.qty, f.price, f.trade_id, f.client_id)
+        )
         self._save_position(c)
         if not self.lockstep:
             c.wake.set()
+        return True
 
     def _save_position(self, c: Coin) -> None:
         self.state.set_many(
             {
                 f"pos:{c.symbol}": c.pos,
                 f"last_trade_id:{c.symbol}": c.last_trade_id,
+                f"cursor_ids:{c.symbol}": c.cursor_ids[-200:],
                 "balance_peak": self.balance_peak,
             }
         )
 
-    def _on_account_update(self, a: dict[str, Any], time_ms: int) -> None:
-        reason = a.get("m", "")
-        for b in a.get("B", []):
-            if b.get("a") == "USDT":
-                self.balance = float(b["wb"])
-        if reason == "ORDER" and self.balance > self.balance_peak:
-            # the peak follows fills only, as in the backtester (funding does not raise it)
+    def _on_balance(self, b: BalanceEvent) -> None:
+        if not math.isnan(b.balance):
+            self.balance = b.balance
+        # the peak follows fills only, as in the backtester (funding does not raise it);
+        # Bybit's wallet topic gives no reason: a fill booked since the last one decides
+        fill_driven = b.reason == ORDER or (b.reason == UNKNOWN_REASON and self._fill_since_balance)
+        self._fill_since_balance = False
+        if fill_driven and self.balance > self.balance_peak:
             self.balance_peak = self.balance
             self.state.set("balance_peak", self.balance_peak)
-        for p in a.get("P", []):
-            c = self.coins.get(p["s"])
-            if c is None:
-                continue
-            amt = float(p["pa"])
-            ps = p.get("ps", "BOTH")
-            j = 0 if ps == "LONG" or (ps == "BOTH" and amt >= 0) else 1
-            c.exch[j] = [abs(amt), float(p["ep"]) if amt else 0.0]
-            c.exch_time[j] = time_ms
-            if reason not in ("ORDER", "FUNDING"):
-                # deleverage / ADL / manual adjustment: not a fill of ours
-                self._position(c, j)
-                c.wake.set()
+
+    def _on_position(self, p: PositionEvent) -> None:
+        c = self.coins.get(p.symbol)
+        if c is None:
+            return
+        j = 0 if p.pside > 0 else 1
+        c.exch[j] = [p.size, p.price if p.size else 0.0]
+        c.exch_time[j] = p.time_ms
+        if p.reason not in (ORDER, FUNDING):
+            # deleverage / ADL / manual adjustment: not a fill of ours
+            self._position(c, j)
+            c.wake.set()

@@ -1,0 +1,325 @@
+"""Bybit v5 REST (category linear, USDT perpetuals, unified account, hedge mode) as a
+:class:`bot.exchange.ccxt_adapter.CcxtAdapter`: the same methods, the same gridbot terms.
+
+Spoken through ccxt ``bybit``'s implicit v5 methods (``privatePostV5OrderCreate`` ...): ccxt
+signs (X-BAPI-* headers), throttles and maps ``retCode``s to its exceptions, which
+:func:`bot.exchange.ccxt_adapter.translate` turns into :mod:`bot.errors`; no unified
+``load_markets`` (it would pull spot, inverse and options markets and query the account type).
+
+Bybit's quirks, kept here as data:
+- post-only is ``timeInForce: PostOnly``; our client id goes in ``orderLinkId`` (<= 36 chars);
+- hedge mode: ``positionIdx`` 1 long / 2 short; mode 3 = both sides (``switch-mode``);
+- "already so" answers: 110025 (position mode not modified), 110043 (leverage not modified);
+- lists are paged with ``nextPageCursor``; klines come newest first, at most 1000 a page;
+- fills are ordered by ``execTime`` (execIds are UUIDs): the catch-up cursor is a time,
+  inclusive, and duplicates are dropped by execId.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ccxt.async_support as ccxt_async
+import numpy as np
+
+from bot.errors import ExchangeError
+from bot.exchange import bybit_format
+from bot.exchange.ccxt_adapter import AccountSnapshot, CcxtAdapter, _num
+from bot.exchange.events import FillEvent
+from bot.live.orders import LiveOrder
+from bot.markets import MarketSpec
+
+__all__ = ["BybitAdapter", "point_bybit_at", "tiers_from_risk_limits"]
+
+log = logging.getLogger("gridbot.live.exchange")
+
+CATEGORY = "linear"
+SETTLE = "USDT"
+HEDGE_MODE = 3  # switch-mode: 0 merged single (one-way), 3 both sides (hedge)
+POSITION_IDX = {1: 1, -1: 2}
+NOT_MODIFIED = ("110025", "110043")
+KLINE_PAGE = 1000  # Bybit's maximum per request
+_MAX_PAGES = 200  # bounded paging everywhere
+
+
+def point_bybit_at(exchange: Any, base_url: str) -> None:
+    """Every REST family of a ccxt ``bybit`` -> ``base_url`` (nothing leaks elsewhere)."""
+    base = base_url.rstrip("/")
+    api = dict(exchange.urls.get("api") or {})
+    for name in (*api, "public", "private", "spot", "futures", "v2"):
+        api[name] = base
+    exchange.urls = {**exchange.urls, "api": api}
+    exchange.urls.pop("test", None)
+    exchange.options["adjustForTimeDifference"] = False
+
+
+def tiers_from_risk_limits(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Bybit risk-limit rows -> tier rows [floor, cap, maint rate, max leverage, maint amount].
+
+    ``mmDeduction`` is Bybit's maintenance amount; when absent it follows from continuity
+    (the maintenance margin is the same on both sides of each tier boundary).
+    """
+    rows = sorted(rows, key=lambda r: float(r["riskLimitValue"]))
+    out = []
+    floor, prev_mmr, cum = 0.0, 0.0, 0.0
+    for r in rows:
+        cap = float(r["riskLimitValue"])
+        mmr = float(r["maintenanceMargin"])
+        cum = cum + floor * (mmr - prev_mmr)
+        ded = r.get("mmDeduction")
+        amount = float(ded) if ded not in (None, "") else cum
+        out.append([floor, cap, mmr, float(r["maxLeverage"]), amount])
+        floor, prev_mmr, cum = cap, mmr, amount
+    return np.array(out, dtype=np.float64).reshape(-1, 5)
+
+
+def _result(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw.get("result") or {}
+
+
+class BybitAdapter(CcxtAdapter):
+    """Bybit v5 linear through ccxt; build it as ``CcxtAdapter("bybit", key, secret, ...)``."""
+
+    kind = "bybit"
+    fill_cursor = "time"  # execTime, inclusive: ids are deduplicated by the bot
+    uses_listen_key = False
+    client_ids_reusable = False  # orderLinkId: "always unique", history included
+
+    def _new_exchange(self, opts: dict[str, Any]) -> Any:
+        return ccxt_async.bybit({**opts, "options": {"defaultType": "swap"}})
+
+    def _point_at(self, base_url: str) -> None:
+        point_bybit_at(self.ex, base_url)
+
+    async def _pages(self, fn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """All rows of a cursor-paged list endpoint (bounded)."""
+        rows: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(_MAX_PAGES):
+            p = {**params, "cursor": cursor} if cursor else params
+            res = _result(await self._call(fn, p))
+            rows += res.get("list") or []
+            cursor = res.get("nextPageCursor") or ""
+            if not cursor:
+                break
+        return rows
+
+    # ------------------------------------------------------------------ markets
+
+    async def load_markets(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
+        """Steps and minimums (instruments-info) and tiers (risk-limit) of ``symbols``."""
+        out = {}
+        for sym in symbols:
+            sid = self.market_id(sym)
+            q = {"category": CATEGORY, "symbol": sid}
+            res = _result(await self._call(self.ex.publicGetV5MarketInstrumentsInfo, q))
+            m = next((m for m in res.get("list") or [] if m.get("symbol") == sid), None)
+            if m is None:
+                raise ExchangeError(f"{sid}: not a linear market on bybit")
+            risk = await self._pages(self.ex.publicGetV5MarketRiskLimit, q)
+            tiers = tiers_from_risk_limits([r for r in risk if r.get("symbol", sid) == sid])
+            if tiers.shape[0] == 0:  # no risk limits: one tier up to the instrument's leverage
+                lev = float(m["leverageFilter"]["maxLeverage"])
+                tiers = np.array([[0.0, 1e18, 0.5 / lev, lev, 0.0]])
+            lot, price = m["lotSizeFilter"], m["priceFilter"]
+            out[sid] = MarketSpec(
+                symbol=sid,
+                qty_step=float(lot["qtyStep"]),
+                price_step=float(price["tickSize"]),
+                min_qty=float(lot["minOrderQty"]),
+                min_cost=float(lot.get("minNotionalValue") or 0.0),
+                tiers=tiers,
+            )
+        return out
+
+    # ------------------------------------------------------------------ account
+
+    async def setup_account(self, symbols: Sequence[str], leverage: int) -> None:
+        """Hedge mode for USDT perpetuals and ``leverage`` both ways on every symbol.
+
+        Cross margin is the unified account's default (REGULAR_MARGIN, account-wide): it is
+        not switched from here, since that would change every other position on the account.
+        """
+        try:
+            await self._call(
+                self.ex.privatePostV5PositionSwitchMode,
+                {"category": CATEGORY, "coin": SETTLE, "mode": HEDGE_MODE},
+            )
+        except ExchangeError as exc:
+            if not any(c in str(exc) for c in NOT_MODIFIED):
+                raise
+        lev = str(int(leverage))
+        for sym in symbols:
+            params = {
+                "category": CATEGORY,
+                "symbol": self.market_id(sym),
+                "buyLeverage": lev,
+                "sellLeverage": lev,
+            }
+            try:
+                await self._call(self.ex.privatePostV5PositionSetLeverage, params)
+            except ExchangeError as exc:
+                if not any(c in str(exc) for c in NOT_MODIFIED):
+                    raise
+
+    async def fetch_account(self, symbols: Sequence[str] | None = None) -> AccountSnapshot:
+        """USDT ``walletBalance`` of the unified account and the hedge-mode positions."""
+        raw = await self._call(
+            self.ex.privateGetV5AccountWalletBalance, {"accountType": "UNIFIED", "coin": SETTLE}
+        )
+        bal = bybit_format.parse_wallet(_result(raw).get("list") or [], -1)
+        balance = bal[-1].balance if bal else 0.0
+        rows = await self._pages(
+            self.ex.privateGetV5PositionList,
+            {"category": CATEGORY, "settleCoin": SETTLE, "limit": 200},
+        )
+        positions: dict[str, list[float]] = {}
+        for d in rows:
+            p = bybit_format.parse_position(d)
+            if p is None or (symbols is not None and p.symbol not in symbols):
+                continue
+            row = positions.setdefault(p.symbol, [0.0, 0.0, 0.0, 0.0])
+            j = 0 if p.pside > 0 else 2
+            row[j], row[j + 1] = p.size, p.price
+        return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
+
+    async def latest_fill_cursor(self, symbol: str) -> int:
+        q = {"category": CATEGORY, "symbol": self.market_id(symbol), "limit": 1}
+        res = _result(await self._call(self.ex.privateGetV5ExecutionList, q))
+        rows = res.get("list") or []
+        return int(rows[0]["execTime"]) if rows else 0
+
+    async def fetch_fills(self, symbol: str, cursor: int) -> list[FillEvent]:
+        """Fills on ``symbol`` since ``cursor`` (execTime, inclusive), oldest first."""
+        q: dict[str, Any] = {"category": CATEGORY, "symbol": self.market_id(symbol), "limit": 100}
+        if cursor > 0:
+            q["startTime"] = cursor
+        rows = await self._pages(self.ex.privateGetV5ExecutionList, q)
+        fills = [f for f in map(bybit_format.parse_execution, rows) if f is not None]
+        # newest first on the wire; stable sort keeps same-millisecond fills in booking order
+        return sorted(reversed(fills), key=lambda f: f.time_ms)
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]:
+        q: dict[str, Any] = {"category": CATEGORY, "openOnly": 0, "limit": 50}
+        if symbol:
+            q["symbol"] = self.market_id(symbol)
+        else:
+            q["settleCoin"] = SETTLE
+        out = []
+        for d in await self._pages(self.ex.privateGetV5OrderRealtime, q):
+            o = bybit_format.parse_order(d)
+            if o is not None and o.open:
+                out.append(
+                    LiveOrder(o.symbol, o.pside, o.qty, o.price, 0, 0, o.client_id, o.order_id)
+                )
+        return out
+
+    # ------------------------------------------------------------------ market data
+
+    async def fetch_klines(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 500
+    ) -> np.ndarray:
+        """1m klines [open_time, o, h, l, c, v], oldest first (the open one included).
+
+        Bybit returns the newest ``limit`` rows of [start, end]: paging forward from
+        ``start_ms`` bounds each page's end; without it, pages go backward from the newest.
+        """
+        sid = self.market_id(symbol)
+        q: dict[str, Any] = {"category": CATEGORY, "symbol": sid, "interval": "1"}
+        got: dict[int, list[float]] = {}
+        if start_ms is not None:
+            since = int(start_ms)
+            for _ in range(_MAX_PAGES):
+                n = min(KLINE_PAGE, limit - len(got))
+                end = since + n * 60_000 - 1
+                if end_ms is not None:
+                    end = min(end, int(end_ms))
+                page = await self._klines({**q, "start": since, "end": end, "limit": n})
+                got.update((int(r[0]), r) for r in page)
+                if len(page) < n or len(got) >= limit or (end_ms is not None and end >= end_ms):
+                    break
+                since = max(int(r[0]) for r in page) + 60_000
+        else:
+            end = end_ms
+            for _ in range(_MAX_PAGES):
+                n = min(KLINE_PAGE, limit - len(got))
+                page = await self._klines({**q, "limit": n, **({"end": end} if end else {})})
+                got.update((int(r[0]), r) for r in page)
+                if len(page) < n or len(got) >= limit:
+                    break
+                end = min(int(r[0]) for r in page) - 1
+        rows = [got[t] for t in sorted(got)]
+        rows = rows[:limit] if start_ms is not None else rows[-limit:]
+        return np.array(rows, dtype=np.float64).reshape(-1, 6)
+
+    async def _klines(self, q: dict[str, Any]) -> list[list[float]]:
+        res = _result(await self._call(self.ex.publicGetV5MarketKline, q))
+        return [[float(x) for x in r[:6]] for r in res.get("list") or []]
+
+    async def fetch_last_prices(self, symbols: Sequence[str]) -> dict[str, float]:
+        want = {self.market_id(s) for s in symbols}
+        q: dict[str, Any] = {"category": CATEGORY}
+        if len(want) == 1:
+            q["symbol"] = next(iter(want))
+        res = _result(await self._call(self.ex.publicGetV5MarketTickers, q))
+        return {
+            r["symbol"]: float(r["lastPrice"])
+            for r in res.get("list") or []
+            if r.get("symbol") in want and r.get("lastPrice") not in (None, "")
+        }
+
+    async def server_time_offset_ms(self) -> int:
+        raw = await self._call(self.ex.publicGetV5MarketTime)
+        res = _result(raw)
+        if res.get("timeNano"):
+            server = int(res["timeNano"]) // 1_000_000
+        else:
+            server = int(raw.get("time") or int(res["timeSecond"]) * 1000)
+        return server - int(time.time() * 1000)
+
+    # ------------------------------------------------------------------ orders
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder:
+        """Post-only limit order in hedge mode; returns it with Bybit's order id."""
+        params = {
+            "category": CATEGORY,
+            "symbol": self.market_id(o.symbol),
+            "side": "Buy" if o.qty > 0 else "Sell",
+            "orderType": "Limit",
+            "qty": _num(abs(o.qty)),
+            "price": _num(o.price),
+            "timeInForce": "PostOnly",  # maker only: one that would take is cancelled
+            "positionIdx": POSITION_IDX[o.pside],
+            "orderLinkId": o.client_id,
+        }
+        raw = await self._call(self.ex.privatePostV5OrderCreate, params)
+        oid = str(_result(raw)["orderId"])
+        return LiveOrder(o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, oid)
+
+    async def cancel_order(self, o: LiveOrder) -> None:
+        params: dict[str, Any] = {"category": CATEGORY, "symbol": self.market_id(o.symbol)}
+        if o.order_id:
+            params["orderId"] = o.order_id
+        else:
+            params["orderLinkId"] = o.client_id
+        await self._call(self.ex.privatePostV5OrderCancel, params)
+
+    # ------------------------------------------------------------------ user stream
+
+    def ws_auth_args(self, expires_ms: int) -> list[Any]:
+        """Args of the private stream's ``auth`` op, signed here: the secret stays inside."""
+        from bot.exchange.streams import bybit_auth_args
+
+        return bybit_auth_args(self.ex.apiKey, self.ex.secret, expires_ms)
+
+    async def listen_key(self) -> str:
+        raise NotImplementedError("bybit: the private stream authenticates with the API key")
+
+    async def keepalive_listen_key(self) -> None:
+        return None
+
+    async def close_listen_key(self) -> None:
+        return None
