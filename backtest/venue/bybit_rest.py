@@ -19,7 +19,6 @@ per-UID/per-endpoint limits.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -198,11 +197,8 @@ class BybitRestApi:
     # ------------------------------------------------------------------ pipeline
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        faults = self.venue.faults
-        if faults.rest_delay_ms > 0:
-            await asyncio.sleep(faults.rest_delay_ms / 1000)
         path = request.path
-        forced = faults.take_rest_fault(path)
+        forced = await self.venue.faults.before_request(path)
         if forced is not None:
             return self._forced(forced)
         route = self.routes.get((request.method, path))

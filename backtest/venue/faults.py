@@ -7,6 +7,7 @@ them in methods. All state is touched from the venue's event loop (use
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 __all__ = ["Faults", "RestFault"]
@@ -48,3 +49,10 @@ class Faults:
                 self.rest_faults.remove(rule)
             return rule.status
         return None
+
+    async def before_request(self, path: str) -> int | None:
+        """What every REST call goes through first (Binance and Bybit alike): the injected
+        delay, then the status of an injected fault for this call, or None to serve it."""
+        if self.rest_delay_ms > 0:
+            await asyncio.sleep(self.rest_delay_ms / 1000)
+        return self.take_rest_fault(path)

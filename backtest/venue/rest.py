@@ -159,11 +159,8 @@ class RestApi:
     # ------------------------------------------------------------------ pipeline
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        faults = self.venue.faults
-        if faults.rest_delay_ms > 0:
-            await asyncio.sleep(faults.rest_delay_ms / 1000)
         path = request.path
-        forced = faults.take_rest_fault(path)
+        forced = await self.venue.faults.before_request(path)
         if forced is not None:
             return self._forced(forced)
         route = self.routes.get((request.method, path))
