@@ -362,8 +362,64 @@ def _ack(msg: dict[str, Any], op: str) -> bool | None:
     return bool(msg["success"])
 
 
+class _BybitSocket:
+    """What Bybit's public and private sockets share: the subscribe ack, the up/down state and
+    a :class:`StreamClient` with JSON pings. Subclasses provide the fields used here and
+    ``_on_open`` (what to send after each connect)."""
+
+    _name = ""
+    ws_url: str
+    path: str
+    silence_timeout_s: float
+    ping_interval_s: float
+    max_age_s: float
+    on_state: Callable[[bool], None] | None
+    subscribed: asyncio.Event
+    client: StreamClient | None
+
+    async def _on_open(self, ws: ClientConnection) -> None:
+        raise NotImplementedError
+
+    def _subscribe_ack(self, msg: dict[str, Any]) -> bool:
+        """True when ``msg`` answered our subscribe (then nothing else is in it)."""
+        ack = _ack(msg, "subscribe")
+        if ack is None:
+            return False
+        if ack:
+            self.subscribed.set()
+        else:
+            log.error("bybit %s: subscribe refused: %s", self._name, msg.get("ret_msg"))
+        return True
+
+    def _state(self, up: bool) -> None:
+        if not up:
+            self.subscribed.clear()
+        if self.on_state is not None:
+            self.on_state(up)
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def build(self) -> StreamClient:
+        self.client = StreamClient(
+            "market" if self._name == "public" else "user",
+            f"{self.ws_url.rstrip('/')}{self.path}",
+            self._dispatch,
+            silence_timeout_s=max(self.silence_timeout_s, 2.5 * self.ping_interval_s),
+            max_age_s=self.max_age_s,
+            on_open=self._on_open,
+            ping_json={"op": "ping"},
+            ping_interval_s=self.ping_interval_s,
+            on_state=self._state,
+        )
+        return self.client
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.build().run(stop)
+
+
 @dataclass
-class BybitPublicStream:
+class BybitPublicStream(_BybitSocket):
     """Bybit v5 linear public: ``publicTrade.S``, ``tickers.S`` (snapshot + deltas merged) and
     ``kline.1.S`` (closed candles move the EMAs); a JSON ping every ``ping_interval_s``.
 
@@ -384,10 +440,12 @@ class BybitPublicStream:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     client: StreamClient | None = None
 
+    _name = "public"
+
     def topics(self) -> list[str]:
         return [f"{t}.{s}" for s in self.symbols for t in ("publicTrade", "tickers", "kline.1")]
 
-    async def _subscribe(self, ws: ClientConnection) -> None:
+    async def _on_open(self, ws: ClientConnection) -> None:
         self.subscribed.clear()
         # Bybit takes at most 10 args per subscribe request
         topics = self.topics()
@@ -396,12 +454,7 @@ class BybitPublicStream:
             await ws.send(orjson.dumps(req).decode())
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
-        ack = _ack(msg, "subscribe")
-        if ack is not None:
-            if ack:
-                self.subscribed.set()
-            else:
-                log.error("bybit public: subscribe refused: %s", msg.get("ret_msg"))
+        if self._subscribe_ack(msg):
             return
         if str(msg.get("topic", "")).startswith("tickers."):
             merged = self.tickers.apply(msg)  # kept merged for bid/ask; prices come from trades
@@ -409,29 +462,6 @@ class BybitPublicStream:
                 self.on_ticker(merged)
             return
         await _emit(self.on_events, bybit_format.parse_public(msg))
-
-    def _state(self, up: bool) -> None:
-        if not up:
-            self.subscribed.clear()
-        if self.on_state is not None:
-            self.on_state(up)
-
-    def build(self) -> StreamClient:
-        self.client = StreamClient(
-            "market",
-            f"{self.ws_url.rstrip('/')}{self.path}",
-            self._dispatch,
-            silence_timeout_s=max(self.silence_timeout_s, 2.5 * self.ping_interval_s),
-            max_age_s=self.max_age_s,
-            on_open=self._subscribe,
-            ping_json={"op": "ping"},
-            ping_interval_s=self.ping_interval_s,
-            on_state=self._state,
-        )
-        return self.client
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.build().run(stop)
 
 
 def bybit_auth_args(api_key: str, api_secret: str, expires_ms: int) -> list[Any]:
@@ -446,7 +476,7 @@ class AuthRefused(Exception):
 
 
 @dataclass
-class BybitPrivateStream:
+class BybitPrivateStream(_BybitSocket):
     """Bybit v5 ``/v5/private``: auth, then ``order``, ``execution``, ``position``, ``wallet``;
     a JSON ping every ``ping_interval_s``; every reconnect authenticates afresh.
 
@@ -467,8 +497,9 @@ class BybitPrivateStream:
     on_state: Callable[[bool], None] | None = None
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     client: StreamClient | None = None
+    _name = "private"
 
-    async def _open(self, ws: ClientConnection) -> None:
+    async def _on_open(self, ws: ClientConnection) -> None:
         self.subscribed.clear()
         expires = int(time.time() * 1000) + self.time_offset_ms() + self.expires_after_ms
         args = self.auth_args(expires)
@@ -491,37 +522,9 @@ class BybitPrivateStream:
         await ws.send(orjson.dumps(req).decode())
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
-        ack = _ack(msg, "subscribe")
-        if ack is not None:
-            if ack:
-                self.subscribed.set()
-            else:
-                log.error("bybit private: subscribe refused: %s", msg.get("ret_msg"))
+        if self._subscribe_ack(msg):
             return
         await _emit(self.on_events, bybit_format.parse_private(msg))
-
-    def _state(self, up: bool) -> None:
-        if not up:
-            self.subscribed.clear()
-        if self.on_state is not None:
-            self.on_state(up)
-
-    def build(self) -> StreamClient:
-        self.client = StreamClient(
-            "user",
-            f"{self.ws_url.rstrip('/')}{self.path}",
-            self._dispatch,
-            silence_timeout_s=max(self.silence_timeout_s, 2.5 * self.ping_interval_s),
-            max_age_s=self.max_age_s,
-            on_open=self._open,
-            ping_json={"op": "ping"},
-            ping_interval_s=self.ping_interval_s,
-            on_state=self._state,
-        )
-        return self.client
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.build().run(stop)
 
 
 @dataclass
