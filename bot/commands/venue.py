@@ -1,4 +1,4 @@
-"""`gridbot venue --data PATH`: the simulated Binance USDT-M exchange on 127.0.0.1, replaying
+"""`gridbot venue --data PATH`: the simulated exchange (Binance USDT-M and Bybit v5 formats) on 127.0.0.1, replaying
 historical candles for paper trading (REST for ccxt, websockets for streams).
 
 One account is created. Its API key and secret come from the environment (``--api-key-env``,
@@ -25,8 +25,8 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "venue",
-        help="run the simulated exchange (Binance USDT-M formats) on 127.0.0.1",
-        description="Serve a Binance USDT-M compatible REST + websocket exchange on 127.0.0.1 "
+        help="run the simulated exchange (Binance USDT-M and Bybit v5 formats) on 127.0.0.1",
+        description="Serve a Binance USDT-M and Bybit v5 compatible REST + websocket exchange on 127.0.0.1 "
         "that replays historical candles, for paper trading with the live bot.",
     )
     p.add_argument("--data", required=True, help="candle folder or file (CSV / CSV.gz)")
