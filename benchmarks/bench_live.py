@@ -24,6 +24,7 @@ import orjson
 
 from bot.config import parse_config
 from bot.core import ema_alphas, ema_seed
+from bot.exchange.ccxt_adapter import CcxtAdapter
 from bot.live.bot import Coin, LiveBot
 from bot.live.orders import diff_orders
 from bot.markets import market_spec
@@ -78,7 +79,9 @@ def _bot(state_dir: str) -> tuple[LiveBot, Coin]:
             "live": {"state_dir": state_dir, "symbols": [SYMBOL]},
         }
     )
-    bot = LiveBot(cfg, None, symbols=[SYMBOL], ws_url="ws://127.0.0.1:1")  # type: ignore[arg-type]
+    # a real adapter that is never asked anything: the benchmark stops at the decision
+    adapter = CcxtAdapter("binance", "bench-key", "bench-secret", base_url="http://127.0.0.1:1")
+    bot = LiveBot(cfg, adapter, symbols=[SYMBOL], ws_url="ws://127.0.0.1:1")
     spec = market_spec(SYMBOL)
     c = Coin(SYMBOL, spec, spec.as_array())
     closes = 50_000.0 + 50.0 * np.sin(np.arange(720) / 40.0)
@@ -149,6 +152,7 @@ def _measure(rate: float, seconds: float, decide: bool) -> dict:
             bot, c = _bot(tmp)
             _decide(bot, c, 50_000.0)  # compile / warm the core
             out = asyncio.run(_run_client(port, bot, c, decide, seconds))
+            asyncio.run(bot.adapter.close())
             bot.state.close()
     finally:
         server.terminate()
@@ -174,6 +178,7 @@ def _decision_only(n: int = 20_000) -> dict:
             t0 = time.perf_counter_ns()
             _decide(bot, c, float(p))
             t[i] = time.perf_counter_ns() - t0
+        asyncio.run(bot.adapter.close())
         bot.state.close()
     t /= 1e6
     return {"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99))}
