@@ -137,6 +137,7 @@ class Coin:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     done_ts: int = -1  # lockstep: last kline whose orders are reconciled
+    busy: bool = False  # a cycle is running (woken and not yet finished)
     catching_up: bool = False
 
 
@@ -427,8 +428,19 @@ class LiveBot:
         def done() -> bool:
             return self._stop.is_set() or all(c.done_ts >= ts for c in self.coins.values())
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with self._done:
             await asyncio.wait_for(self._done.wait_for(done), timeout)
+        # Then let anything still bringing state in settle: a recovery after a (re)connect
+        # (REST klines and fills, then a wake) and the cycles it woke. The venue must not move
+        # to the next candle under them, or they would reconcile against a newer account.
+        while not self._stop.is_set() and (
+            self._recoveries or any(c.busy or c.wake.is_set() for c in self.coins.values())
+        ):
+            if loop.time() > deadline:
+                raise TimeoutError(f"the bot did not settle after the kline at {ts}")
+            await asyncio.sleep(0.002)
         if self._stop.is_set() and not all(c.done_ts >= ts for c in self.coins.values()):
             raise RuntimeError("the bot stopped: " + "; ".join(self.errors[-3:]))
 
@@ -437,35 +449,39 @@ class LiveBot:
         failures = 0
         while not self._stop.is_set():
             await c.wake.wait()
-            c.wake.clear()
-            if not self.lockstep:
-                delay = last_cycle + self.live.execution_delay_seconds - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            wait = self._backoff_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            target = c.last_kline_ts
-            last_cycle = time.monotonic()
+            c.busy = True  # until this wake's cycle is over (lockstep waits for it)
             try:
-                ok = await self._cycle(c)
-            except AuthenticationError as exc:
-                self.errors.append(str(exc))
-                log.error("authentication refused: %s; stopping", exc)
-                raise
-            if ok:
-                failures = 0
-                self._backoff_s = 0.0
-                if target > c.done_ts:
-                    c.done_ts = target
-                    async with self._done:
-                        self._done.notify_all()
-            else:
-                failures += 1
-                if failures > self.max_rest_retries:
-                    raise ExchangeError(f"{c.symbol}: {failures} failed cycles in a row")
-                await asyncio.sleep(min(0.05 * failures, 1.0))
-                c.wake.set()
+                c.wake.clear()
+                if not self.lockstep:
+                    delay = last_cycle + self.live.execution_delay_seconds - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                wait = self._backoff_until - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                target = c.last_kline_ts
+                last_cycle = time.monotonic()
+                try:
+                    ok = await self._cycle(c)
+                except AuthenticationError as exc:
+                    self.errors.append(str(exc))
+                    log.error("authentication refused: %s; stopping", exc)
+                    raise
+                if ok:
+                    failures = 0
+                    self._backoff_s = 0.0
+                    if target > c.done_ts:
+                        c.done_ts = target
+                        async with self._done:
+                            self._done.notify_all()
+                else:
+                    failures += 1
+                    if failures > self.max_rest_retries:
+                        raise ExchangeError(f"{c.symbol}: {failures} failed cycles in a row")
+                    await asyncio.sleep(min(0.05 * failures, 1.0))
+                    c.wake.set()
+            finally:
+                c.busy = False
 
     # ------------------------------------------------------------------ the cycle
 
