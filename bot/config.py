@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.core import params as P
+from bot.core.margin import LeverageCheck, check_leverage
 from bot.errors import ConfigError
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_config",
+    "check_config_leverage",
     "side_params_array",
 ]
 
@@ -344,3 +346,22 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_EMA_SPAN_0] = side.ema_span_0
     a[P.P_EMA_SPAN_1] = side.ema_span_1
     return a
+
+
+def check_config_leverage(
+    config: Config, leverage: float, balance: float | None = None, tiers: np.ndarray | None = None
+) -> LeverageCheck:
+    """:func:`bot.core.margin.check_leverage` for a config's limits (both sides, per-position
+    WELs), as `gridbot risk --config` and the live bot's start-up ask it."""
+    lo, sh = config.bot.long, config.bot.short
+    return check_leverage(
+        leverage,
+        lo.total_wallet_exposure_limit,
+        sh.total_wallet_exposure_limit,
+        long_enabled=lo.enabled,
+        short_enabled=sh.enabled,
+        balance=balance,
+        wallet_exposure_limit_long=lo.wallet_exposure_limit,
+        wallet_exposure_limit_short=sh.wallet_exposure_limit,
+        tiers=tiers,
+    )

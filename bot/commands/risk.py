@@ -91,10 +91,9 @@ def assess(
 ) -> dict[str, Any]:
     """Every number of the report, as a JSON-ready dict (null where not applicable)."""
     # Imported here so that argument errors answer without compiling anything.
-    from bot.config import load_config
+    from bot.config import check_config_leverage, load_config
     from bot.core import (
         bankruptcy_price,
-        check_leverage,
         liquidation_price,
         maintenance_margin,
         unrealized_pnl,
@@ -189,18 +188,7 @@ def assess(
         except ConfigError as exc:
             raise ConfigError(f"--config: {exc}") from None
         lev = leverage if leverage is not None else cfg.live.leverage
-        lo, sh = cfg.bot.long, cfg.bot.short
-        check = check_leverage(
-            lev,
-            lo.total_wallet_exposure_limit,
-            sh.total_wallet_exposure_limit,
-            long_enabled=lo.enabled,
-            short_enabled=sh.enabled,
-            balance=balance,
-            wallet_exposure_limit_long=lo.wallet_exposure_limit,
-            wallet_exposure_limit_short=sh.wallet_exposure_limit,
-            tiers=tiers,
-        )
+        check = check_config_leverage(cfg, lev, balance, tiers)
         reason = check.reason
         if check.ok:
             reason = (

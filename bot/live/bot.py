@@ -42,10 +42,9 @@ from typing import Any
 import numpy as np
 
 from backtest.runner import warmup_candles
-from bot.config import Config, LiveConfig, side_params_array
+from bot.config import Config, LiveConfig, check_config_leverage, side_params_array
 from bot.core import (
     apply_fill,
-    check_leverage,
     ema_alphas,
     ema_seed,
     ema_update,
@@ -233,22 +232,11 @@ class LiveBot:
         )
 
     def _check_leverage(self, specs: dict[str, MarketSpec], balance: float) -> None:
-        long, short = self.config.bot.long, self.config.bot.short
         lev = float(self.live.leverage)
         if lev != int(lev):
             raise StartupRefused(f"live.leverage = {lev:g}: exchanges take whole numbers")
         for s in self.symbols:
-            res = check_leverage(
-                lev,
-                long.total_wallet_exposure_limit,
-                short.total_wallet_exposure_limit,
-                long_enabled=long.enabled,
-                short_enabled=short.enabled,
-                balance=balance,
-                wallet_exposure_limit_long=long.wallet_exposure_limit,
-                wallet_exposure_limit_short=short.wallet_exposure_limit,
-                tiers=specs[s].tiers,
-            )
+            res = check_config_leverage(self.config, lev, balance, specs[s].tiers)
             if not res.ok:
                 raise StartupRefused(f"refusing to start on {s}: {res.reason}")
 
