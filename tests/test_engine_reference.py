@@ -21,6 +21,7 @@ from backtest.venue.matching import MatchingEngine
 from bot.config import Config, load_config, parse_config, side_params_array
 from bot.core import ema_alphas, ema_update, ideal_orders, opening_slots
 from bot.core.params import KIND_NAMES
+from tests.test_live_replay import TIGHT_GRID_SIDE
 
 DATA = "data/sample/binance_spot_1m"
 
@@ -98,20 +99,7 @@ def as_multiset(fills: list[tuple]) -> Counter:
 
 
 def tight_grid(**overrides: object) -> dict:
-    side = {
-        "total_wallet_exposure_limit": 1.0,
-        "n_positions": 2,
-        "ema_span_0": 30,
-        "ema_span_1": 60,
-        "entry_initial_ema_dist": 0.0,
-        "entry_initial_qty_pct": 0.1,
-        "entry_grid_spacing_pct": 0.005,
-        "close_grid_min_markup": 0.002,
-        "close_grid_markup_range": 0.004,
-        "close_grid_qty_pct": 0.5,
-    }
-    side.update(overrides)
-    return side
+    return {**TIGHT_GRID_SIDE, **overrides}
 
 
 CASES = {

@@ -39,7 +39,7 @@ from bot.live.bot import LiveBot, StartupRefused
 from bot.live.credentials import install_redaction
 from bot.live.orders import LiveOrder
 from bot.markets import market_spec
-from tests.test_live_replay import sample, trading_config
+from tests.test_live_replay import TIGHT_GRID_SIDE, sample, trading_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY, SECRET = "bybit-key-0123456789abcdef", "bybit-secret-fedcba9876543210"
@@ -406,12 +406,7 @@ def test_bybit_replay_one_day_every_fill_matches_the_backtester():
 @pytest.mark.slow
 def test_gridbot_replay_cli_on_bybit(tmp_path):
     cfg = tmp_path / "c.hjson"
-    side = {
-        "total_wallet_exposure_limit": 1.0, "n_positions": 2, "ema_span_0": 30,
-        "ema_span_1": 60, "entry_initial_ema_dist": 0.0, "entry_initial_qty_pct": 0.1,
-        "entry_grid_spacing_pct": 0.005, "close_grid_min_markup": 0.002,
-        "close_grid_markup_range": 0.004, "close_grid_qty_pct": 0.5,
-    }  # fmt: skip
+    side = TIGHT_GRID_SIDE
     conf = {
         "bot": {"long": side, "short": {**side, "enabled": True}},
         "live": {"leverage": 10},

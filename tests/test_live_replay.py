@@ -16,20 +16,25 @@ DATA = "data/sample/binance_spot_1m"
 SYMBOLS = ["BTCUSDT", "DOGEUSDT"]
 
 
+# Short EMAs, tight grids: trades often (hundreds of fills a day). Shared by the replay, Bybit
+# and engine-reference tests.
+TIGHT_GRID_SIDE = {
+    "total_wallet_exposure_limit": 1.0,
+    "n_positions": 2,
+    "ema_span_0": 30,
+    "ema_span_1": 60,
+    "entry_initial_ema_dist": 0.0,
+    "entry_initial_qty_pct": 0.1,
+    "entry_grid_spacing_pct": 0.005,
+    "close_grid_min_markup": 0.002,
+    "close_grid_markup_range": 0.004,
+    "close_grid_qty_pct": 0.5,
+}
+
+
 def trading_config(**live: object) -> Config:
-    """Short EMAs, tight grids, both sides: trades often (hundreds of fills a day)."""
-    side = {
-        "total_wallet_exposure_limit": 1.0,
-        "n_positions": 2,
-        "ema_span_0": 30,
-        "ema_span_1": 60,
-        "entry_initial_ema_dist": 0.0,
-        "entry_initial_qty_pct": 0.1,
-        "entry_grid_spacing_pct": 0.005,
-        "close_grid_min_markup": 0.002,
-        "close_grid_markup_range": 0.004,
-        "close_grid_qty_pct": 0.5,
-    }
+    """The tight grid on both sides of BTCUSDT and DOGEUSDT, 1000 USDT."""
+    side = TIGHT_GRID_SIDE
     return parse_config(
         {
             "bot": {"long": side, "short": {**side, "enabled": True}},
