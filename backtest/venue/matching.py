@@ -458,13 +458,10 @@ class MatchingEngine:
                 )
         return order
 
-    def cancel_order(
-        self,
-        api_key: str,
-        symbol: str,
-        order_id: int | None = None,
-        client_order_id: str | None = None,
-    ) -> Order:
+    def _order_account(
+        self, api_key: str, symbol: str, order_id: int | None, client_order_id: str | None
+    ) -> Account:
+        """The account of a cancel / query, after checking the symbol and that an id is given."""
         acct = self.account(api_key)
         self.spec(symbol)
         if order_id is None and client_order_id is None:
@@ -472,6 +469,16 @@ class MatchingEngine:
                 -1102,
                 "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
             )
+        return acct
+
+    def cancel_order(
+        self,
+        api_key: str,
+        symbol: str,
+        order_id: int | None = None,
+        client_order_id: str | None = None,
+    ) -> Order:
+        acct = self._order_account(api_key, symbol, order_id, client_order_id)
         order = None
         for o in acct.open_orders.values():
             if o.symbol == symbol and (
@@ -495,13 +502,7 @@ class MatchingEngine:
         order_id: int | None = None,
         client_order_id: str | None = None,
     ) -> Order:
-        acct = self.account(api_key)
-        self.spec(symbol)
-        if order_id is None and client_order_id is None:
-            raise ApiError(
-                -1102,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
-            )
+        acct = self._order_account(api_key, symbol, order_id, client_order_id)
         o = acct.find_order(order_id, None if order_id is not None else client_order_id)
         if o is None or o.symbol != symbol:
             raise ApiError(-2013, "Order does not exist.")
