@@ -175,7 +175,11 @@ def _write_readme(r: dict) -> None:
             "`live.execution_delay_seconds`).",
             "",
         ]
-    (HERE / "README.md").write_text("\n".join(lines))
+    readme = HERE / "README.md"
+    old = readme.read_text() if readme.exists() else ""
+    if "\n## Soak" in old:  # filled by hand from `gridbot soak` runs: keep it
+        lines += ["", old[old.index("\n## Soak") + 1 :].rstrip("\n"), ""]
+    readme.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

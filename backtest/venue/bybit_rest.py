@@ -150,6 +150,13 @@ class Ledger:
             self._by_pos[key] = self._by_pos.get(key, 0.0) + pnl
         self._seen[acct.api_key] = len(acct.trades)
 
+    def forget(self, api_key: str) -> None:
+        """Drop an account's sums (its account was reset: its trade list starts again)."""
+        self._seen.pop(api_key, None)
+        self._total.pop(api_key, None)
+        for key in [k for k in self._by_pos if k[0] == api_key]:
+            del self._by_pos[key]
+
     def total(self, acct: Account) -> float:
         self._update(acct)
         return self._total.get(acct.api_key, 0.0)

@@ -34,9 +34,22 @@ from .matching import Account, AccountUpdate, MatchingEngine, candle_trades
 from .rest import RestApi
 from .streams import StreamServer
 
-__all__ = ["Venue", "VenueConfig", "VenueThread"]
+__all__ = ["AccountReset", "Venue", "VenueConfig", "VenueThread"]
 
 log = logging.getLogger("gridbot.venue")
+
+
+@dataclass(frozen=True)
+class AccountReset:
+    """Given to observers (never sent to clients) when :meth:`Venue.reset_account` replaced an
+    account by a fresh one with ``balance``."""
+
+    api_key: str
+    balance: float
+    time_ms: int
+
+
+Observer = Callable[[list[Any]], None]
 
 
 @dataclass
@@ -96,6 +109,9 @@ class Venue:
         self._runner: web.AppRunner | None = None
         self._agg_id = 1
         self._book_id = 1
+        self._starting_balance: dict[str, float] = {}
+        # called with each batch of engine events (and AccountReset) before clients get them
+        self.observers: list[Observer] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,6 +158,7 @@ class Venue:
     def add_account(
         self, api_key: str, api_secret: str, balance: float, *, hedge_mode: bool = False
     ) -> Account:
+        self._starting_balance[api_key] = float(balance)
         return self.engine.add_account(api_key, api_secret, balance, hedge_mode=hedge_mode)
 
     def listen_key_for(self, api_key: str, *, create: bool = True) -> str | None:
@@ -253,6 +270,8 @@ class Venue:
         events = self.engine.drain_events()
         if not events:
             return
+        for observe in list(self.observers):
+            observe(events)
         self.bybit_streams.publish_private(events)
         keys_by_account: dict[str, list[str]] = {}
         for lk, key in self.listen_keys.items():
@@ -371,6 +390,60 @@ class Venue:
         p = self.engine.prices[symbol] if price is None else price
         self.engine.change_position(api_key, symbol, side, size, p)
         self.flush_events()
+
+    def reset_account(self, api_key: str, balance: float | None = None) -> Account:
+        """The exchange restarts with a fresh account for ``api_key``: ``balance`` (default: the
+        balance it was created with), no positions, no orders, trade ids starting again at 1
+        (below the bot's cursor), the position mode kept. Every websocket is dropped (1006) and
+        every listen key forgotten, as a restarted exchange would; nothing is announced, so a
+        client learns it from REST. Observers get an :class:`AccountReset`."""
+        self.flush_events()
+        if balance is None:
+            balance = self._starting_balance.get(api_key, self.engine.account(api_key).balance)
+        acct = self.engine.reset_account(api_key, balance)
+        self.bybit_rest.ledger.forget(api_key)
+        for lk in [lk for lk, key in self.listen_keys.items() if key == api_key]:
+            del self.listen_keys[lk]
+        self.drop_ws()
+        for observe in list(self.observers):
+            observe([AccountReset(api_key, float(balance), self.engine.now_ms)])
+        return acct
+
+    def flip_position_mode(self, api_key: str, hedge: bool = False, *, tag: str = "manual") -> int:
+        """Switch the account's position mode as a person on the exchange's website would have
+        to: cancel every open order, close every position at the last price with market
+        orders (client ids ``{tag}-flat-N``, taker fee), then switch to hedge (``hedge=True``)
+        or one-way mode. The cancels and fills go out on the user streams; the mode change
+        itself is not announced, so a hedge-mode client meets -4061 (Bybit: 10001 "position
+        idx not match position mode") on its next order. Returns the positions closed (0 and
+        nothing done when the account already is in that mode)."""
+        eng = self.engine
+        acct = eng.account(api_key)
+        if acct.hedge_mode == hedge:
+            return 0
+        for o in list(acct.open_orders.values()):
+            eng.cancel_order(api_key, o.symbol, o.order_id)
+        closed = 0
+        for (symbol, ps), pos in list(acct.positions.items()):
+            step = eng.specs[symbol].qty_step
+            qty = round(abs(pos.amount) / step) * step
+            qty = float(f"{qty:.{formats.decimals(step)}f}")
+            if qty > 0:
+                eng.place_order(
+                    api_key,
+                    symbol,
+                    "SELL" if pos.amount > 0 else "BUY",
+                    "MARKET",
+                    qty,
+                    reduce_only=ps == "BOTH",
+                    position_side=ps,
+                    client_order_id=f"{tag}-flat-{eng.now_ms}-{closed}",
+                )
+                closed += 1
+            pos.amount = 0.0  # dust below one step goes with it
+        eng.set_position_mode(api_key, hedge)
+        self.flush_events()
+        return closed
 
 
 class VenueThread:
