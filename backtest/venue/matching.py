@@ -823,3 +823,7 @@ class MatchingEngine:
     def reject_next_order_margin(self, api_key: str, n: int = 1) -> None:
         """Refuse the next ``n`` orders of this account with -2019 Margin is insufficient."""
         self.account(api_key).reject_next_margin += n
+
+    def restart_trade_ids(self) -> None:
+        """Trade ids start again at 1 (an exchange that lost its history: fault injection)."""
+        self._trade_ids = itertools.count(1)

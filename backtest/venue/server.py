@@ -364,6 +364,26 @@ class Venue:
         self.engine.partial_fill(api_key, order_id, qty, price)
         self.flush_events()
 
+    def reset_account(self, api_key: str, balance: float | None = None) -> None:
+        """The exchange forgot the account (a restarted exchange, a new sub-account behind the
+        same key): positions flat, no open orders, no trade history, one-way position mode,
+        ``balance`` (default: unchanged) and trade ids starting again at 1. No user-stream
+        event says so, as after a real exchange-side reset."""
+        eng = self.engine
+        old = eng.account(api_key)
+        eng.add_account(api_key, old.api_secret, old.balance if balance is None else balance)
+        eng.restart_trade_ids()
+
+    def set_position_mode_behind(self, api_key: str, hedge_mode: bool) -> None:
+        """Switch the account's position mode behind the bot's back (as a user in the web UI
+        would while flat); its resting orders are cancelled first, as the exchange requires."""
+        eng = self.engine
+        acct = eng.account(api_key)
+        for oid in list(acct.open_orders):
+            eng.cancel_order(api_key, acct.open_orders[oid].symbol, order_id=oid)
+        acct.hedge_mode = hedge_mode
+        self.flush_events()
+
     def change_position(
         self, api_key: str, symbol: str, side: str, size: float, price: float | None = None
     ) -> None:
