@@ -339,6 +339,7 @@ class Venue:
         self.faults.rest_faults.clear()
         self.faults.rest_delay_ms = 0.0
         self.faults.ws_silent = False
+        self.faults.private_topic_delay_s.clear()
         self.rest.reset_rate_limit()
 
     def drop_ws(self) -> int:
@@ -354,6 +355,14 @@ class Venue:
         self.faults.ws_silent = silent
         if silent and hang:
             self.streams.hang_all()
+
+    def delay_private_topic(self, topic: str, seconds: float) -> None:
+        """Hold back the Bybit private ``topic`` (execution, order, position, wallet) by
+        ``seconds`` (0 to stop), so it arrives after the others of the same moment."""
+        if seconds > 0:
+            self.faults.private_topic_delay_s[topic] = float(seconds)
+        else:
+            self.faults.private_topic_delay_s.pop(topic, None)
 
     def reject_next_order_margin(self, api_key: str, n: int = 1) -> None:
         self.engine.reject_next_order_margin(api_key, n)
