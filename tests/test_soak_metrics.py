@@ -216,7 +216,8 @@ def test_recorder_books_entries_closes_adjustments_and_a_reset(venue):
                     position_side="SHORT", client_order_id="gbS-close")  # fmt: skip
     assert rec.attempts[-1].closing and rec.attempts[-1].position == 0.0
     # the account reset: flat, the starting balance, trade ids from 1, sockets dropped
-    acct = venue.reset_account("k")
+    assert venue.reset_account("k").hedge_mode is False  # a new account is one-way
+    acct = venue.reset_account("k", venue.starting_balance("k"), hedge_mode=True, restart=True)
     assert acct.balance == 1000.0 and not acct.positions and not acct.open_orders
     assert rec.rows[-1].kind == "reset" and rec.rows[-1].balance_after == 1000.0
     eng.place_order("k", "DOGEUSDT", "BUY", "MARKET", 50.0, position_side="LONG",

@@ -24,6 +24,7 @@ approximations; klines are only sent at the close (no in-candle updates).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -290,7 +291,11 @@ class BybitStreams:
                         "creationTime": ev.time_ms,
                         "data": data,
                     }
-                    self._send(subs, msg)
+                    delay_s = self.venue.faults.private_topic_delay_s.get(topic, 0.0)
+                    if delay_s > 0:  # topics overtaking each other, as on Bybit's own socket
+                        asyncio.get_running_loop().call_later(delay_s, self._send, subs, msg)
+                    else:
+                        self._send(subs, msg)
 
     def _private_messages(self, ev: OrderUpdate | AccountUpdate) -> list[tuple[str, list[dict]]]:
         eng = self.venue.engine

@@ -28,7 +28,8 @@ Fault kinds (:data:`KINDS`):
 - ``manual_change``: a position is cut or grown by hand (growth stays under 90% of its
   wallet exposure limit), streams up;
 - ``account_reset``: the exchange restarts with a fresh account (balance restored, flat, no
-  orders, trade ids from 1, sockets dropped, listen keys forgotten);
+  orders, trade ids from 1, one-way mode as a new account's, sockets dropped, listen keys
+  forgotten); the bot must notice and switch hedge mode back on, as after a flip;
 - ``position_mode_flip``: orders cancelled, positions closed at market, account switched to
   one-way mode; after the fault's duration the bot must have switched it back to hedge mode
   (if not, it is counted in :attr:`Chaos.mode_not_reapplied` and the soak switches it back);
@@ -106,7 +107,7 @@ def _draw(rng: random.Random, kind: str) -> tuple[float, dict[str, Any]]:
         return 4 + 8 * a, {"change_after": 0.3 + 0.3 * b, "fraction": round(frac, 3), "pick": c}
     if kind == "manual_change":
         return 0.0, {"grow": a < 0.5, "fraction": round(0.2 + 0.6 * b, 3), "pick": c}
-    if kind == "position_mode_flip":
+    if kind in ("position_mode_flip", "account_reset"):
         return 15 + 10 * a, {}
     if kind == "kill9":
         return 0.0, {"restart_after": round(0.5 + 3.5 * a, 2)}
@@ -244,8 +245,17 @@ class Chaos:
         elif k == "manual_change":
             await self._manual_change(f)
         elif k == "account_reset":
-            acct = v.reset_account(self.api_key)
-            self.note(k, f"fresh account: balance {acct.balance:g}, flat, trade ids from 1")
+            hedge = v.engine.account(self.api_key).hedge_mode
+            acct = v.reset_account(
+                self.api_key, v.starting_balance(self.api_key), hedge_mode=False, restart=True
+            )
+            self.note(
+                k,
+                f"fresh account: balance {acct.balance:g}, flat, trade ids from 1, one-way "
+                "mode, sockets dropped",
+            )
+            if hedge:
+                await self._await_hedge(f, time.monotonic())
         elif k == "position_mode_flip":
             await self._mode_flip(f)
         elif k in ("kill9", "kill9_in_flight"):
@@ -315,7 +325,12 @@ class Chaos:
             return
         closed = v.flip_position_mode(self.api_key, False, tag="chaos")
         self.note(k, f"one-way mode: orders cancelled, {closed} positions closed at market")
-        t_flip = time.monotonic()
+        await self._await_hedge(f, time.monotonic())
+
+    async def _await_hedge(self, f: Fault, t_flip: float) -> None:
+        """Give the bot ``f.duration_s`` to switch hedge mode back on; count it if it did not,
+        then switch back (also when cancelled: the soak ended)."""
+        v = self.venue
         try:
             await asyncio.sleep(f.duration_s)
         finally:

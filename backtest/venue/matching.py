@@ -824,15 +824,6 @@ class MatchingEngine:
         """Refuse the next ``n`` orders of this account with -2019 Margin is insufficient."""
         self.account(api_key).reject_next_margin += n
 
-    def reset_account(self, api_key: str, balance: float) -> Account:
-        """Fault injection: replace an account by a fresh one, as an exchange that lost or
-        rebuilt its ledger: same key, secret and position mode, ``balance``, no positions, no
-        orders, no trades, and trade ids counting again from 1 (below any client's cursor).
-        Pending events of the old account are dropped and none is sent: a client finds out by
-        asking (REST) or by noticing the ids."""
-        old = self.account(api_key)
-        acct = Account(api_key, old.api_secret, float(balance), hedge_mode=old.hedge_mode)
-        self.accounts[api_key] = acct
+    def restart_trade_ids(self) -> None:
+        """Trade ids start again at 1 (an exchange that lost its history: fault injection)."""
         self._trade_ids = itertools.count(1)
-        self.events = [e for e in self.events if e.api_key != api_key]
-        return acct

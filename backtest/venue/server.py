@@ -161,6 +161,10 @@ class Venue:
         self._starting_balance[api_key] = float(balance)
         return self.engine.add_account(api_key, api_secret, balance, hedge_mode=hedge_mode)
 
+    def starting_balance(self, api_key: str) -> float:
+        """The balance the account was created with (what a fresh account gets back)."""
+        return self._starting_balance.get(api_key, self.engine.account(api_key).balance)
+
     def listen_key_for(self, api_key: str, *, create: bool = True) -> str | None:
         for lk, key in self.listen_keys.items():
             if key == api_key:
@@ -358,6 +362,7 @@ class Venue:
         self.faults.rest_faults.clear()
         self.faults.rest_delay_ms = 0.0
         self.faults.ws_silent = False
+        self.faults.private_topic_delay_s.clear()
         self.rest.reset_rate_limit()
 
     def drop_ws(self) -> int:
@@ -374,6 +379,14 @@ class Venue:
         if silent and hang:
             self.streams.hang_all()
 
+    def delay_private_topic(self, topic: str, seconds: float) -> None:
+        """Hold back the Bybit private ``topic`` (execution, order, position, wallet) by
+        ``seconds`` (0 to stop), so it arrives after the others of the same moment."""
+        if seconds > 0:
+            self.faults.private_topic_delay_s[topic] = float(seconds)
+        else:
+            self.faults.private_topic_delay_s.pop(topic, None)
+
     def reject_next_order_margin(self, api_key: str, n: int = 1) -> None:
         self.engine.reject_next_order_margin(api_key, n)
 
@@ -381,6 +394,16 @@ class Venue:
         self, api_key: str, order_id: int, qty: float, price: float | None = None
     ) -> None:
         self.engine.partial_fill(api_key, order_id, qty, price)
+        self.flush_events()
+
+    def set_position_mode_behind(self, api_key: str, hedge_mode: bool) -> None:
+        """Switch the account's position mode behind the bot's back (as a user in the web UI
+        would while flat); its resting orders are cancelled first, as the exchange requires."""
+        eng = self.engine
+        acct = eng.account(api_key)
+        for oid in list(acct.open_orders):
+            eng.cancel_order(api_key, acct.open_orders[oid].symbol, order_id=oid)
+        acct.hedge_mode = hedge_mode
         self.flush_events()
 
     def change_position(
@@ -391,22 +414,34 @@ class Venue:
         self.engine.change_position(api_key, symbol, side, size, p)
         self.flush_events()
 
-    def reset_account(self, api_key: str, balance: float | None = None) -> Account:
-        """The exchange restarts with a fresh account for ``api_key``: ``balance`` (default: the
-        balance it was created with), no positions, no orders, trade ids starting again at 1
-        (below the bot's cursor), the position mode kept. Every websocket is dropped (1006) and
-        every listen key forgotten, as a restarted exchange would; nothing is announced, so a
-        client learns it from REST. Observers get an :class:`AccountReset`."""
+    def reset_account(
+        self,
+        api_key: str,
+        balance: float | None = None,
+        *,
+        hedge_mode: bool = False,
+        restart: bool = False,
+    ) -> Account:
+        """The exchange forgot the account (a restarted exchange, a new sub-account behind the
+        same key): positions flat, no open orders, no trade history, ``balance`` (default:
+        unchanged) and trade ids starting again at 1 (below the bot's cursor); the position
+        mode is ``hedge_mode`` (default one-way, as a new account's). No user-stream event says
+        so, as after a real exchange-side reset. ``restart``: also drop every websocket (1006)
+        and forget the listen keys, as a restarted exchange would. Observers get an
+        :class:`AccountReset`."""
         self.flush_events()
-        if balance is None:
-            balance = self._starting_balance.get(api_key, self.engine.account(api_key).balance)
-        acct = self.engine.reset_account(api_key, balance)
+        eng = self.engine
+        old = eng.account(api_key)
+        balance = old.balance if balance is None else float(balance)
+        acct = eng.add_account(api_key, old.api_secret, balance, hedge_mode=hedge_mode)
+        eng.restart_trade_ids()
         self.bybit_rest.ledger.forget(api_key)
-        for lk in [lk for lk, key in self.listen_keys.items() if key == api_key]:
-            del self.listen_keys[lk]
-        self.drop_ws()
+        if restart:
+            for lk in [lk for lk, key in self.listen_keys.items() if key == api_key]:
+                del self.listen_keys[lk]
+            self.drop_ws()
         for observe in list(self.observers):
-            observe([AccountReset(api_key, float(balance), self.engine.now_ms)])
+            observe([AccountReset(api_key, balance, eng.now_ms)])
         return acct
 
     def flip_position_mode(self, api_key: str, hedge: bool = False, *, tag: str = "manual") -> int:
