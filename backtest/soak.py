@@ -928,7 +928,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
     root = Path(__file__).resolve().parent.parent
     bot = BotProcess(cmd, out, cwd=root)
     recorder.on_our_fill.append(bot.on_our_fill)
-    chaos = Chaos(venue, api_key, wel, killer=bot, mode_grace_s=grace_s)
+    chaos = Chaos(venue, api_key, wel, killer=bot, exchange=exchange, mode_grace_s=grace_s)
     stop_feed = asyncio.Event()
     feed: asyncio.Task | None = None
     tasks: list[asyncio.Task] = []

@@ -35,7 +35,11 @@ Fault kinds (:data:`KINDS`):
   (if not, it is counted in :attr:`Chaos.mode_not_reapplied` and the soak switches it back);
 - ``kill9``: ``kill -9`` of the bot, restarted on the same state dir after a pause;
 - ``kill9_in_flight``: the same at the moment the venue books a fill of ours, before the fill
-  goes out on the user stream.
+  goes out on the user stream;
+- ``private_topic_delay`` (Bybit only; skipped on Binance, whose user stream is one ordered
+  socket): the private ``execution`` (sometimes ``position`` or ``wallet``) messages held back
+  0.2-2 s for some seconds, so an order reads filled before its fill and position arrive (the
+  order-vs-fill race).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ KINDS = (
     "position_mode_flip",
     "kill9",
     "kill9_in_flight",
+    "private_topic_delay",
 )
 
 
@@ -113,6 +118,9 @@ def _draw(rng: random.Random, kind: str) -> tuple[float, dict[str, Any]]:
         return 0.0, {"restart_after": round(0.5 + 3.5 * a, 2)}
     if kind == "kill9_in_flight":
         return 20.0, {"restart_after": round(0.5 + 3.5 * a, 2)}
+    if kind == "private_topic_delay":
+        topic = ("execution", "execution", "position", "wallet")[int(4 * b)]
+        return 5 + 10 * a, {"topic": topic, "seconds": round(0.2 + 1.8 * c, 2)}
     return 0.0, {}  # ws_drop, ws_close_1008, account_reset
 
 
@@ -152,6 +160,7 @@ class Chaos:
     api_key: str
     wel: dict[str, float]
     killer: Killer | None = None
+    exchange: str = "binance"
     t0: float = field(default_factory=time.monotonic)
     injected: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
@@ -258,6 +267,17 @@ class Chaos:
                 await self._await_hedge(f, time.monotonic())
         elif k == "position_mode_flip":
             await self._mode_flip(f)
+        elif k == "private_topic_delay":
+            if self.exchange != "bybit":
+                self.note(k, "Binance's user stream is one ordered socket", skipped=True)
+                return
+            topic, seconds = f.p("topic"), float(f.p("seconds"))
+            v.delay_private_topic(topic, seconds)
+            self.note(k, f"Bybit {topic} messages {seconds:g} s late for {f.duration_s:.1f} s")
+            try:
+                await asyncio.sleep(f.duration_s)
+            finally:
+                v.delay_private_topic(topic, 0)
         elif k in ("kill9", "kill9_in_flight"):
             await self._kill(f)
         else:
