@@ -339,6 +339,31 @@ def read_bot_book(state_dir: Path, exchange: str) -> dict[str, list[list[float]]
     return None
 
 
+def scan_bot_logs(paths: Iterable[Path], keep: int = 10) -> dict[str, Any]:
+    """Counts of WARNING / ERROR lines and tracebacks in the bot's logs (informational: the
+    checks never read the bot), with the first few distinct messages."""
+    out: dict[str, Any] = {"warnings": 0, "errors": 0, "tracebacks": 0, "first": []}
+    seen: set[str] = set()
+    for path in paths:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Traceback"):
+                out["tracebacks"] += 1
+            level = " WARNING " in line and "warnings" or " ERROR " in line and "errors"
+            if not level:
+                continue
+            out[level] += 1
+            msg = line.split(": ", 1)[-1][:200]
+            key = msg[:60]
+            if key not in seen and len(out["first"]) < keep:
+                seen.add(key)
+                out["first"].append(f"{path.name}: {msg}")
+    return out
+
+
 def exchange_book(venue: Venue, api_key: str) -> dict[str, dict[str, tuple[float, float]]]:
     acct = venue.engine.account(api_key)
     out: dict[str, dict[str, tuple[float, float]]] = {s: {} for s in venue.engine.symbols}
@@ -1030,6 +1055,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         "final_book": book_rows,
         "position_mode_not_reapplied": chaos.mode_not_reapplied,
         "bot_exit_code": rc,
+        "bot_log": scan_bot_logs(bot.log_path(n) for n in range(1, bot.starts + 1)),
         "results_dir": str(out),
         "seconds": round(time.monotonic() - loop_t0, 1),
     }

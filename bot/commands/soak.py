@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
         result = asyncio.run(run_soak(opts))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except RuntimeError as exc:  # the harness could not run the bot (start-up never finished)
+        console.print(f"[red]gridbot soak: could not run:[/red] {exc}")
+        return 1
     s = result.summary
     table = Table(title=f"soak {'passed' if s['ok'] else 'FAILED'}", show_lines=False)
     for col in ("measure", "value", "check"):
