@@ -396,24 +396,6 @@ class Venue:
         self.engine.partial_fill(api_key, order_id, qty, price)
         self.flush_events()
 
-    def set_position_mode_behind(self, api_key: str, hedge_mode: bool) -> None:
-        """Switch the account's position mode behind the bot's back (as a user in the web UI
-        would while flat); its resting orders are cancelled first, as the exchange requires."""
-        eng = self.engine
-        acct = eng.account(api_key)
-        for oid in list(acct.open_orders):
-            eng.cancel_order(api_key, acct.open_orders[oid].symbol, order_id=oid)
-        acct.hedge_mode = hedge_mode
-        self.flush_events()
-
-    def change_position(
-        self, api_key: str, symbol: str, side: str, size: float, price: float | None = None
-    ) -> None:
-        """Change a position behind the bot's back (ACCOUNT_UPDATE reason ADJUSTMENT)."""
-        p = self.engine.prices[symbol] if price is None else price
-        self.engine.change_position(api_key, symbol, side, size, p)
-        self.flush_events()
-
     def reset_account(
         self,
         api_key: str,
@@ -443,6 +425,24 @@ class Venue:
         for observe in list(self.observers):
             observe([AccountReset(api_key, balance, eng.now_ms)])
         return acct
+
+    def set_position_mode_behind(self, api_key: str, hedge_mode: bool) -> None:
+        """Switch the account's position mode behind the bot's back (as a user in the web UI
+        would while flat); its resting orders are cancelled first, as the exchange requires."""
+        eng = self.engine
+        acct = eng.account(api_key)
+        for oid in list(acct.open_orders):
+            eng.cancel_order(api_key, acct.open_orders[oid].symbol, order_id=oid)
+        acct.hedge_mode = hedge_mode
+        self.flush_events()
+
+    def change_position(
+        self, api_key: str, symbol: str, side: str, size: float, price: float | None = None
+    ) -> None:
+        """Change a position behind the bot's back (ACCOUNT_UPDATE reason ADJUSTMENT)."""
+        p = self.engine.prices[symbol] if price is None else price
+        self.engine.change_position(api_key, symbol, side, size, p)
+        self.flush_events()
 
     def flip_position_mode(self, api_key: str, hedge: bool = False, *, tag: str = "manual") -> int:
         """Switch the account's position mode as a person on the exchange's website would have
