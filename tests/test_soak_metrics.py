@@ -258,3 +258,18 @@ def test_soak_command_refuses_bad_input():
         timeout=60,
     )
     assert proc.returncode == 2 and "--minutes" in proc.stderr
+
+
+def test_soak_table_row_for_the_benchmarks_readme():
+    from benchmarks.soak_table import HEADER, row
+
+    s = {
+        "exchange": "bybit", "seed": 3, "minutes": 5.0, "start": "2021-05-19T00:00",
+        "candles": 2000, "fills": 120, "faults_total": 40, "restarts": 6,
+        "entries_past_limit": 0, "max_wallet_exposure_ratio": 0.99871,
+        "orders_on_phantom_positions": 0, "duplicate_orders": 0,
+        "final_book_matches_exchange": True, "failed_checks": [],
+    }  # fmt: skip
+    line = row(s)
+    assert line.count("|") == HEADER.splitlines()[0].count("|")
+    assert "| bybit | 3 | 5 |" in line and "| 0.9987 |" in line and line.endswith("| none |")
