@@ -36,12 +36,13 @@ import numpy as np
 
 from backtest.data import Candles
 from backtest.engine import F_K, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
-from backtest.runner import run_backtest, warmup_candles
+from backtest.runner import run_backtest
 from backtest.venue.formats import decimals
 from backtest.venue.server import Venue, VenueConfig
-from bot.config import Config
+from bot.config import Config, warmup_candles
 from bot.exchange.ccxt_adapter import CcxtAdapter
 from bot.live.bot import LiveBot
+from bot.live.pacing import Lockstep
 from bot.markets import market_spec
 
 __all__ = ["ReplayResult", "compare_fills", "replay", "round_to_ticks"]
@@ -144,7 +145,7 @@ async def _wait_subscribed(venue: Venue, bot: LiveBot, timeout: float = 20.0) ->
             if bot.streams_ready():  # both subscriptions acknowledged by the venue
                 return
         else:
-            lk = bot._listen_key
+            lk = bot.listen_key
             if lk and all(venue.streams.has_subscribers(n) for n in [*names, lk]):
                 return
         await asyncio.sleep(0.01)
@@ -162,13 +163,18 @@ async def replay(
     final_check: Callable[[Venue, LiveBot], Awaitable[None] | None] | None = None,
     restart_at: frozenset[int] | set[int] = frozenset(),
     before_restart: Callable[[Venue, LiveBot], None] | None = None,
+    kill_at: frozenset[int] | set[int] = frozenset(),
     compare: bool = True,
     live_overrides: dict[str, Any] | None = None,
     exchange: str = "binance",
 ) -> ReplayResult:
     """Run the live bot in lockstep over ``candles`` and compare with the backtester.
 
-    ``exchange``: which of the venue's faces the bot trades, ``binance`` or ``bybit``."""
+    ``exchange``: which of the venue's faces the bot trades, ``binance`` or ``bybit``.
+    ``restart_at``: after these candles, stop the bot cleanly and start a new one on its state.
+    ``kill_at``: before these candles, kill the bot (its task cancelled wherever it is, no
+    clean stop, as kill -9), let the venue apply the candle (fills the bot never hears of),
+    then start a new one on the same state."""
     if exchange not in ("binance", "bybit"):
         raise ValueError(f"exchange must be 'binance' or 'bybit', not {exchange!r}")
     loop = asyncio.get_running_loop()
@@ -197,7 +203,9 @@ async def replay(
     adapter = CcxtAdapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
 
     def new_bot() -> LiveBot:
-        return LiveBot(cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, lockstep=True)
+        return LiveBot(
+            cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, pacing=Lockstep()
+        )
 
     async def start(b: LiveBot, ts_done: int) -> asyncio.Task:
         t = asyncio.create_task(b.run(), name="live-bot")
@@ -216,7 +224,15 @@ async def replay(
             # lockstep runs many candles per wall second: the venue's per-wall-minute weight
             # window is not under test here (and summing a huge window costs O(n) per call)
             venue.rest.reset_rate_limit()
-            await venue.advance(1)
+            if k in kill_at:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await venue.advance(1)  # fills while the bot is dead
+                bot = new_bot()
+                bots.append(bot)
+                task = await start(bot, int(ts[k - 1]))
+            else:
+                await venue.advance(1)
             if on_step is not None:
                 r = on_step(k, venue, bot)
                 if asyncio.iscoroutine(r):
@@ -235,9 +251,9 @@ async def replay(
                 if asyncio.iscoroutine(r):
                     await r
         open_ok = all(
-            sorted((o.pside, o.qty, o.price) for o in c.open.values())
+            sorted((o.pside, o.qty, o.price) for o in bot.open_orders(s))
             == sorted((o.pside, o.qty, o.price) for o in bot.ideal(c))
-            for c in bot.coins.values()
+            for s, c in bot.coins.items()
         )
         if final_check is not None:
             r = final_check(venue, bot)

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from backtest.data import Candles
 from backtest.engine import EngineInputs, EngineOutput, run_engine
-from bot.config import Config, side_params_array
+from bot.config import Config, side_params_array, warmup_candles
 from bot.core.margin import stack_tiers
 from bot.markets import market_spec
 
@@ -23,20 +22,6 @@ class BacktestRun:
     candles: Candles
     inputs: EngineInputs
     output: EngineOutput
-
-
-def warmup_candles(config: Config, timeframe_ms: int) -> int:
-    """Candles that only warm up the EMAs before trading starts ('auto': the longest enabled
-    EMA span, so the EMAs have seen that much history, as the live bot's REST seeding does)."""
-    w = config.backtest.warmup_minutes
-    if w == "auto":
-        spans = [
-            max(side.ema_span_0, side.ema_span_1)
-            for side in (config.bot.long, config.bot.short)
-            if side.enabled
-        ]
-        w = max(spans, default=0.0)
-    return int(math.ceil(float(w) * 60_000 / timeframe_ms))
 
 
 def build_inputs(config: Config, candles: Candles) -> EngineInputs:

@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from backtest.data import load_candles, parse_date_ms
     from backtest.replay import replay
-    from backtest.runner import warmup_candles
+    from bot.config import warmup_candles
 
     console = Console(stderr=True)
     config = load_config(args.config)

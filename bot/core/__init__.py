@@ -23,6 +23,7 @@ from bot.core.grid import (
     opening_slots,
     unstuck_order,
 )
+from bot.core.guard import entries_within_limit, exposure_if_filled
 from bot.core.margin import (
     LeverageCheck,
     account_at_risk,
@@ -51,7 +52,9 @@ __all__ = [
     "ema_band",
     "ema_seed",
     "ema_update",
+    "entries_within_limit",
     "entry_grid",
+    "exposure_if_filled",
     "funding_payment",
     "ideal_orders",
     "ideal_orders_into",

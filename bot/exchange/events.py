@@ -13,6 +13,7 @@ from dataclasses import dataclass
 __all__ = [
     "ADJUSTMENT",
     "ORDER",
+    "UNKNOWN_REASON",
     "BalanceEvent",
     "Event",
     "FillEvent",
@@ -28,6 +29,7 @@ __all__ = [
 ORDER = "ORDER"
 FUNDING = "FUNDING"
 ADJUSTMENT = "ADJUSTMENT"
+UNKNOWN_REASON = ""  # the report does not say why (Bybit's wallet topic)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class OrderEvent:
     pside: int = 0
     qty: float = 0.0
     price: float = 0.0
+    filled: float | None = None  # the order's cumulative filled quantity (None: not reported)
+    cancelled: bool = False  # ended without filling completely (cancelled, expired, rejected)
 
 
 @dataclass(frozen=True)
