@@ -6,7 +6,11 @@ by the exchange) change the account mid-run."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +25,8 @@ from bot.core.params import KIND_LIQUIDATION, KIND_OUTSIDE
 from bot.errors import ConfigError
 from bot.markets import market_spec
 from tests.test_live_replay import DATA, TIGHT_GRID_SIDE, sample
+
+ROOT = Path(__file__).resolve().parents[1]
 
 OVER_LEVERED = {
     "backtest": {"symbols": ["BTCUSDT"], "starting_balance": 10_000.0},
@@ -240,3 +246,28 @@ def test_replay_with_a_withdrawal_and_unstucking_matches_the_backtest():
     events = events_for(config, candles)
     result = asyncio.run(replay(config, candles, events=events[:1]))
     assert result.first_divergence is None, result.first_divergence
+
+
+@pytest.mark.slow
+def test_gridbot_replay_json_reports_final_balances_and_divergence(tmp_path):
+    cfg = tmp_path / "c.hjson"
+    side = {**TIGHT_GRID_SIDE, "unstuck_close_pct": 0.0}
+    conf = {
+        "bot": {"long": side, "short": {**side, "enabled": True}},
+        "live": {"leverage": 10},
+        "backtest": {"symbols": ["BTCUSDT"], "starting_balance": 1000},
+    }
+    cfg.write_text(json.dumps(conf))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "replay", str(cfg), "--data", DATA,
+         "--start", "2021-05-18", "--end", "2021-05-18T03:00", "--json",
+         "--event", "withdraw:40%@2021-05-18T01:00", "--event", "reduce_all:0.5@2021-05-18T02:00"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["ok"] is True and out["first_divergence"] is None
+    assert out["final_balance_live"] == pytest.approx(out["final_balance_backtest"], rel=1e-9)
+    assert out["final_balance_backtest"] < 700  # 40% of about 1000 went out
+    assert out["n_fills_live"] == out["n_fills_backtest"] > 0
+    assert "final balance: live" in proc.stderr
