@@ -52,6 +52,7 @@ from backtest.runner import run_backtest, warmup_candles
 from backtest.venue.formats import decimals
 from backtest.venue.server import Venue, VenueConfig
 from bot.config import Config
+from bot.core.account import unrealized_pnl
 from bot.core.params import KIND_LIQUIDATION, KIND_NAMES, KIND_OUTSIDE
 from bot.exchange.ccxt_adapter import CcxtAdapter
 from bot.live.bot import LiveBot
@@ -327,7 +328,7 @@ async def replay(
         final_balance_live = bot.balance
         closes = {s: float(candles.ohlcv[i, -1, 3]) for i, s in enumerate(candles.symbols)}
         final_equity_live = final_balance_live + sum(
-            c.pos[j][0] * (closes[s] - c.pos[j][1]) * side
+            unrealized_pnl(side, c.pos[j][0], c.pos[j][1], closes[s])
             for s, c in bot.coins.items()
             for j, side in enumerate((1, -1))
         )
