@@ -399,6 +399,7 @@ def test_bybit_replay_one_day_every_fill_matches_the_backtester():
     result = asyncio.run(replay(trading_config(), sample(24), exchange="bybit"))
     assert len(result.fills_backtest) >= 20, "the config should trade often"
     assert result.mismatches == []
+    assert result.first_divergence is None, result.first_divergence  # in order, fees, balance
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
     assert result.open_orders_ok
     assert result.bot_errors == []
