@@ -344,7 +344,7 @@ async def replay(
         final_balance_live = bot.balance
         closes = {s: float(candles.ohlcv[i, -1, 3]) for i, s in enumerate(candles.symbols)}
         final_equity_live = final_balance_live + sum(
-            unrealized_pnl(side, c.pos[j][0], c.pos[j][1], closes[s])
+            unrealized_pnl(side, *bot.position(c, j), closes[s])
             for s, c in bot.coins.items()
             for j, side in enumerate((1, -1))
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 __all__ = [
     "ADJUSTMENT",
     "ORDER",
+    "TRANSFER_REASONS",
     "UNKNOWN_REASON",
     "BalanceEvent",
     "Event",
@@ -30,6 +31,13 @@ ORDER = "ORDER"
 FUNDING = "FUNDING"
 ADJUSTMENT = "ADJUSTMENT"
 UNKNOWN_REASON = ""  # the report does not say why (Bybit's wallet topic)
+# money moved in or out of the account (Binance ACCOUNT_UPDATE reasons): not trading results
+TRANSFER_REASONS = frozenset(
+    {
+        "DEPOSIT", "WITHDRAW", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW", "MARGIN_TRANSFER",
+        "ASSET_TRANSFER", "COIN_SWAP_DEPOSIT", "COIN_SWAP_WITHDRAW",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bot.core import apply_fill, entries_within_limit
+from bot.core.book import transfer_peak
 from bot.exchange.events import (
     FUNDING,
     ORDER,
+    TRANSFER_REASONS,
     UNKNOWN_REASON,
     BalanceEvent,
     FillEvent,
@@ -295,6 +297,11 @@ class Book:
 
     def balance_report(self, b: BalanceEvent) -> None:
         if not math.isnan(b.balance):
+            if b.reason in TRANSFER_REASONS and self.balance > 0:
+                # a deposit or withdrawal moves the peak with the balance, as in the backtest
+                # (the unstuck loss allowance is measured from it)
+                self.balance_peak = transfer_peak(self.balance_peak, self.balance, b.balance)
+                self.state.set("balance_peak", self.balance_peak)
             self.balance = b.balance
         # the peak follows fills only, as in the backtester (funding does not raise it); a
         # report that gives no reason: a fill booked since the last one decides
