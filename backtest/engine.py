@@ -7,23 +7,46 @@ balance, so it is recomputed only after something changed (a fill or a balance c
 candle that cannot reach the nearest cached order costs a few comparisons. A flat side's initial
 entry follows the EMAs, so its price is computed every candle (one cheap call).
 
-Fill model (DESIGN.md): orders computed from the state after candle k-1 (bid = ask = close of
-k-1, EMAs through k-1) rest through candle k; buys fill when low < price, sells when
-high > price, at the order's price with the maker fee; the side of the candle nearer its open
-fills first. Orders created by a fill in candle k rest from candle k+1. Funding is paid at the
-open of each candle whose open time is a multiple of 8 hours. Cross-margin liquidation is
-checked with positions before and after the candle's fills, moving every coin from the
-previous close toward its adverse extreme (as the simulated venue does).
+Fill model (DESIGN.md, README "The fill model"): orders computed from the state after candle
+k-1 (bid = ask = close of k-1, EMAs through k-1) rest through candle k. At the top of candle k
+the outside events due by its open are applied (``bot.core.book.apply_event``), then funding
+(at the open of each candle whose open time is a multiple of 8 hours), then the liquidation
+check with the positions held; then the candle's fills in the order of
+``bot.core.book.candle_fill_order`` (buys when low < price, sells when high > price, at the
+order's price with the maker fee), each booked by ``bot.core.book.book_fill``; then the
+liquidation check again (``liquidation_prices`` / ``book_liquidation``). Orders created by a
+fill in candle k rest from candle k+1. The simulated venue runs the same sequence through the
+same functions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
 
-from bot.core.account import apply_fill, candle_low_first, funding_payment, unrealized_pnl
+from bot.core.account import funding_payment, unrealized_pnl
+from bot.core.book import (
+    E_KIND,
+    E_TIME,
+    EV_DEPOSIT,
+    EV_WITHDRAW,
+    N_E,
+    N_R,
+    R_BALANCE,
+    R_FEE,
+    R_PNL,
+    R_PRICE,
+    R_QTY,
+    R_SIDE,
+    R_SYMBOL,
+    apply_event,
+    book_fill,
+    book_liquidation,
+    candle_fill_order,
+    liquidation_prices,
+)
 from bot.core.ema import ema_alphas, ema_update
 from bot.core.grid import (
     close_grid,
@@ -33,10 +56,13 @@ from bot.core.grid import (
     opening_slots,
     unstuck_order,
 )
-from bot.core.margin import account_at_risk, account_liquidation, maintenance_margin
+from bot.core.margin import account_at_risk
 from bot.core.params import (
     KIND_LIQUIDATION,
+    KIND_OUTSIDE,
     M_MIN_COST,
+    M_PRICE_STEP,
+    M_QTY_STEP,
     MAX_ORDERS,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
@@ -86,6 +112,8 @@ class EngineInputs:
     maker_fee: float
     funding_rate: float
     trade_start: int  # candles before this only warm up the EMAs
+    # outside events, (n_events, bot.core.book.N_E) sorted by time; backtest.events builds them
+    events: np.ndarray = field(default_factory=lambda: np.zeros((0, N_E)))
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,8 @@ class EngineOutput:
     fees_paid: float
     funding_paid: float
     realized_pnl: float
+    transfers: float = 0.0  # net deposits (negative: withdrawn) by outside events
+    insurance_deficit: float = 0.0  # what a liquidation left below zero (the fund's loss)
 
 
 @njit(cache=True)
@@ -176,6 +206,19 @@ def _record(fills, nf, k, s, side, qty, price, fee, pnl, balance, size, pos_pric
 
 
 @njit(cache=True)
+def _book_rows(fills, nf, k, rows, n_rows, size, pprice, kind):  # noqa: ANN001, ANN202
+    """Record rows booked by the core (liquidation closes, outside reductions) as fills."""
+    for r in range(n_rows):
+        s = int(rows[r, R_SYMBOL])
+        j = 0 if rows[r, R_SIDE] > 0 else 1
+        nf = _record(
+            fills, nf, k, s, int(rows[r, R_SIDE]), rows[r, R_QTY], rows[r, R_PRICE],
+            rows[r, R_FEE], rows[r, R_PNL], rows[r, R_BALANCE], size[j, s], pprice[j, s], kind,
+        )  # fmt: skip
+    return nf
+
+
+@njit(cache=True)
 def _kernel(  # noqa: PLR0913, PLR0915
     timestamps: np.ndarray,
     ohlcv: np.ndarray,
@@ -189,6 +232,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
     maker_fee: float,
     funding_rate: float,
     trade_start: int,
+    events: np.ndarray,
     fills: np.ndarray,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
@@ -198,13 +242,19 @@ def _kernel(  # noqa: PLR0913, PLR0915
     fees_paid = 0.0
     funding_paid = 0.0
     realized = 0.0
+    transfers = 0.0
+    deficit = 0.0
     nf = 0
     liquidated_k = -1
+    n_ev = events.shape[0]
+    ei = 0
 
-    # state per coin: [0] long, [1] short
     # per side (0 long, 1 short) and coin: rows are contiguous arrays for the margin checks
     size = np.zeros((2, n_sym))
     pprice = np.zeros((2, n_sym))
+    # the positions the resting orders were sized from (differ only after an outside event)
+    ord_size = np.zeros((2, n_sym))
+    ord_pprice = np.zeros((2, n_sym))
     sides = np.array([1, -1])
     enabled = np.array([params_long[P_ENABLED] != 0.0, params_short[P_ENABLED] != 0.0])
     alphas = np.empty((2, 3))
@@ -214,6 +264,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
     for s in range(n_sym):
         emas[s, 0, :] = ohlcv[s, 0, 3]
         emas[s, 1, :] = ohlcv[s, 0, 3]
+    price_steps = np.ascontiguousarray(markets[:, M_PRICE_STEP])
+    qty_steps = np.ascontiguousarray(markets[:, M_QTY_STEP])
     # cached triggers, valid while ``dirty`` is False
     entry_trig = np.zeros((n_sym, 2))
     close_trig = np.zeros((n_sym, 2))
@@ -231,6 +283,13 @@ def _kernel(  # noqa: PLR0913, PLR0915
     no_liq = np.empty(0)
     ol = np.zeros((MAX_ORDERS, 3))
     osh = np.zeros((MAX_ORDERS, 3))
+    # one candle's resting orders of both sides, for the core's fill order
+    c_qty = np.zeros(2 * MAX_ORDERS)
+    c_price = np.zeros(2 * MAX_ORDERS)
+    c_pside = np.zeros(2 * MAX_ORDERS)
+    c_kind = np.zeros(2 * MAX_ORDERS)
+    c_order = np.zeros(2 * MAX_ORDERS, dtype=np.int64)
+    rows = np.zeros((2 * n_sym, N_R))
     ts_mod = timestamps % FUNDING_INTERVAL_MS
 
     for k in range(n):
@@ -245,11 +304,35 @@ def _kernel(  # noqa: PLR0913, PLR0915
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance
         ord_peak = balance_peak
+        osz = size
+        opp = pprice
         # Cached nearest orders and position slots are refreshed on the first trading candle
-        # and after anything changed (a fill, funding); warm-up candles leave them for later.
+        # and after anything changed (a fill, funding, an event); warm-up candles leave them.
         recompute = dirty and trading
         if trading:
             dirty = False
+        if trading and ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
+            # Outside events due by this candle's open, at the previous closes; the orders
+            # resting in this candle stay as they were placed (sized before the events).
+            ord_size[:, :] = size
+            ord_pprice[:, :] = pprice
+            osz = ord_size
+            opp = ord_pprice
+            for s in range(n_sym):
+                refs[s] = ohlcv[s, k - 1, 3]
+            while ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
+                before = balance
+                balance, balance_peak, n_rows = apply_event(
+                    events[ei], balance, balance_peak, size, pprice, refs, qty_steps, rows
+                )
+                kind_ev = int(events[ei, E_KIND])
+                if kind_ev == EV_DEPOSIT or kind_ev == EV_WITHDRAW:
+                    transfers += balance - before
+                for r in range(n_rows):
+                    realized += rows[r, R_PNL]
+                nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_OUTSIDE)
+                ei += 1
+            dirty = True
         if trading and ts_mod[k] == 0:
             for s in range(n_sym):
                 for j in range(2):
@@ -266,15 +349,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
                 refs[s] = ohlcv[s, k - 1, 3]  # the last price before the candle
             liq = no_liq
             if account_at_risk(balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers):
-                liq = account_liquidation(
-                    balance, size[0], pprice[0], size[1], pprice[1], refs, lows,
-                    highs, tiers,
-                )  # fmt: skip
+                liq = liquidation_prices(
+                    balance, size, pprice, refs, lows, highs, tiers, price_steps
+                )
             if liq.shape[0] == 0:
                 nf_candle = nf
                 if recompute:
-                    sl = opening_slots(size[0], n_positions_long)
-                    ss = opening_slots(size[1], n_positions_short)
+                    sl = opening_slots(osz[0], n_positions_long)
+                    ss = opening_slots(osz[1], n_positions_short)
                     for s in range(n_sym):
                         may_open[s, 0] = sl[s]
                         may_open[s, 1] = ss[s]
@@ -288,7 +370,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     for j in range(2):
                         side = sides[j]
                         prm = params_long if j == 0 else params_short
-                        if size[j, s] == 0.0:
+                        if osz[j, s] == 0.0:
                             if not (enabled[j] and may_open[s, j]):
                                 continue
                             p0 = initial_entry_price(
@@ -299,14 +381,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             continue
                         if recompute:
                             entry_trig[s, j], close_trig[s, j] = _triggers(
-                                side, ord_balance, size[j, s], pprice[j, s], emas[s, j],
+                                side, ord_balance, osz[j, s], opp[j, s], emas[s, j],
                                 markets[s], prm, buf,
                             )  # fmt: skip
                         if _reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
                             hit_side[j] = True
                         else:
                             uq, up = unstuck_order(
-                                side, ord_balance, ord_peak, size[j, s], pprice[j, s],
+                                side, ord_balance, ord_peak, osz[j, s], opp[j, s],
                                 prev_close, prev_close, emas[s, j], markets[s], prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
@@ -316,87 +398,62 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     # Orders from the state after candle k-1, for the sides whose nearest order
                     # the candle reaches (the other side cannot fill); entry levels beyond the
                     # candle's extreme are left out (they could not fill either).
-                    n_ol = 0
-                    n_os = 0
-                    if hit_side[0]:
-                        n_ol = ideal_orders_into(
-                            1, ord_balance, ord_peak, size[0, s], pprice[0, s], prev_close,
-                            prev_close, emas[s, 0], markets[s], params_long, may_open[s, 0], ol,
-                            lo,
+                    n_c = 0
+                    for j in range(2):
+                        if not hit_side[j]:
+                            continue
+                        orders = ol if j == 0 else osh
+                        n_o = ideal_orders_into(
+                            sides[j], ord_balance, ord_peak, osz[j, s], opp[j, s], prev_close,
+                            prev_close, emas[s, j], markets[s],
+                            params_long if j == 0 else params_short, may_open[s, j], orders,
+                            lo if j == 0 else hi,
                         )  # fmt: skip
-                    if hit_side[1]:
-                        n_os = ideal_orders_into(
-                            -1, ord_balance, ord_peak, size[1, s], pprice[1, s], prev_close,
-                            prev_close, emas[s, 1], markets[s], params_short, may_open[s, 1], osh,
-                            hi,
+                        for i in range(n_o):
+                            c_qty[n_c] = orders[i, 0]
+                            c_price[n_c] = orders[i, 1]
+                            c_pside[n_c] = sides[j]
+                            c_kind[n_c] = orders[i, 2]
+                            n_c += 1
+                    n_fill = candle_fill_order(
+                        c_qty[:n_c], c_price[:n_c], c_pside[:n_c], o, hi, lo, c_order
+                    )
+                    for f in range(n_fill):
+                        i = c_order[f]
+                        side = int(c_pside[i])
+                        jj = 0 if side > 0 else 1
+                        q = c_qty[i]
+                        p = c_price[i]
+                        if (q > 0.0) != (side > 0) and size[jj, s] <= 0.0:
+                            continue  # reduce-only with nothing left to reduce
+                        new_size, new_price, filled, pnl, fee = book_fill(
+                            side, size[jj, s], pprice[jj, s], q, p, maker_fee
+                        )
+                        size[jj, s] = new_size
+                        pprice[jj, s] = new_price
+                        balance += pnl - fee
+                        fees_paid += fee
+                        realized += pnl
+                        if balance > balance_peak:
+                            balance_peak = balance
+                        nf = _record(
+                            fills, nf, k, s, side, filled * (1.0 if q > 0.0 else -1.0), p,
+                            fee, pnl, balance, new_size, new_price, c_kind[i],
                         )  # fmt: skip
-                    low_first = candle_low_first(o, hi, lo)
-                    for phase in range(2):
-                        buys = (phase == 0) == low_first
-                        # rows of both sides on this phase's side of the book, nearest first
-                        for jj in range(2):
-                            orders = ol if jj == 0 else osh
-                            n_orders = n_ol if jj == 0 else n_os
-                            side = sides[jj]
-                            for i in range(n_orders):
-                                q = orders[i, 0]
-                                p = orders[i, 1]
-                                if (q > 0.0) != buys:
-                                    continue
-                                if buys and not lo < p:
-                                    continue
-                                if (not buys) and not hi > p:
-                                    continue
-                                if (q > 0.0) != (side > 0) and size[jj, s] <= 0.0:
-                                    continue  # reduce-only with nothing left to reduce
-                                new_size, new_price, pnl = apply_fill(
-                                    side, size[jj, s], pprice[jj, s], q, p
-                                )
-                                filled = (
-                                    abs(q) if (q > 0.0) == (side > 0) else size[jj, s] - new_size
-                                )
-                                fee = filled * p * maker_fee
-                                size[jj, s] = new_size
-                                pprice[jj, s] = new_price
-                                balance += pnl - fee
-                                fees_paid += fee
-                                realized += pnl
-                                if balance > balance_peak:
-                                    balance_peak = balance
-                                nf = _record(
-                                    fills, nf, k, s, side, filled * (1.0 if q > 0.0 else -1.0), p,
-                                    fee, pnl, balance, new_size, new_price, orders[i, 2],
-                                )  # fmt: skip
-                                dirty = True
+                        dirty = True
                 # liquidation with the positions after the candle's fills, if any
                 if nf > nf_candle and account_at_risk(
                     balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers
                 ):
-                    liq = account_liquidation(
-                        balance, size[0], pprice[0], size[1], pprice[1], refs, lows,
-                        highs, tiers,
-                    )  # fmt: skip
+                    liq = liquidation_prices(
+                        balance, size, pprice, refs, lows, highs, tiers, price_steps
+                    )
             if liq.shape[0] > 0:
-                for s in range(n_sym):
-                    for j in range(2):
-                        if size[j, s] <= 0.0:
-                            continue
-                        side = sides[j]
-                        p = liq[s]
-                        q = size[j, s]
-                        new_size, new_price, pnl = apply_fill(side, q, pprice[j, s], -side * q, p)
-                        # The remaining margin goes as the fee; never more than is left (float
-                        # noise of the bisection must not leave a negative balance).
-                        fee = min(maintenance_margin(q * p, tiers[s]), max(0.0, balance + pnl))
-                        balance += pnl - fee
-                        fees_paid += fee
-                        realized += pnl
-                        size[j, s] = 0.0
-                        pprice[j, s] = 0.0
-                        nf = _record(
-                            fills, nf, k, s, side, -side * q, p, fee, pnl, balance, 0.0, 0.0,
-                            KIND_LIQUIDATION,
-                        )  # fmt: skip
+                balance, deficit, n_rows = book_liquidation(balance, size, pprice, liq, tiers, rows)
+                for r in range(n_rows):
+                    fees_paid += rows[r, R_FEE]
+                    realized += rows[r, R_PNL]
+                nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_LIQUIDATION)
                 liquidated_k = k
         # Record the candle's close.
         equity = balance
@@ -419,15 +476,18 @@ def _kernel(  # noqa: PLR0913, PLR0915
         fees_paid,
         funding_paid,
         realized,
+        transfers,
+        deficit,
     )
 
 
 def run_engine(inp: EngineInputs) -> EngineOutput:
     """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed."""
-    capacity = 4096 + inp.ohlcv.shape[1] // 8
+    capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
+    events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
     while True:
         fills = np.zeros((capacity, N_F))
-        nf, bal, eq, pos, liq_k, fees, funding, realized = _kernel(
+        nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit = _kernel(
             inp.timestamps,
             np.ascontiguousarray(inp.ohlcv),
             inp.markets,
@@ -440,8 +500,12 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
             inp.maker_fee,
             inp.funding_rate,
             inp.trade_start,
+            events,
             fills,
         )
         if nf <= capacity:
-            return EngineOutput(fills[:nf].copy(), bal, eq, pos, liq_k, fees, funding, realized)
+            return EngineOutput(
+                fills[:nf].copy(), bal, eq, pos, liq_k, fees, funding, realized, transfers,
+                deficit,
+            )  # fmt: skip
         capacity = nf + 1024

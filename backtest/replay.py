@@ -3,7 +3,7 @@
 The venue (backtest.venue) serves the candles on 127.0.0.1; the live bot talks to it through
 real ccxt HTTP and real websockets. Lockstep, so the outcome does not depend on machine speed:
 
-1. the venue starts with the warm-up candles (``backtest.runner.warmup_candles``) as history,
+1. the venue starts with the warm-up candles (``bot.config.warmup_candles``) as history,
    served as REST klines: the bot seeds its EMAs from exactly the candles the backtester warms
    up on, places its first orders, and signals done;
 2. for each candle k: the venue applies it (fills by the shared candle rule), sends the user
@@ -16,14 +16,25 @@ real ccxt HTTP and real websockets. Lockstep, so the outcome does not depend on 
 come on their own socket, so at each closed kline the bot takes candle k's fills, balance and
 positions by REST before its cycle (``LiveBot._candle_state``).
 
-Then the backtester runs on the same candles and the two fill lists are compared by
-(candle, symbol, side, price, qty).
+Outside events (``events``, :mod:`backtest.events`) are scheduled on the venue's account and
+given to the backtester: both apply them at the top of the same candle through
+``bot.core.book.apply_event``; the venue reports them on the user streams as an exchange does.
+
+Then the backtester runs on the same candles and the runs are compared:
+- the live bot's fills against the backtester's, in order (candle, symbol, side, price, qty);
+  reductions by outside events are not fills of the bot's and are left out;
+- the exchange's trades (the venue's ledger: what it charged) against the backtester's fills, in
+  order, with their fees, liquidation fills included;
+- the final balance (the bot's, which it takes from the exchange) and equity (that balance plus
+  the bot's positions marked at the last close) against the backtester's.
+The first place where they differ is reported as ``first_divergence``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import tempfile
 from collections import Counter
@@ -35,16 +46,20 @@ from typing import Any
 import numpy as np
 
 from backtest.data import Candles
-from backtest.engine import F_K, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
-from backtest.runner import run_backtest, warmup_candles
+from backtest.engine import F_FEE, F_K, F_KIND, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
+from backtest.events import OutsideEvent, events_array
+from backtest.runner import run_backtest
 from backtest.venue.formats import decimals
 from backtest.venue.server import Venue, VenueConfig
-from bot.config import Config
+from bot.config import Config, warmup_candles
+from bot.core.account import unrealized_pnl
+from bot.core.params import KIND_LIQUIDATION, KIND_NAMES, KIND_OUTSIDE
 from bot.exchange.ccxt_adapter import CcxtAdapter
 from bot.live.bot import LiveBot
+from bot.live.pacing import Lockstep
 from bot.markets import market_spec
 
-__all__ = ["ReplayResult", "compare_fills", "replay", "round_to_ticks"]
+__all__ = ["ReplayResult", "compare_fills", "first_divergence", "replay", "round_to_ticks"]
 
 log = logging.getLogger("gridbot.live.replay")
 
@@ -62,9 +77,30 @@ class ReplayResult:
     seconds: float = 0.0
     bot_errors: list[str] = field(default_factory=list)
     open_orders_ok: bool = True
+    trades_venue: list[dict[str, Any]] = field(default_factory=list)  # with fees
+    final_balance_live: float = math.nan
+    final_balance_backtest: float = math.nan
+    final_equity_live: float = math.nan
+    final_equity_backtest: float = math.nan
+    liquidated_live: bool = False
+    liquidated_backtest: bool = False
+    first_divergence: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every fill matched, in order, with the fees, the final balance and equity."""
+        return not self.mismatches and self.first_divergence is None
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "ok": self.ok,
+            "final_balance_live": self.final_balance_live,
+            "final_balance_backtest": self.final_balance_backtest,
+            "final_equity_live": self.final_equity_live,
+            "final_equity_backtest": self.final_equity_backtest,
+            "liquidated_live": self.liquidated_live,
+            "liquidated_backtest": self.liquidated_backtest,
+            "first_divergence": self.first_divergence,
             "fills_live": self.fills_live,
             "fills_backtest": self.fills_backtest,
             "n_fills_live": len(self.fills_live),
@@ -76,6 +112,7 @@ class ReplayResult:
             "seconds": round(self.seconds, 3),
             "bot_errors": self.bot_errors,
             "open_orders_ok": self.open_orders_ok,
+            "trades_venue": self.trades_venue,
         }
 
 
@@ -117,6 +154,47 @@ def compare_fills(
     return matched, sorted(mism, key=lambda m: (m["k"], m["symbol"]))
 
 
+def _same(a: float, b: float, tol: float) -> bool:
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def first_divergence(
+    live: list[dict[str, Any]],
+    bt: list[dict[str, Any]],
+    venue: list[dict[str, Any]] | None = None,
+    finals: dict[str, tuple[float, float]] | None = None,
+    *,
+    tol: float = 1e-9,
+) -> dict[str, Any] | None:
+    """The first place where two runs differ, or None.
+
+    In this order: the fill lists in order (``live`` against ``bt``: candle, symbol, side,
+    price, qty), then ``venue`` (the exchange's trades, with fees) against ``bt``, then each of
+    ``finals`` (name -> (live, backtest)). Numbers agree within ``tol`` relative (the wire
+    prints 8 decimals; sums in another order differ in the last bits).
+    """
+    fields = ("k", "symbol", "side", "price", "qty")
+    for name, other, keys in (("fill", live, fields), ("fee", venue, (*fields, "fee"))):
+        if other is None:
+            continue
+        for i in range(max(len(other), len(bt))):
+            a = other[i] if i < len(other) else None
+            b = bt[i] if i < len(bt) else None
+            if (
+                a is None
+                or b is None
+                or any(
+                    (not _same(a[f], b[f], tol)) if isinstance(a[f], float) else a[f] != b[f]
+                    for f in keys
+                )
+            ):
+                return {"what": name, "index": i, "live": a, "backtest": b}
+    for name, (a, b) in (finals or {}).items():
+        if not _same(a, b, 1e-8):
+            return {"what": name, "live": a, "backtest": b}
+    return None
+
+
 def replay_config(
     config: Config, state_dir: str, overrides: dict[str, Any] | None = None
 ) -> Config:
@@ -144,7 +222,7 @@ async def _wait_subscribed(venue: Venue, bot: LiveBot, timeout: float = 20.0) ->
             if bot.streams_ready():  # both subscriptions acknowledged by the venue
                 return
         else:
-            lk = bot._listen_key
+            lk = bot.listen_key
             if lk and all(venue.streams.has_subscribers(n) for n in [*names, lk]):
                 return
         await asyncio.sleep(0.01)
@@ -162,13 +240,21 @@ async def replay(
     final_check: Callable[[Venue, LiveBot], Awaitable[None] | None] | None = None,
     restart_at: frozenset[int] | set[int] = frozenset(),
     before_restart: Callable[[Venue, LiveBot], None] | None = None,
+    kill_at: frozenset[int] | set[int] = frozenset(),
     compare: bool = True,
     live_overrides: dict[str, Any] | None = None,
     exchange: str = "binance",
+    events: list[OutsideEvent] | tuple[OutsideEvent, ...] = (),
 ) -> ReplayResult:
     """Run the live bot in lockstep over ``candles`` and compare with the backtester.
 
-    ``exchange``: which of the venue's faces the bot trades, ``binance`` or ``bybit``."""
+    ``exchange``: which of the venue's faces the bot trades, ``binance`` or ``bybit``.
+    ``restart_at``: after these candles, stop the bot cleanly and start a new one on its state.
+    ``kill_at``: before these candles, kill the bot (its task cancelled wherever it is, no
+    clean stop, as kill -9), let the venue apply the candle (fills the bot never hears of),
+    then start a new one on the same state.
+    ``events``: outside events, applied by the venue to the bot's account and by the
+    backtester alike."""
     if exchange not in ("binance", "bybit"):
         raise ValueError(f"exchange must be 'binance' or 'bybit', not {exchange!r}")
     loop = asyncio.get_running_loop()
@@ -193,11 +279,15 @@ async def replay(
     )
     api_key, api_secret = secrets.token_hex(16), secrets.token_hex(32)
     venue.add_account(api_key, api_secret, config.backtest.starting_balance)
+    if events:
+        venue.engine.schedule_events(api_key, events_array(events, candles.symbols))
     await venue.start()
     adapter = CcxtAdapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
 
     def new_bot() -> LiveBot:
-        return LiveBot(cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, lockstep=True)
+        return LiveBot(
+            cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, pacing=Lockstep()
+        )
 
     async def start(b: LiveBot, ts_done: int) -> asyncio.Task:
         t = asyncio.create_task(b.run(), name="live-bot")
@@ -216,7 +306,15 @@ async def replay(
             # lockstep runs many candles per wall second: the venue's per-wall-minute weight
             # window is not under test here (and summing a huge window costs O(n) per call)
             venue.rest.reset_rate_limit()
-            await venue.advance(1)
+            if k in kill_at:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await venue.advance(1)  # fills while the bot is dead
+                bot = new_bot()
+                bots.append(bot)
+                task = await start(bot, int(ts[k - 1]))
+            else:
+                await venue.advance(1)
             if on_step is not None:
                 r = on_step(k, venue, bot)
                 if asyncio.iscoroutine(r):
@@ -235,14 +333,35 @@ async def replay(
                 if asyncio.iscoroutine(r):
                     await r
         open_ok = all(
-            sorted((o.pside, o.qty, o.price) for o in c.open.values())
+            sorted((o.pside, o.qty, o.price) for o in bot.open_orders(s))
             == sorted((o.pside, o.qty, o.price) for o in bot.ideal(c))
-            for c in bot.coins.values()
+            for s, c in bot.coins.items()
         )
         if final_check is not None:
             r = final_check(venue, bot)
             if asyncio.iscoroutine(r):
                 await r
+        final_balance_live = bot.balance
+        closes = {s: float(candles.ohlcv[i, -1, 3]) for i, s in enumerate(candles.symbols)}
+        final_equity_live = final_balance_live + sum(
+            unrealized_pnl(side, *bot.position(c, j), closes[s])
+            for s, c in bot.coins.items()
+            for j, side in enumerate((1, -1))
+        )
+        acct = venue.engine.accounts[api_key]
+        liquidated_live = acct.liquidated
+        trades_venue = [
+            {
+                "k": int(np.searchsorted(candles.timestamps, f.time_ms - candles.timeframe_ms + 1)),
+                "symbol": f.symbol,
+                "side": 1 if f.position_side == "LONG" else -1,
+                "price": f.price,
+                "qty": f.qty if f.side == "BUY" else -f.qty,
+                "fee": f.commission,
+                "liquidation": f.client_order_id.startswith("autoclose"),
+            }
+            for f in acct.trades
+        ]
     finally:
         bot.stop()
         if task is not None:
@@ -267,8 +386,10 @@ async def replay(
         for f in b.fills
     ]
     fills_bt: list[dict[str, Any]] = []
+    bal_bt = eq_bt = math.nan
+    liq_bt = False
     if compare:
-        out = run_backtest(config, candles).output
+        out = run_backtest(config, candles, events).output
         fills_bt = [
             {
                 "k": int(r[F_K]),
@@ -276,10 +397,29 @@ async def replay(
                 "side": int(r[F_SIDE]),
                 "price": float(r[F_PRICE]),
                 "qty": float(r[F_QTY]),
+                "fee": float(r[F_FEE]),
+                "kind": KIND_NAMES.get(int(r[F_KIND]), str(int(r[F_KIND]))),
+                "liquidation": int(r[F_KIND]) == KIND_LIQUIDATION,
             }
             for r in out.fills
+            if int(r[F_KIND]) != KIND_OUTSIDE  # not a fill of the bot's: the exchange's doing
         ]
+        bal_bt, eq_bt = float(out.balance[-1]), float(out.equity[-1])
+        liq_bt = out.liquidated_k >= 0
     matched, mism = compare_fills(fills_live, fills_bt) if compare else (0, [])
+    divergence = (
+        first_divergence(
+            fills_live,
+            fills_bt,
+            trades_venue,
+            {
+                "final_balance": (final_balance_live, bal_bt),
+                "final_equity": (final_equity_live, eq_bt),
+            },
+        )
+        if compare
+        else None
+    )
     return ReplayResult(
         fills_live,
         fills_bt,
@@ -290,6 +430,14 @@ async def replay(
         loop.time() - t0,
         [e for b in bots for e in b.errors],
         open_ok,
+        trades_venue,
+        final_balance_live,
+        bal_bt,
+        final_equity_live,
+        eq_bt,
+        liquidated_live,
+        liq_bt,
+        divergence,
     )
 
 

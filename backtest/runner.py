@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from backtest.data import Candles
 from backtest.engine import EngineInputs, EngineOutput, run_engine
-from bot.config import Config, side_params_array
+from backtest.events import OutsideEvent, events_array
+from bot.config import Config, side_params_array, warmup_candles
 from bot.core.margin import stack_tiers
 from bot.markets import market_spec
 
@@ -25,22 +26,10 @@ class BacktestRun:
     output: EngineOutput
 
 
-def warmup_candles(config: Config, timeframe_ms: int) -> int:
-    """Candles that only warm up the EMAs before trading starts ('auto': the longest enabled
-    EMA span, so the EMAs have seen that much history, as the live bot's REST seeding does)."""
-    w = config.backtest.warmup_minutes
-    if w == "auto":
-        spans = [
-            max(side.ema_span_0, side.ema_span_1)
-            for side in (config.bot.long, config.bot.short)
-            if side.enabled
-        ]
-        w = max(spans, default=0.0)
-    return int(math.ceil(float(w) * 60_000 / timeframe_ms))
-
-
-def build_inputs(config: Config, candles: Candles) -> EngineInputs:
-    """Arrays for the kernel from a validated config and loaded candles."""
+def build_inputs(
+    config: Config, candles: Candles, events: Sequence[OutsideEvent] = ()
+) -> EngineInputs:
+    """Arrays for the kernel from a validated config, loaded candles and outside events."""
     specs = [market_spec(s) for s in candles.symbols]
     minutes_per_candle = candles.timeframe_ms / 60_000
     params = []
@@ -63,10 +52,13 @@ def build_inputs(config: Config, candles: Candles) -> EngineInputs:
         maker_fee=config.backtest.maker_fee,
         funding_rate=config.backtest.funding_rate_8h,
         trade_start=min(warmup_candles(config, candles.timeframe_ms), len(candles.timestamps) - 1),
+        events=events_array(events, candles.symbols),
     )
 
 
-def run_backtest(config: Config, candles: Candles) -> BacktestRun:
-    """Run the engine over ``candles`` with ``config``."""
-    inputs = build_inputs(config, candles)
+def run_backtest(
+    config: Config, candles: Candles, events: Sequence[OutsideEvent] = ()
+) -> BacktestRun:
+    """Run the engine over ``candles`` with ``config`` (and outside events, if any)."""
+    inputs = build_inputs(config, candles, events)
     return BacktestRun(config, candles, inputs, run_engine(inputs))

@@ -25,7 +25,8 @@ import orjson
 from bot.config import parse_config
 from bot.core import ema_alphas, ema_seed
 from bot.exchange.ccxt_adapter import CcxtAdapter
-from bot.live.bot import Coin, LiveBot
+from bot.live.bot import LiveBot
+from bot.live.coin import Coin
 from bot.live.orders import diff_orders
 from bot.markets import market_spec
 
@@ -83,22 +84,24 @@ def _bot(state_dir: str) -> tuple[LiveBot, Coin]:
     adapter = CcxtAdapter("binance", "bench-key", "bench-secret", base_url="http://127.0.0.1:1")
     bot = LiveBot(cfg, adapter, symbols=[SYMBOL], ws_url="ws://127.0.0.1:1")
     spec = market_spec(SYMBOL)
-    c = Coin(SYMBOL, spec, spec.as_array())
+    bot.attach_markets({SYMBOL: spec}, 10_000.0)
+    c = bot.coins[SYMBOL]
     closes = 50_000.0 + 50.0 * np.sin(np.arange(720) / 40.0)
     for j, side in enumerate((cfg.bot.long, cfg.bot.short)):
         c.emas[j] = ema_seed(closes, ema_alphas(side.ema_span_0, side.ema_span_1))
-    c.pos = [[0.05, 50_400.0], [0.02, 49_700.0]]
+    sides = bot.book.coins[SYMBOL].sides
+    sides[0].size, sides[0].price = 0.05, 50_400.0
+    sides[1].size, sides[1].price = 0.02, 49_700.0
     c.last_price = 50_000.0
-    bot.coins[SYMBOL] = c
-    bot.balance = bot.balance_peak = 10_000.0
     return bot, c
 
 
 def _decide(bot: LiveBot, c: Coin, price: float) -> int:
     c.last_price = price
     ideal = bot.ideal(c)
-    to_cancel, to_create = diff_orders(list(c.open.values()), ideal, price, 0.002, 0.01)
-    c.open = {o.client_id: o for o in ideal}
+    book = bot.book.coins[c.symbol]
+    to_cancel, to_create = diff_orders(list(book.open.values()), ideal, price, 0.002, 0.01)
+    book.open = {o.client_id: o for o in ideal}
     return len(to_cancel) + len(to_create)
 
 

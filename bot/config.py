@@ -21,6 +21,7 @@ from bot.core.margin import LeverageCheck, check_leverage
 from bot.errors import ConfigError
 
 __all__ = [
+    "warmup_candles",
     "BacktestConfig",
     "Config",
     "LiveConfig",
@@ -324,6 +325,21 @@ def with_overrides(config: Config, overrides: dict[str, float]) -> Config:
             node = node[part]
         node[parts[-1]] = value
     return parse_config(data, "overrides")
+
+
+def warmup_candles(config: Config, timeframe_ms: int) -> int:
+    """Candles that only warm up the EMAs before trading starts ('auto': the longest enabled
+    EMA span, so the EMAs have seen that much history). The backtester skips trading over
+    them; the live bot seeds its EMAs from as many closed klines."""
+    w = config.backtest.warmup_minutes
+    if w == "auto":
+        spans = [
+            max(side.ema_span_0, side.ema_span_1)
+            for side in (config.bot.long, config.bot.short)
+            if side.enabled
+        ]
+        w = max(spans, default=0.0)
+    return int(math.ceil(float(w) * 60_000 / timeframe_ms))
 
 
 def side_params_array(side: SideConfig) -> np.ndarray:

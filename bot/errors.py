@@ -10,6 +10,7 @@
         │   ├── InsufficientMarginError
         │   └── DuplicateOrderError  our client id already rests (a create that landed): re-sync
         ├── UnknownOrderError        cancel/query of an order the venue does not know: re-sync
+        ├── PositionModeError        the account is not in the position mode we trade (hedge)
         └── AuthenticationError      bad keys or signature: stop
 
 ccxt's exceptions are translated into these once, in ``bot.exchange``.
@@ -60,3 +61,8 @@ class UnknownOrderError(ExchangeError):
 
 class AuthenticationError(ExchangeError):
     """Bad API key or signature: stop, retrying cannot help."""
+
+
+class PositionModeError(ExchangeError):
+    """An order was refused because the account's position mode is not hedge mode (Binance
+    -4061, Bybit "position idx not match position mode"), or hedge mode could not be set."""

@@ -119,11 +119,15 @@ def test_liquidation_at_the_tiered_liquidation_price_worked_by_hand():
     # liquidation: balance + 40 (p - 1000) = 40 p * 0.004 -> p = (40000 - 9992) / (40 * 0.996)
     p_liq = (40_000 - 9992) / (40 * 0.996)
     assert int(liq[F_KIND]) == KIND_LIQUIDATION
-    assert liq[F_PRICE] == pytest.approx(p_liq, rel=1e-9)
+    # booked at the nearest tick (BTCUSDT's 0.1): 753.2128... -> 753.2
+    assert liq[F_PRICE] == pytest.approx(round(p_liq, 1), abs=1e-9)
     assert liq[F_QTY] == pytest.approx(-40.0)
-    # the remaining margin (the maintenance margin) goes as the liquidation fee: balance ~ 0
-    assert liq[F_FEE] == pytest.approx(40 * p_liq * 0.004)
+    # the fee is the maintenance margin (40 x 753.2 x 0.004 = 120.512), capped at what is left
+    # after the close's pnl: 9992 + 40 x (753.2 - 1000) = 120
+    assert liq[F_PNL] == pytest.approx(40 * (753.2 - 1000))
+    assert liq[F_FEE] == pytest.approx(120.0)
     assert out.balance[-1] == pytest.approx(0.0, abs=1e-6)
+    assert out.insurance_deficit == 0.0
     assert out.equity[-1] >= -1e-6  # never silently negative
     assert len(out.fills) == 2  # no trading after the liquidation
 

@@ -153,3 +153,7 @@ def test_engine_fills_equal_a_loop_that_asks_the_core_on_every_candle(case: str)
     # buys and sells on both sides: entries and closes both happened
     assert any(q > 0 for *_, q in fills) and any(q < 0 for *_, q in fills)
     assert as_multiset(fills) == as_multiset(ref)
+    # and in the same order: one within-candle fill order (bot.core.book.candle_fill_order)
+    assert [(k, s, side, round(p, 10), round(q, 10)) for k, s, side, p, q in fills] == [
+        (k, s, side, round(p, 10), round(q, 10)) for k, s, side, p, q in ref
+    ]

@@ -196,8 +196,8 @@ def test_private_messages_normalize_to_bot_events():
         ),  # not ours, closedSize 0: it opened a long; the Funding row is no fill
     ]  # fmt: skip
     assert bf.parse_private(ORDER_MSG) == [
-        OrderEvent("DOGEUSDT", "gbLi00aa", "5cf98598-39a7-459e-97bf-76ca765ee020", True, 1, 200.0, 0.07),
-        OrderEvent("DOGEUSDT", "gbSc00bb", "6", False, -1, 0.0, 0.06),
+        OrderEvent("DOGEUSDT", "gbLi00aa", "5cf98598-39a7-459e-97bf-76ca765ee020", True, 1, 200.0, 0.07, 100.0),
+        OrderEvent("DOGEUSDT", "gbSc00bb", "6", False, -1, 0.0, 0.06, 0.0, cancelled=True),
     ]  # fmt: skip
     assert bf.parse_private(POSITION_MSG) == [
         PositionEvent("BTCUSDT", -1, 0.01, 30000.5, 1697682317038, ORDER),
@@ -248,7 +248,8 @@ def test_binance_messages_normalize_to_the_same_events():
     }  # fmt: skip
     assert binance_events("ORDER_TRADE_UPDATE", update) == [
         FillEvent("BTCUSDT", 1, 0.002, 20000.0, 11, 5, "gbLi00x", "7", None, 11),
-        OrderEvent("BTCUSDT", "gbLi00x", "7", False),
+        # the order's status says how much of it filled: a fill still on its way is counted
+        OrderEvent("BTCUSDT", "gbLi00x", "7", False, 1, 0.0, 20000.0, filled=0.002),
     ]
     acct = {"e": "ACCOUNT_UPDATE", "T": 9, "a": {"m": "ADL", "B": [{"a": "USDT", "wb": "99"}],
             "P": [{"s": "BTCUSDT", "pa": "-0.5", "ep": "100", "ps": "SHORT"}]}}  # fmt: skip
@@ -398,6 +399,7 @@ def test_bybit_replay_one_day_every_fill_matches_the_backtester():
     result = asyncio.run(replay(trading_config(), sample(24), exchange="bybit"))
     assert len(result.fills_backtest) >= 20, "the config should trade often"
     assert result.mismatches == []
+    assert result.first_divergence is None, result.first_divergence  # in order, fees, balance
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
     assert result.open_orders_ok
     assert result.bot_errors == []

@@ -54,7 +54,7 @@ async def _settle(venue, bot, timeout: float = 15.0) -> None:
     while asyncio.get_running_loop().time() < end:
         if _matches_ideal(venue, bot):
             return
-        bot._sync_wanted.set()
+        bot.want_sync()
         for c in bot.coins.values():
             c.wake.set()
         await asyncio.sleep(0.2)

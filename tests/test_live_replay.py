@@ -63,6 +63,7 @@ def test_replay_one_day_every_fill_matches_the_backtester():
     result = asyncio.run(replay(trading_config(), sample(24)))
     assert len(result.fills_backtest) >= 20, "the config should trade often"
     assert result.mismatches == []
+    assert result.first_divergence is None, result.first_divergence  # in order, fees, balance
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
     assert result.open_orders_ok
     assert result.bot_errors == []
@@ -76,5 +77,6 @@ def test_replay_through_the_crash_of_2021_05_19_every_fill_matches():
     result = asyncio.run(replay(trading_config(), sample(24, day="2021-05-19")))
     assert len(result.fills_backtest) > 500
     assert result.mismatches == []
+    assert result.first_divergence is None, result.first_divergence  # in order, fees, balance
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
     assert result.bot_errors == []

@@ -140,12 +140,15 @@ def test_over_levered_long_is_liquidated_in_a_crash_candle():
     ]
     assert len(liq) == 1
     f = liq[0].fill
-    # equity at the liquidation price equals the maintenance margin, which is the fee
-    p_expected = (0.2 * 50_000 - (1_000 - taker)) / (0.2 * (1 - 0.004))
-    assert f.price == pytest.approx(p_expected, rel=1e-6)
-    assert f.commission == pytest.approx(
-        maintenance_margin(0.2 * f.price, market_spec("BTCUSDT").tiers)
-    )
+    # equity at the liquidation price equals the maintenance margin; the exchange books it at
+    # the nearest tick (0.1), and the fee is that margin, capped at what the balance has left
+    p_exact = (0.2 * 50_000 - (1_000 - taker)) / (0.2 * (1 - 0.004))
+    assert f.price == pytest.approx(round(p_exact, 1), abs=1e-9)
+    left = 1_000 - taker + 0.2 * (f.price - 50_000)
+    mm = maintenance_margin(0.2 * f.price, market_spec("BTCUSDT").tiers)
+    assert f.commission == pytest.approx(min(mm, left))
+    assert f.realized_pnl == pytest.approx(0.2 * (f.price - 50_000))
+    assert acct.balance == pytest.approx(left - f.commission, abs=1e-9)
 
 
 def test_order_rejections():

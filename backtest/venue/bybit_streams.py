@@ -349,6 +349,8 @@ class BybitStreams:
             d["side"] = "" if p.amount == 0.0 else ("Buy" if p.amount > 0 else "Sell")
             d["entryPrice"] = d["avgPrice"] = fmt(p.entry_price, decimals(spec.price_step) + 2)
             d["updatedTime"] = str(p.update_time_ms)
+            if ev.reason == "ADJUSTMENT":  # reduced by the exchange (an outside event)
+                d["positionStatus"] = "Adl"
             positions.append(d)
         if positions:
             out.append(("position", positions))

@@ -1,14 +1,14 @@
 """The simulated exchange's accounts and matching engine: pure Python, no I/O, no clock.
 
-Fills use the backtester's rule from :mod:`bot.core.account` (one fill model, DESIGN.md):
-an order resting before candle k fills in candle k when ``low < price`` (buy) or
-``high > price`` (sell), strictly, at the order's price, paying the maker fee. Within a candle
-the path is open -> nearer extreme -> farther extreme -> close (``candle_low_first``), so the
-orders on the nearer extreme's side fill first, nearest to the open first. Funding is charged
-at candles whose open time is a multiple of 8 h, at the open price, before that candle's fills.
-After a candle's fills every account is checked with ``bot.core.margin.account_liquidation``;
-a liquidated account has every position closed at the returned prices with a fee equal to
-that position's maintenance margin (so its balance ends near zero).
+One booking path with the backtester (:mod:`bot.core.book`, DESIGN.md): a candle applies, in
+this order, the outside events scheduled by its open (:meth:`MatchingEngine.schedule_events`,
+``bot.core.book.apply_event``), funding (at candles whose open time is a multiple of 8 h, at
+the open price), the liquidation check with the positions held, the candle's fills in the
+order of ``bot.core.book.candle_fill_order`` (an order resting before candle k fills when
+``low < price`` (buy) or ``high > price`` (sell), strictly, at its price, maker fee), each
+booked by ``bot.core.book.book_fill``, and the liquidation check again
+(``liquidation_prices`` / ``book_liquidation``: tick-rounded prices, each close's fee its
+maintenance margin capped at what is left, any deficit to the insurance fund).
 
 Trade-by-trade mode (:meth:`MatchingEngine.apply_trade`) fills resting orders a trade price
 crosses strictly; fed the four trades of a candle it fills the same orders at the same prices
@@ -28,8 +28,27 @@ from typing import Any
 
 import numpy as np
 
-from bot.core.account import apply_fill, candle_low_first, funding_payment, order_fills
-from bot.core.margin import account_liquidation, maintenance_margin, stack_tiers
+from bot.core.account import candle_low_first, funding_payment
+from bot.core.book import (
+    E_KIND,
+    E_TIME,
+    EV_DEPOSIT,
+    EV_WITHDRAW,
+    N_E,
+    N_R,
+    R_FEE,
+    R_PNL,
+    R_PRICE,
+    R_QTY,
+    R_SIDE,
+    R_SYMBOL,
+    apply_event,
+    book_fill,
+    book_liquidation,
+    candle_fill_order,
+    liquidation_prices,
+)
+from bot.core.margin import maintenance_margin, stack_tiers
 from bot.core.rounding import is_on_step
 from bot.markets import MarketSpec, market_spec
 
@@ -49,6 +68,7 @@ __all__ = [
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
 _EPS = 1e-12
 _MAX_CLOSED_ORDERS = 10_000  # per account: enough for queries, bounded for long replays
+_PSIDE = {"LONG": 1, "SHORT": -1}  # the core's tie-break: long before one-way before short
 
 
 class ApiError(Exception):
@@ -139,7 +159,7 @@ class AccountUpdate:
     """Balance or positions changed (Binance ACCOUNT_UPDATE)."""
 
     api_key: str
-    reason: str  # ORDER / FUNDING / ADJUSTMENT / INSURANCE_CLEAR
+    reason: str  # ORDER / FUNDING / ADJUSTMENT / INSURANCE_CLEAR / DEPOSIT / WITHDRAW
     balance: float
     balance_change: float
     positions: tuple[Position, ...]  # snapshots of the positions that changed
@@ -162,6 +182,8 @@ class Account:
     trades: list[Fill] = field(default_factory=list)
     reject_next_margin: int = 0  # fault injection: refuse the next N orders with -2019
     liquidated: bool = False
+    insurance_deficit: float = 0.0  # what its liquidation left below zero (the fund paid it)
+    events: list[np.ndarray] = field(default_factory=list)  # scheduled outside events (E_* rows)
 
     def position(self, symbol: str, position_side: str) -> Position:
         key = (symbol, position_side)
@@ -212,6 +234,8 @@ class MatchingEngine:
         self.timeframe_ms = timeframe_ms
         self.candles = candles  # Candles-like (symbols, timestamps, ohlcv) for step_candle
         self.tiers = stack_tiers([self.specs[s].tiers for s in self.symbols])
+        self.price_steps = np.array([self.specs[s].price_step for s in self.symbols])
+        self.qty_steps = np.array([self.specs[s].qty_step for s in self.symbols])
         self.prices: dict[str, float] = {s: math.nan for s in self.symbols}
         self.now_ms = 0
         self.accounts: dict[str, Account] = {}
@@ -517,42 +541,44 @@ class MatchingEngine:
     # ------------------------------------------------------------------ booking fills
 
     def _book(
-        self, acct: Account, symbol: str, ps: str, signed_qty: float, price: float, ts: int
-    ) -> tuple[float, float]:
-        """Apply a signed fill to the position; return (qty actually booked, realized pnl).
+        self,
+        acct: Account,
+        symbol: str,
+        ps: str,
+        signed_qty: float,
+        price: float,
+        ts: int,
+        fee_rate: float = 0.0,
+    ) -> tuple[float, float, float]:
+        """Book a signed fill into the position (``bot.core.book.book_fill``); return (qty
+        booked, realized pnl, fee).
 
-        Hedge sides and reduce-only never reduce past zero (the core's apply_fill caps); a
-        one-way (BOTH) position flips: the part beyond the position opens the other side.
+        Hedge sides and reduce-only never reduce past zero; a one-way (BOTH) position flips:
+        the part beyond the position opens the other side (booked as two legs).
         """
         pos = acct.position(symbol, ps)
         if ps in ("LONG", "SHORT"):
             side = 1 if ps == "LONG" else -1
-            size, avg, pnl = apply_fill(side, abs(pos.amount), pos.entry_price, signed_qty, price)
-            booked = (
-                abs(signed_qty)
-                if (signed_qty > 0) == (side > 0)
-                else min(abs(signed_qty), abs(pos.amount))
+            size, avg, booked, pnl, fee = book_fill(
+                side, abs(pos.amount), pos.entry_price, signed_qty, price, fee_rate
             )
             pos.amount, pos.entry_price = size * side, avg
         else:
-            booked = abs(signed_qty)
-            pnl = 0.0
-            if pos.amount == 0.0 or (pos.amount > 0) == (signed_qty > 0):
-                side = 1 if signed_qty > 0 else -1
-                size, avg, _ = apply_fill(side, abs(pos.amount), pos.entry_price, signed_qty, price)
-                pos.amount, pos.entry_price = size * side, avg
-            else:
-                side = 1 if pos.amount > 0 else -1
-                reduce = min(abs(signed_qty), abs(pos.amount))
-                size, avg, pnl = apply_fill(
-                    side, abs(pos.amount), pos.entry_price, -side * reduce, price
+            side = 1 if pos.amount > 0 or (pos.amount == 0.0 and signed_qty > 0) else -1
+            size, avg, booked, pnl, fee = book_fill(
+                side, abs(pos.amount), pos.entry_price, signed_qty, price, fee_rate
+            )
+            pos.amount, pos.entry_price = size * side, avg
+            rest = abs(signed_qty) - booked
+            if rest > _EPS:  # the rest opens the other side
+                size, avg, b2, _, fee2 = book_fill(
+                    -side, 0.0, 0.0, math.copysign(rest, signed_qty), price, fee_rate
                 )
-                pos.amount, pos.entry_price = size * side, avg
-                rest = abs(signed_qty) - reduce
-                if rest > _EPS:
-                    pos.amount, pos.entry_price = -side * rest, price
+                pos.amount, pos.entry_price = -side * size, avg
+                booked += b2
+                fee += fee2
         pos.update_time_ms = ts
-        return booked, pnl
+        return booked, pnl, fee
 
     def _fill(
         self, acct: Account, order: Order, qty: float, price: float, *, maker: bool, ts: int
@@ -573,8 +599,10 @@ class MatchingEngine:
             self._close(acct, order)
             self.events.append(OrderUpdate(acct.api_key, "EXPIRED", replace(order), None, ts))
             return None
-        booked, pnl = self._book(acct, order.symbol, order.position_side, signed, price, ts)
-        fee = booked * price * (self.maker_fee if maker else self.taker_fee)
+        rate = self.maker_fee if maker else self.taker_fee
+        booked, pnl, fee = self._book(
+            acct, order.symbol, order.position_side, signed, price, ts, rate
+        )
         before = acct.balance
         acct.balance += pnl - fee
         order.executed_qty += booked
@@ -642,6 +670,7 @@ class MatchingEngine:
             if math.isnan(self.prices[s]):
                 self.prices[s] = float(ohlc[s][0])
         ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
+        self._apply_due_events(ts_ms, ref)
         if ts_ms % FUNDING_INTERVAL_MS == 0:
             self._funding({s: ohlc[s][0] for s in self.symbols}, ts_ms)
         lows = np.array([ohlc[s][2] for s in self.symbols], dtype=np.float64)
@@ -652,47 +681,48 @@ class MatchingEngine:
         fills: list[Fill] = []
         for s in self.symbols:
             o, h, lo, _ = ohlc[s]
-            resting = self._resting(s)
-            buys = sorted((r for r in resting if r[1].side == "BUY"), key=lambda r: -r[1].price)
-            sells = sorted((r for r in resting if r[1].side == "SELL"), key=lambda r: r[1].price)
-            for group in (buys, sells) if candle_low_first(o, h, lo) else (sells, buys):
-                for acct, order in group:
-                    if order.order_id not in acct.open_orders:
-                        continue  # expired by an earlier fill of this candle
-                    if order_fills(order.remaining * order.sign, order.price, h, lo):
-                        f = self._fill(
-                            acct, order, order.remaining, order.price, maker=True, ts=fill_ts
-                        )
-                        if f is not None:
-                            fills.append(f)
+            fills += self._fill_resting(s, o, h, lo, fill_ts)
         self._liquidations(ref, lows, highs, fill_ts)
         for s in self.symbols:
             self.prices[s] = float(ohlc[s][3])
         self.now_ms = ts_ms + self.timeframe_ms
         return fills
 
+    def _fill_resting(
+        self, symbol: str, open_: float, high: float, low: float, ts: int
+    ) -> list[Fill]:
+        """Fill the resting orders of ``symbol`` a candle (or one trade: open = high = low)
+        crosses, in the core's within-candle order, at their prices as maker."""
+        resting = self._resting(symbol)
+        if not resting:
+            return []
+        qtys = np.array([o.remaining * o.sign for _, o in resting], dtype=np.float64)
+        prices = np.array([o.price for _, o in resting], dtype=np.float64)
+        psides = np.array([_PSIDE.get(o.position_side, 0) for _, o in resting], dtype=np.float64)
+        order = np.zeros(len(resting), dtype=np.int64)
+        n = candle_fill_order(qtys, prices, psides, open_, high, low, order)
+        fills: list[Fill] = []
+        for i in order[:n]:
+            acct, o = resting[int(i)]
+            if o.order_id not in acct.open_orders:
+                continue  # expired by an earlier fill of this candle
+            f = self._fill(acct, o, o.remaining, o.price, maker=True, ts=ts)
+            if f is not None:
+                fills.append(f)
+        return fills
+
     def begin_candle(self, ts_ms: int, open_prices: Mapping[str, float]) -> None:
-        """Trade-by-trade mode: a candle opens (funding is charged at the open, before fills)."""
+        """Trade-by-trade mode: a candle opens (outside events, then funding at the open,
+        before fills)."""
+        ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
+        if not np.isnan(ref).any():
+            self._apply_due_events(ts_ms, ref)
         if ts_ms % FUNDING_INTERVAL_MS == 0:
             self._funding(dict(open_prices), ts_ms)
 
     def apply_trade(self, symbol: str, price: float, ts_ms: int) -> list[Fill]:
         """Trade-by-trade mode: resting orders this trade crosses strictly fill at their price."""
-        fills: list[Fill] = []
-        resting = self._resting(symbol)
-        buys = sorted(
-            (r for r in resting if r[1].side == "BUY" and price < r[1].price),
-            key=lambda r: -r[1].price,
-        )
-        sells = sorted(
-            (r for r in resting if r[1].side == "SELL" and price > r[1].price),
-            key=lambda r: r[1].price,
-        )
-        for acct, order in buys + sells:
-            if order.order_id in acct.open_orders:
-                f = self._fill(acct, order, order.remaining, order.price, maker=True, ts=ts_ms)
-                if f is not None:
-                    fills.append(f)
+        fills = self._fill_resting(symbol, price, price, price, ts_ms)
         self.prices[symbol] = float(price)
         now = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
         self._liquidations(now, now, now, ts_ms)
@@ -712,78 +742,142 @@ class MatchingEngine:
                 acct.balance += total
                 self._account_update(acct, "FUNDING", total, keys, ts)
 
-    def _liquidations(self, ref: np.ndarray, lows: np.ndarray, highs: np.ndarray, ts: int) -> None:
+    def _book_arrays(self, acct: Account) -> tuple[np.ndarray, np.ndarray]:
+        """The account's positions as the core's (2, n_coins) size and price arrays (a one-way
+        position goes to the row of its direction)."""
         n = len(self.symbols)
+        size, pprice = np.zeros((2, n)), np.zeros((2, n))
+        for i, s in enumerate(self.symbols):
+            for ps in ("LONG", "SHORT", "BOTH"):
+                pos = acct.positions.get((s, ps))
+                if pos is None or pos.amount == 0.0:
+                    continue
+                j = 0 if pos.amount > 0 else 1
+                size[j, i], pprice[j, i] = abs(pos.amount), pos.entry_price
+        return size, pprice
+
+    @staticmethod
+    def _position_key(acct: Account, symbol: str, side: int) -> tuple[str, str]:
+        if acct.hedge_mode:
+            return symbol, "LONG" if side > 0 else "SHORT"
+        return symbol, "BOTH"
+
+    def _liquidations(self, ref: np.ndarray, lows: np.ndarray, highs: np.ndarray, ts: int) -> None:
         for acct in self.accounts.values():
             if not any(p.amount != 0.0 for p in acct.positions.values()):
                 continue
-            ls, lp, ss, sp = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-            for i, s in enumerate(self.symbols):
-                for ps in ("LONG", "SHORT", "BOTH"):
-                    pos = acct.positions.get((s, ps))
-                    if pos is None or pos.amount == 0.0:
-                        continue
-                    if pos.amount > 0:
-                        ls[i], lp[i] = pos.amount, pos.entry_price
-                    else:
-                        ss[i], sp[i] = -pos.amount, pos.entry_price
-            liq = account_liquidation(acct.balance, ls, lp, ss, sp, ref, lows, highs, self.tiers)
+            size, pprice = self._book_arrays(acct)
+            liq = liquidation_prices(
+                acct.balance, size, pprice, ref, lows, highs, self.tiers, self.price_steps
+            )
             if liq.shape[0]:
-                self._liquidate(acct, {s: float(liq[i]) for i, s in enumerate(self.symbols)}, ts)
+                self._liquidate(acct, size, pprice, liq, ts)
 
-    def _liquidate(self, acct: Account, prices: Mapping[str, float], ts: int) -> None:
-        """Close everything at the liquidation prices; each close pays its maintenance margin."""
+    def _liquidate(
+        self, acct: Account, size: np.ndarray, pprice: np.ndarray, prices: np.ndarray, ts: int
+    ) -> None:
+        """Cancel every order and close every position at ``prices`` (``book_liquidation``:
+        each close's fee is its maintenance margin, capped at what is left; a deficit goes to
+        the insurance fund)."""
         for o in list(acct.open_orders.values()):
             o.status = "CANCELED"
             o.update_time_ms = ts
             self._close(acct, o)
             self.events.append(OrderUpdate(acct.api_key, "CANCELED", replace(o), None, ts))
         before = acct.balance
+        rows = np.zeros((2 * len(self.symbols), N_R))
+        balance, deficit, n = book_liquidation(acct.balance, size, pprice, prices, self.tiers, rows)
         keys = []
-        for (s, ps), pos in list(acct.positions.items()):
-            if pos.amount == 0.0:
-                continue
-            p = prices[s]
-            qty = abs(pos.amount)
-            fee = maintenance_margin(qty * p, self.specs[s].tiers)
+        for r in rows[:n]:
+            s = self.symbols[int(r[R_SYMBOL])]
+            key = self._position_key(acct, s, int(r[R_SIDE]))
+            pos = acct.position(*key)
+            qty, p = abs(float(r[R_QTY])), float(r[R_PRICE])
+            fee, pnl = float(r[R_FEE]), float(r[R_PNL])
             order = Order(
                 order_id=next(self._order_ids),
                 client_order_id=f"autoclose-{ts}",
                 symbol=s,
-                side="SELL" if pos.amount > 0 else "BUY",
-                position_side=ps,
+                side="SELL" if r[R_QTY] < 0 else "BUY",
+                position_side=key[1],
                 type="LIQUIDATION",
                 time_in_force="IOC",
                 price=p,
                 orig_qty=qty,
-                reduce_only=ps == "BOTH",
+                reduce_only=key[1] == "BOTH",
                 time_ms=ts,
                 update_time_ms=ts,
+                executed_qty=qty,
+                cum_quote=qty * p,
+                status="FILLED",
             )
-            booked, pnl = self._book(acct, s, ps, -math.copysign(qty, pos.amount), p, ts)
-            acct.balance += pnl - fee
-            order.executed_qty, order.cum_quote, order.status = booked, booked * p, "FILLED"
+            pos.amount, pos.entry_price, pos.update_time_ms = 0.0, 0.0, ts
             self._close(acct, order)
             fill = Fill(
-                next(self._trade_ids),
-                order.order_id,
-                order.client_order_id,
-                s,
-                order.side,
-                ps,
-                p,
-                booked,
-                fee,
-                pnl,
-                False,
-                ts,
-            )
+                next(self._trade_ids), order.order_id, order.client_order_id, s, order.side,
+                key[1], p, qty, fee, pnl, False, ts,
+            )  # fmt: skip
             acct.trades.append(fill)
             self.events.append(OrderUpdate(acct.api_key, "CALCULATED", replace(order), fill, ts))
-            keys.append((s, ps))
-        acct.balance = max(acct.balance, 0.0)  # the insurance fund takes any deficit
+            keys.append(key)
+        acct.balance = float(balance)
+        acct.insurance_deficit += float(deficit)
         acct.liquidated = True
         self._account_update(acct, "INSURANCE_CLEAR", acct.balance - before, keys, ts)
+
+    # ------------------------------------------------------------------ outside events
+
+    def schedule_events(self, api_key: str, events: np.ndarray) -> None:
+        """Outside events for an account (``bot.core.book`` ``E_*`` rows, coin indices into
+        ``self.symbols``; ``backtest.events.events_array`` builds them): each applies at the top
+        of the first candle opening at or after its time, before funding and fills."""
+        acct = self.account(api_key)
+        rows = [np.asarray(r, dtype=np.float64) for r in np.asarray(events).reshape(-1, N_E)]
+        acct.events = sorted([*acct.events, *rows], key=lambda r: r[E_TIME])
+
+    def _apply_due_events(self, ts_ms: int, ref: np.ndarray) -> None:
+        for acct in self.accounts.values():
+            while acct.events and acct.events[0][E_TIME] <= ts_ms:
+                ev = acct.events.pop(0)
+                if not acct.liquidated:
+                    self.apply_event(acct.api_key, ev, ref, ts_ms)
+
+    def apply_event(
+        self, api_key: str, event: np.ndarray, ref: np.ndarray | None = None, ts: int | None = None
+    ) -> None:
+        """Apply one outside event to an account now (``bot.core.book.apply_event``) and report
+        it as an exchange does: ACCOUNT_UPDATE with reason DEPOSIT or WITHDRAW for a transfer,
+        ADJUSTMENT (a deleverage; no order, no fee) for a reduced position."""
+        acct = self.account(api_key)
+        ts = self.now_ms if ts is None else ts
+        if ref is None:
+            ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
+        size, pprice = self._book_arrays(acct)
+        rows = np.zeros((2 * len(self.symbols), N_R))
+        before = acct.balance
+        balance, _, n = apply_event(
+            np.asarray(event, dtype=np.float64), acct.balance, 0.0, size, pprice, ref,
+            self.qty_steps, rows,
+        )  # fmt: skip
+        acct.balance = float(balance)
+        kind = int(event[E_KIND])
+        keys = []
+        for r in rows[:n]:
+            i, side = int(r[R_SYMBOL]), int(r[R_SIDE])
+            key = self._position_key(acct, self.symbols[i], side)
+            pos = acct.position(*key)
+            j = 0 if side > 0 else 1
+            pos.amount = side * float(size[j, i])
+            pos.entry_price = float(pprice[j, i])
+            pos.update_time_ms = ts
+            keys.append(key)
+        if kind in (EV_DEPOSIT, EV_WITHDRAW):
+            reason = "DEPOSIT" if kind == EV_DEPOSIT else "WITHDRAW"
+        elif n == 0:
+            return  # no position to reduce: nothing changed, nothing to report
+        else:
+            reason = "ADJUSTMENT"
+        self._account_update(acct, reason, acct.balance - before, keys, ts)
 
     # ------------------------------------------------------------------ fault-injection hooks
 
@@ -803,7 +897,7 @@ class MatchingEngine:
         before = acct.balance
         delta = size - abs(pos.amount)
         if delta != 0:
-            _, pnl = self._book(acct, symbol, ps, delta * sign, price, self.now_ms)
+            _, pnl, _ = self._book(acct, symbol, ps, delta * sign, price, self.now_ms)
             acct.balance += pnl
         self._account_update(acct, "ADJUSTMENT", acct.balance - before, [(symbol, ps)], self.now_ms)
 

@@ -35,6 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for the report (default: backtest.results_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    p.add_argument(
+        "--event",
+        action="append",
+        metavar="SPEC",
+        help="an outside event, repeatable: deposit:AMOUNT@TIME, withdraw:AMOUNT|PCT%%@TIME, "
+        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME",
+    )
     p.set_defaults(run=run)
 
 
@@ -133,6 +140,7 @@ def _summary(metrics: dict, symbols: tuple[str, ...]) -> Table:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports here: `gridbot --help` and other commands stay fast.
     from backtest.data import format_ms, load_candles_with_report
+    from backtest.events import parse_events
     from backtest.metrics import compute_metrics
     from backtest.report import write_report
     from backtest.runner import run_backtest
@@ -140,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     config_path = Path(args.config)
     config = apply_data_flags(load_config(config_path), args, str(config_path))
+    events = parse_events(getattr(args, "event", None))
     bt = config.backtest
     start_ms, end_ms = _dates(config, args)
     data_path = resolve_data_path(bt.data, config_path)
@@ -170,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         f"running the backtest over {n} candles (compiling the engine on the first run only, "
         f"~15 s) ..."
     ):
-        bt_run = run_backtest(config, candles)
+        bt_run = run_backtest(config, candles, events)
     elapsed = time.perf_counter() - t0
     metrics = compute_metrics(bt_run)
 

@@ -116,7 +116,7 @@ async def _main(
         task = asyncio.create_task(bot.run())
         if venue is not None:
             await bot.wait_ready()
-            feed = asyncio.create_task(venue.run(speed=args.speed, stop=bot._stop))
+            feed = asyncio.create_task(venue.run(speed=args.speed, stop=bot.stopped))
         if args.max_minutes:
             loop.call_later(args.max_minutes * 60, bot.stop)
         await task
@@ -138,8 +138,8 @@ async def _start_venue(config: object, symbols: list[str]) -> tuple[object, str,
 
     from backtest.data import load_candles
     from backtest.replay import round_to_ticks
-    from backtest.runner import warmup_candles
     from backtest.venue.server import Venue, VenueConfig
+    from bot.config import warmup_candles
 
     bt = config.backtest  # type: ignore[attr-defined]
     from bot.commands.backtest import resolve_data_path

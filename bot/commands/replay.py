@@ -5,9 +5,15 @@ simulated venue in lockstep, compared fill by fill with the backtester on the sa
 websockets) instead of its Binance USDT-M one; the decisions are the same core's.
 
 Trading starts at ``--start`` (or the data's start plus the warm-up); the warm-up candles
-before it (``backtest.runner.warmup_candles``) are served as klines for the bot's EMA seeding.
-Human output goes to stderr; ``--json`` prints one JSON object (fills_live, fills_backtest,
-matched, mismatches, ...) on stdout. Exit code 0 when every fill matches, 1 otherwise.
+before it (``bot.config.warmup_candles``) are served as klines for the bot's EMA seeding.
+``--event SPEC`` (repeatable, :mod:`backtest.events`) applies outside events (deposit,
+withdraw, reduce, reduce_all) to the venue's account and to the backtest alike.
+
+Human output goes to stderr; ``--json`` prints one JSON object (ok, final_balance_live,
+final_balance_backtest, final_equity_live, final_equity_backtest, first_divergence,
+fills_live, fills_backtest, matched, mismatches, trades_venue, ...) on stdout. Exit code 0
+when every fill matches in order, with its fee, and the final balance and equity agree; 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -43,17 +49,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="binance",
         help="which of the venue's API formats the bot trades through (default binance)",
     )
+    p.add_argument(
+        "--event",
+        action="append",
+        metavar="SPEC",
+        help="an outside event, repeatable: deposit:AMOUNT@TIME, withdraw:AMOUNT|PCT%%@TIME, "
+        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from backtest.data import load_candles, parse_date_ms
+    from backtest.events import parse_events
     from backtest.replay import replay
-    from backtest.runner import warmup_candles
+    from bot.config import warmup_candles
 
     console = Console(stderr=True)
     config = load_config(args.config)
+    events = parse_events(getattr(args, "event", None))
     symbols = (
         [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
         if args.symbols
@@ -73,14 +88,21 @@ def run(args: argparse.Namespace) -> int:
         f"replaying {len(candles.timestamps)} candles of {', '.join(candles.symbols)} "
         f"through the live bot on the venue's {args.exchange} API (lockstep) ..."
     )
-    result = asyncio.run(replay(config, candles, exchange=args.exchange))
+    result = asyncio.run(replay(config, candles, exchange=args.exchange, events=events))
     console.print(
         f"fills: live {len(result.fills_live)}, backtest {len(result.fills_backtest)}, "
         f"matched {result.matched}, mismatches {len(result.mismatches)} "
         f"({result.seconds:.1f} s)"
     )
+    console.print(
+        f"final balance: live {result.final_balance_live:.8f}, backtest "
+        f"{result.final_balance_backtest:.8f}; equity: live {result.final_equity_live:.8f}, "
+        f"backtest {result.final_equity_backtest:.8f}"
+    )
     for m in result.mismatches[:20]:
         console.print(f"[red]mismatch[/red] {m}")
+    if result.first_divergence is not None:
+        console.print(f"[red]first divergence[/red] {result.first_divergence}")
     if args.json:
         print(orjson.dumps(result.as_dict()).decode(), flush=True)
-    return 0 if not result.mismatches else 1
+    return 0 if result.ok else 1

@@ -46,6 +46,7 @@ KIND_ENTRY_GRID = 2
 KIND_CLOSE_GRID = 3
 KIND_UNSTUCK = 4
 KIND_LIQUIDATION = 5
+KIND_OUTSIDE = 6  # a position reduced by an outside event (deleverage, vault exit): no order
 
 KIND_NAMES = {
     KIND_ENTRY_INITIAL: "entry_initial",
@@ -53,6 +54,7 @@ KIND_NAMES = {
     KIND_CLOSE_GRID: "close",
     KIND_UNSTUCK: "unstuck",
     KIND_LIQUIDATION: "liquidation",
+    KIND_OUTSIDE: "outside",
 }
 
 # Leverage tier rows: [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]

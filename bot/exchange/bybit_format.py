@@ -19,6 +19,7 @@ from typing import Any
 from bot.exchange.events import (
     ADJUSTMENT,
     ORDER,
+    UNKNOWN_REASON,
     BalanceEvent,
     Event,
     FillEvent,
@@ -48,7 +49,6 @@ CLOSED_STATUSES = frozenset(
     {"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"}
 )
 ADJUSTMENT_STATUSES = frozenset({"Adl", "Liq"})  # positionStatus other than Normal
-UNKNOWN_REASON = ""
 
 
 def _f(x: Any) -> float:
@@ -116,6 +116,8 @@ def parse_order(d: dict[str, Any]) -> OrderEvent | None:
         pside=pside_of(d.get("positionIdx"), d["side"]),
         qty=sign * remaining,
         price=_f(d.get("price")),
+        filled=_f(d["cumExecQty"]) if d.get("cumExecQty") not in (None, "") else None,
+        cancelled=status in CLOSED_STATUSES and status != "Filled",
     )
 
 

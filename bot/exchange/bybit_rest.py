@@ -25,7 +25,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import numpy as np
 
-from bot.errors import ExchangeError
+from bot.errors import ExchangeError, PositionModeError
 from bot.exchange import bybit_format
 from bot.exchange.ccxt_adapter import AccountSnapshot, CcxtAdapter, _num
 from bot.exchange.events import FillEvent
@@ -143,14 +143,7 @@ class BybitAdapter(CcxtAdapter):
         Cross margin is the unified account's default (REGULAR_MARGIN, account-wide): it is
         not switched from here, since that would change every other position on the account.
         """
-        try:
-            await self._call(
-                self.ex.privatePostV5PositionSwitchMode,
-                {"category": CATEGORY, "coin": SETTLE, "mode": HEDGE_MODE},
-            )
-        except ExchangeError as exc:
-            if not any(c in str(exc) for c in NOT_MODIFIED):
-                raise
+        await self.ensure_hedge_mode()
         lev = str(int(leverage))
         for sym in symbols:
             params = {
@@ -164,6 +157,25 @@ class BybitAdapter(CcxtAdapter):
             except ExchangeError as exc:
                 if not any(c in str(exc) for c in NOT_MODIFIED):
                     raise
+
+    async def ensure_hedge_mode(self) -> bool:
+        """Hedge mode for USDT perpetuals (v5 has no query: the switch answers 110025 "not
+        modified" when it already is); True if it had to be switched."""
+        try:
+            await self._call(
+                self.ex.privatePostV5PositionSwitchMode,
+                {"category": CATEGORY, "coin": SETTLE, "mode": HEDGE_MODE},
+            )
+        except PositionModeError as exc:
+            raise PositionModeError(
+                "the account is in one-way position mode and Bybit will not switch it to "
+                f"hedge mode now ({exc}): close its positions and orders, then restart"
+            ) from None
+        except ExchangeError as exc:
+            if any(c in str(exc) for c in NOT_MODIFIED):
+                return False
+            raise
+        return True
 
     async def fetch_account(self, symbols: Sequence[str] | None = None) -> AccountSnapshot:
         """USDT ``walletBalance`` of the unified account and the hedge-mode positions."""

@@ -29,10 +29,12 @@ from bot.errors import (
     ExchangeError,
     InsufficientMarginError,
     OrderRejectedError,
+    PositionModeError,
     RateLimitError,
     TransientExchangeError,
     UnknownOrderError,
 )
+from bot.exchange.client_ids import ClientIds
 from bot.exchange.events import FillEvent
 from bot.live.credentials import redact
 from bot.live.orders import LiveOrder
@@ -47,6 +49,10 @@ _MAX_KLINE_PAGES = 200  # bounded: 300k candles of history at most
 _MAX_FILL_PAGES = 100  # bounded: 100 pages of fills per catch-up
 # "client order id already in use" codes: Binance -4116, Bybit 110072 (OrderLinkedID duplicate)
 _DUPLICATE_CODES = ("-4116", "110072")
+# "the account is not in the position mode of this order": Binance -4061, Bybit 10001 + text
+_MODE_MISMATCH = ("-4061", "position idx not match position mode")
+# "cannot switch position mode now": open orders (-4067 / 110028) or positions (-4068 / 110024)
+_MODE_LOCKED = ("-4067", "-4068", "110028", "110024")
 # "insufficient margin" codes ccxt may leave generic: Binance -2019, Bybit 110007/110012/110004
 _MARGIN_CODES = ("-2019", "110007", "110012", "110004")
 
@@ -56,6 +62,8 @@ def translate(exc: Exception) -> Exception:
     msg = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ccxt.BaseError) and any(c in msg for c in _DUPLICATE_CODES):
         return DuplicateOrderError(msg)
+    if isinstance(exc, ccxt.BaseError) and any(c in msg for c in _MODE_MISMATCH + _MODE_LOCKED):
+        return PositionModeError(msg)
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return RateLimitError(msg)
     if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
@@ -130,6 +138,7 @@ class CcxtAdapter:
         if base_url is not None:
             self._point_at(base_url)
         self.requests = 0  # for tests and the log: REST calls made
+        self.client_ids = ClientIds(self.client_ids_reusable)
 
     def _new_exchange(self, opts: dict[str, Any]) -> Any:
         return ccxt_async.binanceusdm(opts)
@@ -206,13 +215,9 @@ class CcxtAdapter:
     async def setup_account(self, symbols: Sequence[str], leverage: int) -> None:
         """Hedge position mode, cross margin and ``leverage`` on every symbol.
 
-        "No need to change" answers (-4059, -4046) mean it is already so.
+        "No need to change" answers (-4046) mean it is already so.
         """
-        try:
-            await self._call(self.ex.fapiPrivatePostPositionSideDual, {"dualSidePosition": "true"})
-        except ExchangeError as exc:
-            if "-4059" not in str(exc):
-                raise
+        await self.ensure_hedge_mode()
         for sym in symbols:
             sid = self.market_id(sym)
             try:
@@ -225,6 +230,26 @@ class CcxtAdapter:
             await self._call(
                 self.ex.fapiPrivatePostLeverage, {"symbol": sid, "leverage": int(leverage)}
             )
+
+    async def ensure_hedge_mode(self) -> bool:
+        """Verify the account trades hedge mode, switching it if it does not; True if it had
+        to be switched. Raises PositionModeError when the exchange will not switch (positions
+        or orders open in the other mode)."""
+        raw = await self._call(self.ex.fapiPrivateGetPositionSideDual)
+        if str(raw.get("dualSidePosition")).lower() == "true":
+            return False
+        try:
+            await self._call(self.ex.fapiPrivatePostPositionSideDual, {"dualSidePosition": "true"})
+        except PositionModeError as exc:
+            raise PositionModeError(
+                "the account is in one-way position mode and the exchange will not switch it "
+                f"to hedge mode now ({exc}): close its positions and orders, then restart"
+            ) from None
+        except ExchangeError as exc:
+            if "-4059" in str(exc):  # "no need to change": switched meanwhile
+                return False
+            raise
+        return True
 
     async def fetch_account(self, symbols: Sequence[str] | None = None) -> AccountSnapshot:
         """Wallet balance (``walletBalance`` of USDT) and hedge-mode positions, one request."""

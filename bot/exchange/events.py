@@ -13,6 +13,8 @@ from dataclasses import dataclass
 __all__ = [
     "ADJUSTMENT",
     "ORDER",
+    "TRANSFER_REASONS",
+    "UNKNOWN_REASON",
     "BalanceEvent",
     "Event",
     "FillEvent",
@@ -28,6 +30,14 @@ __all__ = [
 ORDER = "ORDER"
 FUNDING = "FUNDING"
 ADJUSTMENT = "ADJUSTMENT"
+UNKNOWN_REASON = ""  # the report does not say why (Bybit's wallet topic)
+# money moved in or out of the account (Binance ACCOUNT_UPDATE reasons): not trading results
+TRANSFER_REASONS = frozenset(
+    {
+        "DEPOSIT", "WITHDRAW", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW", "MARGIN_TRANSFER",
+        "ASSET_TRANSFER", "COIN_SWAP_DEPOSIT", "COIN_SWAP_WITHDRAW",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,8 @@ class OrderEvent:
     pside: int = 0
     qty: float = 0.0
     price: float = 0.0
+    filled: float | None = None  # the order's cumulative filled quantity (None: not reported)
+    cancelled: bool = False  # ended without filling completely (cancelled, expired, rejected)
 
 
 @dataclass(frozen=True)

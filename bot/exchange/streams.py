@@ -401,11 +401,15 @@ class _BybitSocket:
         raise NotImplementedError
 
     def build(self) -> StreamClient:
+        # market data flows all the time: silence means a dead socket; the private socket is
+        # quiet when nothing happens, and only its pongs prove it alive
+        public = self._name == "public"
+        silence = self.silence_timeout_s
         self.client = StreamClient(
-            "market" if self._name == "public" else "user",
+            "market" if public else "user",
             f"{self.ws_url.rstrip('/')}{self.path}",
             self._dispatch,
-            silence_timeout_s=max(self.silence_timeout_s, 2.5 * self.ping_interval_s),
+            silence_timeout_s=silence if public else max(silence, 2.5 * self.ping_interval_s),
             max_age_s=self.max_age_s,
             on_open=self._on_open,
             ping_json={"op": "ping"},
@@ -577,12 +581,27 @@ def binance_events(ev: str, data: dict[str, Any]) -> list[Event]:
                 )  # fmt: skip
             )
         status = o.get("X")
+        filled = float(o.get("z", 0) or 0)
         if status in ("FILLED", "CANCELED", "EXPIRED", "REJECTED", "EXPIRED_IN_MATCH"):
-            out.append(OrderEvent(o["s"], cid, str(o["i"]), False))
-        elif status in ("NEW", "PARTIALLY_FILLED"):
-            remaining = float(o["q"]) - float(o.get("z", 0) or 0)
             out.append(
-                OrderEvent(o["s"], cid, str(o["i"]), True, pside, sign * remaining, float(o["p"]))
+                OrderEvent(
+                    o["s"],
+                    cid,
+                    str(o["i"]),
+                    False,
+                    pside,
+                    0.0,
+                    float(o["p"]),
+                    filled,
+                    status != "FILLED",
+                )  # fmt: skip
+            )
+        elif status in ("NEW", "PARTIALLY_FILLED"):
+            remaining = float(o["q"]) - filled
+            out.append(
+                OrderEvent(
+                    o["s"], cid, str(o["i"]), True, pside, sign * remaining, float(o["p"]), filled
+                )
             )
         return out
     if ev == "ACCOUNT_UPDATE":

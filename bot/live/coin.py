@@ -1,0 +1,29 @@
+"""One traded coin's market side in the live bot: its market spec, EMAs, latest price, and the
+primitives its cycle task waits on. Its position and orders live in :mod:`bot.live.book`."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bot.markets import MarketSpec
+
+__all__ = ["Coin"]
+
+
+@dataclass
+class Coin:
+    symbol: str
+    spec: MarketSpec
+    market: np.ndarray
+    emas: np.ndarray = field(default_factory=lambda: np.zeros((2, 3)))  # [long, short] x 3
+    last_kline_ts: int = -1  # open time of the last closed kline in the EMAs
+    last_price: float = math.nan
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one cycle or catch-up at a time
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    done_ts: int = -1  # lockstep: the last kline whose orders are reconciled
+    busy: bool = False  # a cycle is running (woken and not yet finished)
+    catching_up: bool = False  # klines are being fetched by REST

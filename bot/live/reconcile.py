@@ -1,0 +1,190 @@
+"""Reconciliation: the book made equal to the exchange's truth, by REST.
+
+When: at start, after every (re)connect or stream silence, every ``rest_sync_interval_seconds``,
+and whenever an event disagrees with the book. How:
+
+1. our open orders, as the exchange lists them (first: an order that fills after this call is
+   still counted as resting, never as gone with its fill unbooked);
+2. a consistent snapshot: the fills since each coin's cursor, the balance and positions, then
+   the fills again; when the second catch-up finds nothing (and no stream event came), the
+   snapshot is exactly as new as the book and is applied (:meth:`Book.apply_snapshot`);
+3. watermarks checked: an exchange whose latest fill is older than our cursor went backwards
+   (an account reset, a new account behind the same key): the cursor restarts from the
+   exchange's, the positions are adopted and hedge mode is verified again.
+
+While it runs the book is in doubt ("reconciling"): no new entries, closes still go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import ExchangeError, TransientExchangeError
+from bot.live.coin import Coin
+
+if TYPE_CHECKING:
+    from bot.live.bot import LiveBot
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger("gridbot.live.reconcile")
+
+
+class Reconciler:
+    def __init__(self, bot: LiveBot) -> None:
+        self.bot = bot
+        self.book = bot.book
+        self.adapter = bot.adapter
+        self.sync_wanted = asyncio.Event()
+        self.synced_ts = -1  # candle snapshots: the last candle taken
+        self.last_sync_monotonic = 0.0
+        self.resets = 0
+        self.running = 0  # syncs in progress (lockstep waits for them to settle)
+
+    async def catch_up_trades(self, c: Coin) -> int:
+        """Book the fills missed since the cursor (REST); returns how many were new."""
+        cb = self.book.coins[c.symbol]
+        if cb.cursor < 0:  # a first start: our fills begin now
+            cb.cursor = await self.bot.rest(self.adapter.latest_fill_cursor, c.symbol)
+            self.book.save(cb)
+            return 0
+        fills = await self.bot.rest(self.adapter.fetch_fills, c.symbol, cb.cursor)
+        new = 0
+        for f in fills:
+            if self.book.fill(f):
+                new += 1
+                if f.remaining == 0.0:
+                    self.adapter.client_ids.retire(f.client_id)
+                self.bot.on_fill(f)
+        return new
+
+    async def consistent_snapshot(self, tries: int = 3) -> tuple[Any | None, int]:
+        """(balance-and-positions snapshot that agrees with our booked fills, fills booked).
+
+        Catch up our fills, take the snapshot, catch up again: when the second catch-up finds
+        nothing (and no stream event arrived meanwhile), no fill happened around the snapshot,
+        so it is exactly as new as our book. Otherwise it may be older or newer than our fills
+        and adopting its positions would double or drop a fill: try again, or give up and
+        return None (the next sync tries again).
+        """
+        booked = 0
+        check_seq = not self.bot.feeds.candle_snapshots  # there, stream fills are not booked
+        for _ in range(tries):
+            for c in self.bot.coins.values():
+                async with c.lock:
+                    booked += await self.catch_up_trades(c)
+            seq = self.book.user_seq
+            snap = await self.bot.rest(self.adapter.fetch_account, self.bot.symbols)
+            late = 0
+            for c in self.bot.coins.values():
+                async with c.lock:
+                    late += await self.catch_up_trades(c)
+            booked += late
+            if late == 0 and (not check_seq or seq == self.book.user_seq):
+                return snap, booked
+        return None, booked
+
+    async def _open_orders(self) -> None:
+        for c in self.bot.coins.values():
+            async with c.lock:
+                for _ in range(3):
+                    seq = self.book.user_seq
+                    orders = await self.bot.rest(self.adapter.fetch_open_orders, c.symbol)
+                    if seq == self.book.user_seq:
+                        break
+                self.book.set_open_orders(c.symbol, orders)
+
+    async def _watermarks(self) -> list[str]:
+        """Symbols whose exchange history went backwards (latest fill older than our cursor)."""
+        out = []
+        for s, cb in self.book.coins.items():
+            if cb.cursor <= 0:
+                continue
+            latest = await self.bot.rest(self.adapter.latest_fill_cursor, s)
+            if latest < cb.cursor:
+                out.append((s, latest))
+        for s, latest in out:
+            log.error(
+                "%s: the exchange's latest fill (%d) is older than our cursor (%d): the account "
+                "was reset or replaced; adopting the exchange's positions and orders as they "
+                "are, and checking the position mode again",
+                s, latest, self.book.coins[s].cursor,
+            )  # fmt: skip
+            self.book.reset(s, latest)
+            self.resets += 1
+        return [s for s, _ in out]
+
+    async def sync(self, *, quiet: bool = False) -> bool:
+        """Open orders, then a consistent snapshot; True when the book now equals the
+        exchange (False: no consistent snapshot this time, the book stays in doubt)."""
+        book = self.book
+        book.doubt("reconciling")
+        self.running += 1
+        try:
+            reset = await self._watermarks()
+            if reset:
+                await self.bot.verify_position_mode()
+            await self._open_orders()
+            snap, _ = await self.consistent_snapshot()
+            if snap is None:
+                book.doubt("snapshot pending")
+                return False
+            book.apply_snapshot(snap.balance, snap.positions, quiet=quiet)
+            if reset:  # another account's history: its balance peak starts now
+                book.balance_peak = book.balance
+                book.state.set("balance_peak", book.balance_peak)
+            book.resolve("snapshot pending")
+            self.last_sync_monotonic = asyncio.get_running_loop().time()
+            if reset and self.bot.notify is not None:
+                self.bot.notify("reset", {"symbols": reset})
+            return True
+        finally:
+            self.running -= 1
+            if not self.running:
+                book.resolve("reconciling")
+
+    async def candle_state(self, ts: int) -> None:
+        """Lockstep with a separate private socket (Bybit): candle ``ts``'s fills, balance and
+        positions by REST, once per candle, before any coin's cycle.
+
+        Why REST and not the private events: the venue books candle k before it sends its
+        kline, so REST already holds all of candle k; the private socket may still be
+        delivering it, with nothing to say when it is complete.
+        """
+        if ts <= self.synced_ts:
+            return
+        snap, new = await self.consistent_snapshot(tries=10)
+        if snap is None:
+            raise TransientExchangeError("no REST snapshot consistent with the fills")
+        self.book.apply_snapshot(snap.balance, snap.positions, quiet=False)
+        if new:  # the peak follows fills only
+            self.book.raise_peak()
+        self.synced_ts = ts
+
+    async def loop(self) -> None:
+        """Every ``rest_sync_interval_seconds``, or sooner when asked (coalesced)."""
+        bot = self.bot
+        while not bot.stopping:
+            try:
+                await asyncio.wait_for(self.sync_wanted.wait(), bot.live.rest_sync_interval_seconds)
+            except TimeoutError:
+                pass
+            self.sync_wanted.clear()
+            if bot.stopping:
+                break
+            try:
+                ok = await self.sync()
+            except TransientExchangeError as exc:
+                log.warning("REST sync failed: %s", exc)
+                ok = False
+            except ExchangeError as exc:
+                bot.errors.append(str(exc))
+                log.warning("REST sync failed: %s", exc)
+                ok = False
+            if not ok:
+                self.sync_wanted.set()
+                await asyncio.sleep(1.0)
+                continue
+            bot.wake_all()
