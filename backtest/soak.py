@@ -89,8 +89,8 @@ class TradeRow:
 
     ``kind``: ``entry`` / ``close`` (fills of ours that grew / shrank the position),
     ``outside`` (fills of orders not ours), ``liquidation``, ``adjustment`` (a position changed
-    without an order: deleverage, manual change), ``funding`` (symbol empty, qty 0) and
-    ``reset`` (a fresh account: ``balance_after`` is its balance, every position flat).
+    without an order: deleverage, manual change), ``funding`` and ``transfer`` (a deposit or
+    withdrawal; symbol empty, qty 0) and ``reset`` (a fresh account: ``balance_after`` is its balance, every position flat).
     ``position_after`` is signed (+ long, - short); ``balance_before`` is the balance just
     before this change; ``placed_balance`` the balance when the order was accepted (fills)."""
 
@@ -579,30 +579,36 @@ class VenueRecorder:
             elif ev.reason == "INSURANCE_CLEAR":
                 while self._pending:
                     self._fill_row(self._pending.pop(0), ev, before_balance, liquidation=True)
-            elif ev.reason == "FUNDING":
-                for p in ev.positions:
-                    self._set_pos(p.symbol, p.position_side, p.amount)
+            elif ev.reason in ("FUNDING", "DEPOSIT", "WITHDRAW"):
+                kind = "funding" if ev.reason == "FUNDING" else "transfer"
                 self.rows.append(
                     TradeRow(ev.time_ms, "", "", "", 0.0, 0.0, 0.0, ev.balance_change,
-                             ev.balance, "funding", balance_before=before_balance,
-                             wall_s=self.now())
+                             ev.balance, kind, balance_before=before_balance, wall_s=self.now())
                 )  # fmt: skip
+                self._adjustments(ev, before_balance, pnl=0.0)
             else:  # ADJUSTMENT and anything else that moves positions without a fill
-                for p in ev.positions:
-                    was = self._set_pos(p.symbol, p.position_side, p.amount)
-                    delta = p.amount - was
-                    self.rows.append(
-                        TradeRow(
-                            ev.time_ms, p.symbol, "BUY" if delta > 0 else "SELL",
-                            p.position_side, abs(delta), p.entry_price, 0.0, ev.balance_change,
-                            ev.balance, "adjustment", position_after=p.amount,
-                            entry_price_after=p.entry_price, balance_before=before_balance,
-                            wall_s=self.now(),
-                        )
-                    )  # fmt: skip
+                self._adjustments(ev, before_balance, pnl=ev.balance_change)
         if fired:
             for fn in list(self.on_our_fill):
                 fn()
+
+    def _adjustments(self, ev: AccountUpdate, before_balance: float, pnl: float) -> None:
+        """Rows for the positions an account update changed without a fill (the realized pnl
+        on the first of them)."""
+        for p in ev.positions:
+            was = self._set_pos(p.symbol, p.position_side, p.amount)
+            delta = p.amount - was
+            if delta == 0.0:
+                continue
+            self.rows.append(
+                TradeRow(
+                    ev.time_ms, p.symbol, "BUY" if delta > 0 else "SELL", p.position_side,
+                    abs(delta), p.entry_price, 0.0, pnl, ev.balance, "adjustment",
+                    position_after=p.amount, entry_price_after=p.entry_price,
+                    balance_before=before_balance, wall_s=self.now(),
+                )
+            )  # fmt: skip
+            pnl = 0.0
 
     def _fill_row(
         self, ou: OrderUpdate, au: AccountUpdate, before_balance: float, liquidation: bool = False
