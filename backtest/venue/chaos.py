@@ -130,17 +130,20 @@ def make_schedule(
     *,
     round_s: float = 90.0,
     kinds: tuple[str, ...] = KINDS,
+    lead_in_s: float | None = None,
 ) -> list[Fault]:
-    """Every kind once per round (``window_s`` cut into rounds of about ``round_s``), each at a
-    uniform random time in its round, sorted by start time. Deterministic in ``seed``."""
+    """Every kind once per round (the window after a calm ``lead_in_s``, default the smaller of
+    10 s and 15% of the window, cut into rounds of about ``round_s``), each at a uniform random
+    time in its round, sorted by start time. Deterministic in ``seed``."""
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
-    rounds = max(1, round(window_s / round_s))
-    length = window_s / rounds
+    lead = min(10.0, 0.15 * window_s) if lead_in_s is None else lead_in_s
+    rounds = max(1, round((window_s - lead) / round_s))
+    length = (window_s - lead) / rounds
     out: list[Fault] = []
     for r in range(rounds):
         for kind in kinds:
             duration, params = _draw(rng, kind)
-            start = r * length + rng.uniform(0.05, 0.9) * length
+            start = lead + r * length + rng.uniform(0.02, 0.9) * length
             out.append(Fault(round(start, 3), kind, round(duration, 3), tuple(params.items())))
     return sorted(out, key=lambda f: (f.at_s, f.kind))
 
