@@ -401,6 +401,7 @@ class VenueRecorder:
         self.rows: list[TradeRow] = []
         self.attempts: list[OrderAttempt] = []
         self.duplicates: list[dict[str, Any]] = []
+        self.mode_refusals: list[float] = []  # time.monotonic() of orders refused for the mode
         self.on_our_fill: list[Callable[[], None]] = []
         self._pos: dict[tuple[str, str], float] = {}
         self._empty_since: dict[tuple[str, str], float] = {}
@@ -485,6 +486,7 @@ class VenueRecorder:
             attempt.code, attempt.msg = err.code, err.msg
             if err.code == -4061:
                 attempt.empty_for_s = min(attempt.empty_for_s, self.now() - self._mode_since)
+                self.mode_refusals.append(time.monotonic())
             self.attempts.append(attempt)
             raise
         attempt.accepted, attempt.order_id = True, order.order_id
@@ -518,8 +520,9 @@ class VenueRecorder:
                     ps = {"1": "LONG", "2": "SHORT"}.get(idx, "BOTH")
                     symbol = str(params.get("symbol") or "")
                     empty = self._empty_for(symbol, ps)
-                    if getattr(err, "code", None) == 10001:
+                    if err.code == 10001 and "position idx" in err.msg:
                         empty = min(empty, self.now() - self._mode_since)
+                        self.mode_refusals.append(time.monotonic())
                     self.attempts.append(
                         OrderAttempt(
                             wall_s=self.now(),
@@ -959,7 +962,15 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
     root = Path(__file__).resolve().parent.parent
     bot = BotProcess(cmd, out, cwd=root)
     recorder.on_our_fill.append(bot.on_our_fill)
-    chaos = Chaos(venue, api_key, wel, killer=bot, exchange=exchange, mode_grace_s=grace_s)
+    chaos = Chaos(
+        venue,
+        api_key,
+        wel,
+        killer=bot,
+        exchange=exchange,
+        mode_grace_s=grace_s,
+        mode_refusals=lambda: recorder.mode_refusals,
+    )
     stop_feed = asyncio.Event()
     feed: asyncio.Task | None = None
     tasks: list[asyncio.Task] = []

@@ -32,7 +32,8 @@ Fault kinds (:data:`KINDS`):
   forgotten); the bot must notice and switch hedge mode back on, as after a flip;
 - ``position_mode_flip``: orders cancelled, positions closed at market, account switched to
   one-way mode; after the fault's duration the bot must have switched it back to hedge mode
-  (if not, it is counted in :attr:`Chaos.mode_not_reapplied` and the soak switches it back);
+  if an order of its was refused for the mode early enough (if not, it is counted in
+  :attr:`Chaos.mode_not_reapplied`); the soak then switches it back itself;
 - ``kill9``: ``kill -9`` of the bot, restarted on the same state dir after a pause;
 - ``kill9_in_flight``: the same at the moment the venue books a fill of ours, before the fill
   goes out on the user stream;
@@ -50,6 +51,7 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -171,6 +173,10 @@ class Chaos:
     mode_not_reapplied: int = 0
     # a flip the bot has not undone within this long counts even when the soak ends first
     mode_grace_s: float = 10.0
+    # monotonic times of orders refused because of the position mode (the bot's cue to check
+    # it); when given, a flip counts as not re-applied only if one came mode_grace_s before
+    # the end of the fault: a bot that sent nothing had no reason to look yet
+    mode_refusals: Callable[[], Sequence[float]] | None = None
     _silent: int = 0
     _delays: list[float] = field(default_factory=list)
 
@@ -357,7 +363,10 @@ class Chaos:
         try:
             await asyncio.sleep(f.duration_s)
         finally:
-            held = time.monotonic() - t_flip >= min(f.duration_s, self.mode_grace_s)
+            now = time.monotonic()
+            held = now - t_flip >= min(f.duration_s, self.mode_grace_s)
+            if held and self.mode_refusals is not None:
+                held = any(t_flip <= t <= now - self.mode_grace_s for t in self.mode_refusals())
             acct = v.engine.account(self.api_key)  # a reset may have replaced it meanwhile
             if not acct.hedge_mode:
                 if held:
