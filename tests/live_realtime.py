@@ -25,8 +25,12 @@ def run_realtime(
     candles_per_second: float,
     setup: Callable[[Venue], Any] | None = None,
     measure: Callable[[Venue], tuple[float, float]],
+    on_candle: Callable[[int, Venue, LiveBot], Any] | None = None,
+    live_overrides: dict[str, Any] | None = None,
 ) -> tuple[float, float, int]:
-    """Run for ``seconds`` of wall time; returns (worst measured value, its limit, fills)."""
+    """Run for ``seconds`` of wall time; returns (worst measured value, its limit, fills).
+
+    ``on_candle(i, venue, bot)`` runs after the i-th candle (may be a coroutine function)."""
 
     async def go() -> tuple[float, float, int]:
         candles_t = round_to_ticks(candles)
@@ -44,7 +48,9 @@ def run_realtime(
         await venue.start()
         adapter = CcxtAdapter(exchange, key, secret, base_url=venue.rest_url, throttle=False)
         tmp = tempfile.TemporaryDirectory(prefix="gridbot-rt-")
-        cfg = replay_config(config, tmp.name, {"stream_silence_timeout_seconds": 2.0})
+        cfg = replay_config(
+            config, tmp.name, {"stream_silence_timeout_seconds": 2.0, **(live_overrides or {})}
+        )
         bot = LiveBot(cfg, adapter, symbols=candles_t.symbols, ws_url=venue.ws_url)
         task = asyncio.create_task(bot.run())
         worst, limit = 0.0, 1.0
@@ -55,8 +61,14 @@ def run_realtime(
                 setup(venue)
             loop = asyncio.get_running_loop()
             end = loop.time() + seconds
+            i = 0
             while loop.time() < end and venue.index < venue.n_candles and not task.done():
                 await venue.advance(1)
+                if on_candle is not None:
+                    r = on_candle(i, venue, bot)
+                    if asyncio.iscoroutine(r):
+                        await r
+                i += 1
                 for _ in range(4):
                     await asyncio.sleep(0.25 / candles_per_second)
                     w, lim = measure(venue)

@@ -271,3 +271,53 @@ def test_bybit_fill_arriving_after_its_order_status_never_doubles_an_entry():
     )
     assert n_fills > 10
     assert worst <= limit, f"exchange-side WE reached {worst:.3f} x the limit"
+
+
+def test_binance_real_time_silent_user_stream_and_a_deleverage_is_reconciled():
+    """The finding as it happened: real time, every socket silent (the user stream's silence
+    proves nothing, it is quiet when nothing happens), the exchange cuts a position meanwhile.
+    The periodic REST reconciliation must catch it: no closes rest against what is gone."""
+    from tests.live_realtime import run_realtime
+
+    config = trading_config()
+    seen: dict[str, object] = {"checks": 0}
+
+    async def on_candle(i, venue, bot):
+        if i == 25:
+            venue.set_ws_silent(True)
+            pos = max(_exchange_positions(venue).items(), key=lambda kv: kv[1][0] * kv[1][1])
+            (symbol, side), (size, _) = pos
+            step = venue.engine.specs[symbol].qty_step
+            ps = "LONG" if side > 0 else "SHORT"
+            venue.change_position(_key(venue), symbol, ps, round(size / 3 / step) * step)
+            seen["cut"] = (symbol, ps)
+        elif i == 45:
+            venue.set_ws_silent(False)
+        elif i >= 55 and i % 5 == 0:
+            # the market holds still (no candle) while the bot catches up: real time has lag
+            problems: list[str] = ["not checked"]
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                problems = _book_equals_exchange(venue, bot)
+                for (s, side), (size, _) in _exchange_positions(venue).items():
+                    ps = "LONG" if side > 0 else "SHORT"
+                    step = venue.engine.specs[s].qty_step
+                    if _resting_closes(venue, s, ps) > size + step / 2:
+                        problems.append(f"closes rest against a vanished {s} {ps}")
+                if not problems:
+                    break
+            assert problems == [], f"candle {i}: {problems}"
+            seen["checks"] += 1
+
+    worst, limit, n_fills = run_realtime(
+        config,
+        sample(3.0),
+        exchange="binance",
+        seconds=22.0,
+        candles_per_second=4.0,
+        measure=lambda venue: (_max_we_ratio(venue, config), _step_limit(venue, config)),
+        on_candle=on_candle,
+        live_overrides={"rest_sync_interval_seconds": 2.0, "stream_silence_timeout_seconds": 30.0},
+    )
+    assert "cut" in seen and seen["checks"] >= 5
+    assert worst <= limit

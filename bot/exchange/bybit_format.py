@@ -28,7 +28,7 @@ from bot.exchange.events import (
     PositionEvent,
     PriceEvent,
 )
-from bot.live.orders import PREFIX
+from bot.exchange.order import PREFIX
 
 __all__ = [
     "FILL_EXEC_TYPES",

@@ -29,7 +29,7 @@ from bot.errors import ExchangeError, PositionModeError
 from bot.exchange import bybit_format
 from bot.exchange.ccxt_adapter import AccountSnapshot, CcxtAdapter, _num
 from bot.exchange.events import FillEvent
-from bot.live.orders import LiveOrder
+from bot.exchange.order import LiveOrder
 from bot.markets import MarketSpec
 
 __all__ = ["BybitAdapter", "point_bybit_at", "tiers_from_risk_limits"]

@@ -36,9 +36,9 @@ from bot.errors import (
 )
 from bot.exchange.client_ids import ClientIds
 from bot.exchange.events import FillEvent
-from bot.live.credentials import redact
-from bot.live.orders import LiveOrder
+from bot.exchange.order import LiveOrder
 from bot.markets import MarketSpec
+from bot.redaction import redact
 
 __all__ = ["AccountSnapshot", "CcxtAdapter", "translate"]
 

@@ -12,42 +12,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from bot.core.params import KIND_NAMES, O_KIND, O_PRICE, O_QTY
+from bot.core.params import O_KIND, O_PRICE, O_QTY
+from bot.exchange.order import PREFIX, LiveOrder
 
 __all__ = ["PREFIX", "LiveOrder", "batches", "client_order_id", "diff_orders", "orders_from_rows"]
 
-PREFIX = "gb"
 _KIND_CODE = {1: "i", 2: "g", 3: "c", 4: "u", 5: "l"}
-
-
-@dataclass(frozen=True)
-class LiveOrder:
-    """One limit order of ours. ``qty`` is signed (+buy / -sell); ``pside`` +1 long, -1 short."""
-
-    symbol: str
-    pside: int
-    qty: float
-    price: float
-    kind: int
-    level: int = 0
-    client_id: str = ""
-    order_id: str | None = None
-
-    @property
-    def side(self) -> str:
-        return "BUY" if self.qty > 0 else "SELL"
-
-    @property
-    def position_side(self) -> str:
-        return "LONG" if self.pside > 0 else "SHORT"
-
-    @property
-    def kind_name(self) -> str:
-        return KIND_NAMES.get(self.kind, "?")
 
 
 def client_order_id(
