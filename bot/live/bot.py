@@ -35,7 +35,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,6 +93,10 @@ log = logging.getLogger("gridbot.live.bot")
 
 MINUTE_MS = 60_000
 _SIDES = (1, -1)
+
+
+def _ignore(kind: str, **fields: Any) -> None:
+    """The default event sink: nothing listens."""
 
 
 class StartupRefused(ConfigError):
@@ -206,6 +210,7 @@ class LiveBot:
         self._recoveries: set[asyncio.Task] = set()
         self._clock_offset_ms = 0  # server minus local clock (Bybit's ws auth expiry)
         self.cycles = 0
+        self.notify: Callable[..., None] = _ignore  # events: bot.live.monitor sets it
 
     # ------------------------------------------------------------------ start-up
 
@@ -535,6 +540,7 @@ class LiveBot:
                 ex[0],
                 mine[0],
             )
+            self.notify("position_changed", symbol=c.symbol, j=j, ours=mine[0], exchange=ex[0])
             c.pos[j] = [ex[0], ex[1] if ex[0] > 0 else 0.0]
             self._save_position(c)
         return c.pos[j][0], c.pos[j][1]
@@ -566,6 +572,7 @@ class LiveBot:
                         ok = self._on_error(c, "cancel", o, r) and ok
                     else:
                         self._forget(c, o)
+                        self.notify("order_cancelled", order=o)
             if not ok:
                 return False  # never create while stale orders may still rest
             dups: list[LiveOrder] = []
@@ -575,6 +582,7 @@ class LiveBot:
                     if isinstance(r, LiveOrder):
                         if r.order_id not in c.closed_ids:
                             c.open[r.client_id] = r
+                        self.notify("order_created", order=r)
                     elif (
                         isinstance(r, DuplicateOrderError) and not self.adapter.client_ids_reusable
                     ):
@@ -626,6 +634,7 @@ class LiveBot:
         else:
             raise exc
         self.errors.append(text)
+        self.notify("order_error", symbol=c.symbol, text=text)
         return False
 
     # ------------------------------------------------------------------ REST
@@ -683,6 +692,7 @@ class LiveBot:
                 c.exch = [[ex[0], ex[1]], [ex[2], ex[3]]]
                 c.exch_time = [-1, -1]
                 c.exch_booked = c.booked
+            self.notify("reconciled")
         for c in self.coins.values():
             async with c.lock:
                 for _ in range(3):
@@ -788,6 +798,7 @@ class LiveBot:
         return self._listen_key
 
     def _on_stream_state(self, name: str, up: bool) -> None:
+        self.notify("stream", name=name, up=up)
         if name == "market":
             self._market_up = up
             self.market_connected = up
@@ -938,6 +949,7 @@ class LiveBot:
         self.fills.append(
             LiveFill(f.time_ms, f.symbol, f.pside, f.qty, f.price, f.trade_id, f.client_id)
         )
+        self.notify("fill", fill=self.fills[-1])
         self._save_position(c)
         if not self.lockstep:
             c.wake.set()
