@@ -155,6 +155,7 @@ class Monitor:
         self.server: Any = None
         self.status_url: str | None = None
         self._handlers: list[logging.Handler] = []
+        self._level: int | None = None
         self._task: asyncio.Task | None = None
         bot.notify = self
 
@@ -186,6 +187,9 @@ class Monitor:
         warm_up()
         gl = logging.getLogger("gridbot")
         if self.log_file:
+            self._level = gl.level
+            if gl.getEffectiveLevel() > logging.INFO:
+                gl.setLevel(logging.INFO)  # the file holds INFO whatever the terminal shows
             h = install_log_file(self.log_file, self.live.log_max_mb, self.live.log_backups)
             h.addFilter(_Redact(self))
             self._handlers.append(h)
@@ -247,6 +251,9 @@ class Monitor:
             gl.removeHandler(h)
             h.close()
         self._handlers.clear()
+        if self._level is not None:
+            gl.setLevel(self._level)
+            self._level = None
 
     # ------------------------------------------------------------------ the status
 
