@@ -190,7 +190,12 @@ def test_alert_payload_formats():
     assert public_origin(f"https://api.telegram.org/bot{BOT_TOKEN}/sendMessage") == (
         "https://api.telegram.org"
     )
-    assert BOT_TOKEN in secret_parts_of_url(f"https://api.telegram.org/bot{BOT_TOKEN}/x")[1:][0][3:]
+    parts = secret_parts_of_url(f"https://api.telegram.org/bot{BOT_TOKEN}/sendMessage?k=v")
+    assert BOT_TOKEN in parts and "k=v" in parts and "sendMessage" not in parts
+    discord = "https://discord.com/api/webhooks/123456789012345678/" + "T" * 68
+    assert "T" * 68 in secret_parts_of_url(discord) and "webhooks" not in secret_parts_of_url(
+        discord
+    )
 
 
 def test_alerts_are_retried_with_backoff_after_5xx():

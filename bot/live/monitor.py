@@ -63,7 +63,11 @@ def secret_parts_of_url(url: str) -> list[str]:
     query)."""
     parts = urlsplit(url)
     out = [url]
-    out += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+    for seg in parts.path.split("/"):
+        if len(seg) >= 16:  # tokens, ids; not words like "sendMessage" or "webhooks"
+            out.append(seg)
+            if seg.startswith("bot") and ":" in seg:  # Telegram: bot<TOKEN>
+                out.append(seg[3:])
     if parts.query:
         out.append(parts.query)
     if parts.password:
