@@ -517,3 +517,28 @@ def test_gridbot_status_prints_the_api_as_tables_and_json():
     assert [c["symbol"] for c in st["coins"]] == ["BTCUSDT", "ETHUSDT"]
     assert tab.returncode == 0, tab.stderr
     assert "BTCUSDT" in tab.stderr and "ETHUSDT" in tab.stderr and "balance" in tab.stderr
+
+
+def test_a_taken_status_port_is_logged_and_trading_goes_on(caplog):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+
+    async def go():
+        cfg = parse_config({"live": {"status_port": port}})
+        m = Monitor(fake_bot(cfg), cfg.live, env={}, log_file="")
+        await m.start()  # does not raise
+        await m.close()
+        return m
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="gridbot.live.monitor"):
+            m = asyncio.run(go())
+    finally:
+        sock.close()
+    assert m.status_url is None
+    assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+    assert m.events[-1]["kind"] == "status_page"
