@@ -12,7 +12,7 @@ import sys
 
 from bot.errors import GridbotError
 
-COMMANDS = ("risk", "backtest", "download", "optimize", "live", "venue", "replay")
+COMMANDS = ("risk", "backtest", "download", "optimize", "live", "venue", "replay", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

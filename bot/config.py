@@ -22,6 +22,7 @@ from bot.errors import ConfigError
 
 __all__ = [
     "warmup_candles",
+    "AlertsConfig",
     "BacktestConfig",
     "Config",
     "LiveConfig",
@@ -100,6 +101,20 @@ class BotConfig(_Strict):
     short: SideConfig = SideConfig(enabled=False)
 
 
+class AlertsConfig(_Strict):
+    """Webhook alerts of the live bot (``bot.live.alerts``)."""
+
+    url: str | None = None
+    url_env: str = "GRIDBOT_ALERTS_URL"
+    format: Literal["json", "telegram", "discord"] = "json"
+    telegram_chat_id: str | int | None = None
+    liquidation_distance_pct: float = Field(10.0, ge=0.0, le=100.0)
+    stream_down_seconds: float = Field(120.0, gt=0.0, le=86_400.0)
+    repeated_errors: int = Field(5, ge=1, le=10_000)
+    repeated_errors_minutes: float = Field(10.0, gt=0.0, le=1440.0)
+    fills: bool = False
+
+
 class LiveConfig(_Strict):
     """How the live bot talks to the exchange."""
 
@@ -120,6 +135,14 @@ class LiveConfig(_Strict):
     rest_sync_interval_seconds: float = Field(60.0, gt=0.0, le=3600.0)
     base_url: str | None = None
     ws_url: str | None = None
+    status_port: int | None = Field(8765, ge=0, le=65535)
+    status_host: str = "127.0.0.1"
+    status_token_env: str = "GRIDBOT_STATUS_TOKEN"
+    log_file: str | None = "results/live/gridbot.jsonl"
+    log_max_mb: float = Field(10.0, gt=0.0, le=10_000.0)
+    log_backups: int = Field(5, ge=0, le=1000)
+    heartbeat_minutes: float = Field(60.0, ge=0.0, le=1440.0)
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class BacktestConfig(_Strict):
