@@ -348,6 +348,17 @@ _INT64 = 2**63
 _EXPONENT = re.compile(r"[0-9.][eE]\+?([0-9]+)")
 
 
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise ConfigError(f"{where}: a NUL character is not allowed in text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+        raise ConfigError(
+            f"{where}: not valid text (a lone surrogate \\u{ord(text[exc.start]):04x})"
+        ) from None
+
+
 def _clean_tree(data: Any, source: str) -> Any:
     """Plain dicts and lists from hjson's objects, checked on the way (iteratively, so no depth
     can overflow the stack): a key given twice, nesting deeper than MAX_NESTING, integers past
@@ -365,8 +376,8 @@ def _clean_tree(data: Any, source: str) -> Any:
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{source}: {name(path)} = {value!r}: must be a finite number")
-        if isinstance(value, str) and "\x00" in value:
-            raise ConfigError(f"{source}: {name(path)}: a NUL character is not allowed in text")
+        if isinstance(value, str):
+            _check_text(value, f"{source}: {name(path)}")
         return value
 
     def container(value: Any) -> Any:
@@ -391,8 +402,8 @@ def _clean_tree(data: Any, source: str) -> Any:
             )
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in items:
-            if isinstance(key, str) and "\x00" in key:
-                raise ConfigError(f"{source}: {name(path)}: a NUL character in a key")
+            if isinstance(key, str):
+                _check_text(key, f"{source}: a key in {name(path)}")
             sub = (*path, str(key))
             if isinstance(value, dict | list):
                 child = container(value)

@@ -90,6 +90,7 @@ BAD_CONFIGS = [
     ),
     ("dupsection.hjson", "{live: {}, live: {leverage: 5}}", ["key live", "twice"]),
     ("nul.hjson", '{backtest: {data: "a\\u0000b"}}', ["backtest.data", "NUL"]),
+    ("surrogate.hjson", '{backtest: {data: "\\ud800"}}', ["backtest.data", "surrogate"]),
     ("huge.hjson", "// " + "x" * (2 << 20) + "\n{}", ["bytes", "allowed"]),
 ]
 
