@@ -243,6 +243,7 @@ BAD_FLAGS = [
     (["optimize", DEFAULT, "--workers", "0"], ["--workers"]),
     (["optimize", DEFAULT, "--storage", "not a url"], ["--storage", "storage URL"]),
     (["optimize", DEFAULT, "--study", "../x"], ["--study"]),
+    (["optimize", DEFAULT, "--storage", "sqlite:////proc/x.db"], ["--storage", "/proc"]),
     (["replay", DEFAULT, "--data", SAMPLE, "--start", "9" * 30], ["--start"]),
     (["risk", "--balance", "nan"], ["--balance"]),
 ]

@@ -135,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     config = _apply_cli(load_config(args.config), args)
     space = build_search_space(config)  # bad bounds fail before anything starts
     inputs.writable_dir(config.backtest.results_dir, "backtest.results_dir")
+    storage = args.storage or config.optimize.storage
+    if storage and storage.startswith("sqlite:///"):  # a local file: its folder must be usable
+        where = "--storage" if args.storage else "optimize.storage"
+        inputs.writable_dir(Path(storage[len("sqlite:///") :]).parent, where)
     # A relative backtest.data resolves as in `gridbot backtest`: cwd first, then config folder.
     data_path = resolve_data_path(config.backtest.data, Path(args.config))
     result = run_optimize(
