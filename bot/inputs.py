@@ -62,6 +62,7 @@ _SOURCE_PARTS = ("bot", "backtest", "tests", "benchmarks", "configs", "data/samp
 _SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9_.-]{0,39}")
+_CCXT_SYMBOL_RE = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+)(?::[A-Z0-9]+)?$")  # BTC/USDT:USDT
 
 
 # --------------------------------------------------------------------------- files we read
@@ -333,8 +334,9 @@ def date_text(text: str) -> str:
 
 
 def check_symbols(syms: list[str] | tuple[str, ...], where: str) -> list[str]:
-    """Upper-cased symbols; empty, malformed or repeated ones are a ConfigError naming where."""
-    syms = [str(s).strip().upper() for s in syms]
+    """Upper-cased exchange ids (ccxt's ``BTC/USDT:USDT`` becomes ``BTCUSDT``); empty, malformed
+    or repeated ones are a ConfigError naming ``where``."""
+    syms = [_CCXT_SYMBOL_RE.sub(r"\1\2", str(s).strip().upper()) for s in syms]
     if not syms:
         raise ConfigError(f"{where}: give symbols like BTCUSDT,ETHUSDT")
     for s in syms:
