@@ -533,11 +533,13 @@ def _worker_main(
         pass  # the interrupted trial is marked FAIL by Optuna; the main process reports
     except BaseException as exc:
         detail = str(exc) if isinstance(exc, GridbotError) else traceback.format_exc()
-        messages.put(("error", index, detail))
+        if parent_pid is None or os.getppid() == parent_pid:
+            messages.put(("error", index, detail))
     finally:
         # ru_maxrss is in KiB on Linux: this process's resident high-water mark.
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        messages.put(("stats", index, {"trials": trials_run, "peak_rss_bytes": rss}))
+        if parent_pid is None or os.getppid() == parent_pid:  # nobody reads an orphan's queue
+            messages.put(("stats", index, {"trials": trials_run, "peak_rss_bytes": rss}))
 
 
 # --------------------------------------------------------------------------- results

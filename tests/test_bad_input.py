@@ -548,11 +548,13 @@ def test_kill_9_of_optimize_ends_its_workers_and_resume_fails_their_trials(tmp_p
         )
     )
     db = tmp_path / "optimize" / "k9.db"
+    stderr = (tmp_path / "stderr.txt").open("w")  # the workers inherit it
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "optimize", str(cfg), "--trials", "100000",
          "--workers", "2", "--study", "k9"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
     )  # fmt: skip
+    stderr.close()
     try:
         deadline = time.monotonic() + 240
         done = 0
@@ -583,6 +585,7 @@ def test_kill_9_of_optimize_ends_its_workers_and_resume_fails_their_trials(tmp_p
     for p in left:  # do not leave them running whatever the outcome
         os.kill(p, signal.SIGKILL)
     assert not left, "optimizer workers outlived their parent"
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
 
     storage = f"sqlite:///{db}"
     n_before = len(optuna.load_study(study_name="k9", storage=storage).trials)
