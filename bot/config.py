@@ -24,6 +24,7 @@ from bot.inputs import (
     MAX_CONFIG_BYTES,
     MAX_NESTING,
     check_symbols,
+    check_url,
     decode_text,
     read_file,
     source_tree_part,
@@ -156,6 +157,16 @@ class LiveConfig(_Strict):
     @classmethod
     def _state_dir(cls, v: str) -> str:
         return _outside_source_tree(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v, ("http", "https"))
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v, ("ws", "wss"))
 
 
 class BacktestConfig(_Strict):

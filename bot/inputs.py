@@ -36,6 +36,7 @@ __all__ = [
     "MAX_NESTING",
     "SOURCE_ROOT",
     "check_symbols",
+    "check_url",
     "date_text",
     "decode_text",
     "integer",
@@ -387,15 +388,24 @@ def study_name(text: str) -> str:
     return text
 
 
-def url(text: str) -> str:
-    """An argparse ``type``: an http(s) URL with a host, e.g. ``http://127.0.0.1:8080``."""
+def check_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``text`` stripped, if it is a URL with one of ``schemes`` and a host; else ValueError."""
+    example = f"{schemes[0]}://127.0.0.1:8080"
     try:
         parts = urlsplit(text.strip())
         parts.port  # noqa: B018 -- raises ValueError for a bad port
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8080"
+        raise ValueError(f"{text[:80]!r} is not a URL: {exc}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(
+            f"{text[:80]!r} is not a {'/'.join(schemes)} URL with a host, e.g. {example}"
         )
     return text.strip()
+
+
+def url(text: str) -> str:
+    """An argparse ``type``: an http(s) URL with a host, e.g. ``http://127.0.0.1:8080``."""
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -152,6 +152,15 @@ def test_results_dir_inside_the_source_tree_is_refused(tmp_path):
     load_config(tmp_path / "ok.json")
 
 
+def test_exchange_urls_in_the_config_are_checked():
+    with pytest.raises(ConfigError, match="live.base_url.*not a http/https URL"):
+        parse_config({"live": {"base_url": "notaurl"}})
+    with pytest.raises(ConfigError, match="live.ws_url.*not a ws/wss URL"):
+        parse_config({"live": {"ws_url": "http://127.0.0.1:8081"}})
+    cfg = parse_config({"live": {"base_url": "http://127.0.0.1:8080", "ws_url": "ws://[::1]:81"}})
+    assert cfg.live.base_url == "http://127.0.0.1:8080"
+
+
 def test_a_symbol_that_cannot_name_a_file_is_a_config_error(tmp_path):
     cfg = write(tmp_path / "c.hjson", '{backtest: {symbols: ["../../etc/passwd"]}}')
     with pytest.raises(ConfigError, match="backtest.symbols.*not a symbol"):
