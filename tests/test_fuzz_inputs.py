@@ -10,12 +10,14 @@ that would serve or trade forever is given a way to start.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gzip
 import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +38,7 @@ MIN = 60_000
 # One scratch folder for the whole module: hypothesis runs many examples per test, and
 # function-scoped fixtures would be shared between them anyway.
 SCRATCH = Path(tempfile.mkdtemp(prefix="gridbot-fuzz-"))
+atexit.register(shutil.rmtree, SCRATCH, True)
 
 # GRIDBOT_FUZZ_EXAMPLES=2000 for a deeper search than make test's bounded one.
 EXAMPLES = int(os.environ.get("GRIDBOT_FUZZ_EXAMPLES", "60"))
