@@ -438,10 +438,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _die_with_parent(parent_pid: int, grace_s: float = 10.0, poll_s: float = 0.5) -> None:
-    """Make this worker end when the process that spawned it dies (even by kill -9): Linux's
-    PR_SET_PDEATHSIG sends SIGINT at once; a watchdog thread polling the parent's pid is the
-    portable fallback. SIGINT ends the running trial as FAIL (Optuna marks it) and the worker
-    exits; a worker stuck past ``grace_s`` is ended hard."""
+    """Make this worker end when the process that spawned it dies, even by kill -9.
+
+    On Linux, PR_SET_PDEATHSIG has the kernel send SIGKILL the moment the parent dies: the worker
+    ends at once, wherever it is (also deep in the numba engine); the trial it was running stays
+    RUNNING and the next run on the study marks it FAIL (:func:`fail_orphaned_trials`).
+    Elsewhere, a watchdog thread polls the parent's pid: the worker takes no new ticket, and
+    ends after ``grace_s`` at most."""
     import signal
     import threading
 
@@ -450,22 +453,19 @@ def _die_with_parent(parent_pid: int, grace_s: float = 10.0, poll_s: float = 0.5
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass
 
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(poll_s)
-        import _thread
-
-        _thread.interrupt_main()  # KeyboardInterrupt in the trial: FAIL, no new ticket
-        time.sleep(grace_s)
+        time.sleep(grace_s)  # the trial in hand may finish; the main loop takes no new one
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
     if os.getppid() != parent_pid:  # died before the prctl above took effect
-        raise KeyboardInterrupt
+        os._exit(1)
 
 
 def fail_orphaned_trials(study: Any) -> list[int]:
