@@ -23,9 +23,11 @@ import logging
 import secrets
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
-from bot.config import load_config
+from bot import inputs
+from bot.config import load_config, with_overrides
 from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -44,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run the grid bot live on one account: one task per coin.",
     )
     p.add_argument("config", help="config file (hjson)")
-    p.add_argument("--symbols", help="comma-separated symbols, overriding live.symbols")
+    p.add_argument(
+        "--symbols", type=inputs.symbols, help="comma-separated symbols, overriding live.symbols"
+    )
     p.add_argument(
         "--exchange",
         choices=("binance", "bybit", "sim"),
@@ -57,13 +61,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="trade the simulated venue on 127.0.0.1 through the exchange's API format "
         "(fed by the bundled sample data here)",
     )
-    p.add_argument("--speed", type=float, default=60.0, help="dry-run replay speed (default 60x)")
-    p.add_argument("--max-minutes", type=float, help="stop after this many minutes (wall clock)")
-    p.add_argument("--base-url", help="overrides live.base_url (e.g. a `gridbot venue`'s REST URL)")
-    p.add_argument("--ws-url", help="overrides live.ws_url (e.g. a `gridbot venue`'s websockets)")
+    p.add_argument(
+        "--speed", type=inputs.SPEED, default=60.0, help="dry-run replay speed (default 60x)"
+    )
+    p.add_argument(
+        "--max-minutes", type=inputs.MINUTES, help="stop after this many minutes (wall clock)"
+    )
+    p.add_argument(
+        "--base-url",
+        type=inputs.url,
+        help="overrides live.base_url (e.g. a `gridbot venue`'s REST URL)",
+    )
+    p.add_argument(
+        "--ws-url", type=_ws_url, help="overrides live.ws_url (e.g. a `gridbot venue`'s websockets)"
+    )
     p.add_argument("--key-file", help="overrides live.key_file (a mode-0600 JSON key file)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(run=run)
+
+
+def _ws_url(text: str) -> str:
+    try:
+        return inputs.check_url(text, ("ws", "wss"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,11 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if over:  # plain strings: the config's types hold them as they are
         config = config.model_copy(update={"live": config.live.model_copy(update=over)})
     exchange = args.exchange or config.live.exchange
-    symbols = (
-        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if args.symbols
-        else list(config.live.symbols)
-    )
+    symbols = list(args.symbols) if args.symbols else list(config.live.symbols)
     if not symbols:
         raise ConfigError("live.symbols is empty: set it or pass --symbols BTCUSDT,ETHUSDT")
     logging.basicConfig(
@@ -89,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     dry = args.dry_run or exchange == "sim"
-    return asyncio.run(_main(config, symbols, dry, args, exchange))
+    if not dry:
+        inputs.writable_dir(config.live.state_dir, "live.state_dir")
+        return asyncio.run(_main(config, symbols, dry, args, exchange))
+    # A dry run's state belongs to its throw-away venue: keep it in a temporary folder that
+    # goes away with the run, never as a dry-*.sqlite left in live.state_dir.
+    with tempfile.TemporaryDirectory(prefix="gridbot-dry-run-") as tmp:
+        config = with_overrides(config, {"live.state_dir": tmp})
+        return asyncio.run(_main(config, symbols, dry, args, exchange))
 
 
 async def _main(

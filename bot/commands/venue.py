@@ -23,6 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from bot import inputs
 from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -36,24 +37,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "that replays historical candles, for paper trading with the live bot.",
     )
     p.add_argument("--data", required=True, help="candle folder or file (CSV / CSV.gz)")
-    p.add_argument("--symbols", help="comma-separated symbols (default: every file in --data)")
     p.add_argument(
-        "--speed", type=float, default=1.0, help="replay speed: X times real time (default 1)"
+        "--symbols",
+        type=inputs.symbols,
+        help="comma-separated symbols (default: every file in --data)",
     )
     p.add_argument(
-        "--port", type=int, default=8080, help="REST port (0: any free port; default 8080)"
+        "--speed",
+        type=inputs.SPEED,
+        default=1.0,
+        help="replay speed: X times real time (default 1)",
     )
     p.add_argument(
-        "--ws-port", type=int, default=8081, help="websocket port (0: any; default 8081)"
+        "--port", type=inputs.PORT, default=8080, help="REST port (0: any free port; default 8080)"
     )
     p.add_argument(
-        "--balance", type=float, default=10_000.0, help="USDT wallet balance (default 10000)"
+        "--ws-port", type=inputs.PORT, default=8081, help="websocket port (0: any; default 8081)"
     )
-    p.add_argument("--start", help="replay start (UTC); earlier candles are served as history "
-                   "(default: after the EMAs' warm-up of --config)")  # fmt: skip
+    p.add_argument(
+        "--balance",
+        type=inputs.BALANCE,
+        default=10_000.0,
+        help="USDT wallet balance (default 10000)",
+    )
+    p.add_argument(
+        "--start",
+        type=inputs.date_text,
+        help="replay start (UTC); earlier candles are served as history "
+        "(default: after the EMAs' warm-up of --config)",
+    )
     p.add_argument("--config", help="the bot config you will run against it: sets the history "
                    "served and the printed command (default configs/default.hjson)")  # fmt: skip
-    p.add_argument("--end", help="replay end (UTC, exclusive)")
+    p.add_argument("--end", type=inputs.date_text, help="replay end (UTC, exclusive)")
     p.add_argument("--api-key-env", default="GRIDBOT_API_KEY", help="env var holding the API key")
     p.add_argument(
         "--api-secret-env", default="GRIDBOT_API_SECRET", help="env var holding the API secret"
@@ -64,10 +79,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fill-mode", choices=("candle", "trades"), default="candle",
                    help="candle: the backtester's candle rule (default); trades: 4 trades per candle")  # fmt: skip
     p.add_argument(
-        "--funding-rate", type=float, default=0.0001, help="funding rate per 8 h (default 0.0001)"
+        "--funding-rate",
+        type=inputs.FUNDING_RATE,
+        default=0.0001,
+        help="funding rate per 8 h, -0.01 .. 0.01 (default 0.0001)",
     )
-    p.add_argument("--maker-fee", type=float, default=0.0002)
-    p.add_argument("--taker-fee", type=float, default=0.0005)
+    p.add_argument(
+        "--maker-fee",
+        type=inputs.MAKER_FEE,
+        default=0.0002,
+        help="maker fee fraction, -0.001 .. 0.01 (negative: rebate; default 0.0002)",
+    )
+    p.add_argument(
+        "--taker-fee",
+        type=inputs.TAKER_FEE,
+        default=0.0005,
+        help="taker fee fraction, 0 .. 0.01 (default 0.0005)",
+    )
     p.add_argument(
         "--results", default="results", help="folder for the generated key file (default results/)"
     )
@@ -79,7 +107,7 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, Path | None]:
     if key and secret:
         return key, secret, None
     key, secret = "venue-" + secrets.token_hex(16), secrets.token_hex(32)
-    folder = Path(args.results)
+    folder = inputs.writable_dir(args.results, "--results")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "venue_api_key.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -127,18 +155,8 @@ def run(args: argparse.Namespace) -> int:
     from backtest.data import load_candles, parse_date_ms
     from backtest.venue.server import Venue, VenueConfig
 
-    if args.speed <= 0:
-        raise ConfigError(
-            f"--speed {args.speed}: must be > 0 (1 = real time, 60 = a minute per second)"
-        )
-    if args.balance <= 0:
-        raise ConfigError(f"--balance {args.balance}: must be > 0")
-    for name in ("port", "ws_port"):
-        if not 0 <= getattr(args, name) <= 65535:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0..65535")
-    symbols = (
-        [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    )
+    # every flag was checked while parsing (bot.inputs)
+    symbols = args.symbols
     end_ms = parse_date_ms(args.end) if args.end else None
     candles = load_candles(args.data, symbols, end_ms=end_ms)
     start_index = 0
