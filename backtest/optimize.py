@@ -423,8 +423,15 @@ _OWNER_ATTR = "gridbot_owner"
 _PR_SET_PDEATHSIG = 1
 
 
+_WORKER_ATTR = "gridbot_worker"
+
+
 def _owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _worker_key() -> str:
+    return f"{_WORKER_ATTR}:{socket.gethostname()}:{os.getpid()}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -475,13 +482,22 @@ def fail_orphaned_trials(study: Any) -> list[int]:
     import optuna
 
     host = socket.gethostname()
+    prefix = f"{_WORKER_ATTR}:{host}:"
+    workers = [int(k[len(prefix) :]) for k in study.user_attrs if k.startswith(prefix)]
+    any_worker_alive = any(_pid_alive(pid) for pid in workers)
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = t.user_attrs.get(_OWNER_ATTR)
-        if not isinstance(owner, dict) or owner.get("host") != host:
+        if not isinstance(owner, dict):
+            # no owner recorded yet: orphaned when none of this host's workers is alive (and
+            # some were: a study that never had one of ours is not ours to judge)
+            dead = bool(workers) and not any_worker_alive
+        elif owner.get("host") != host:
             continue
-        pid = owner.get("pid")
-        if isinstance(pid, int) and not _pid_alive(pid):
+        else:
+            pid = owner.get("pid")
+            dead = isinstance(pid, int) and not _pid_alive(pid)
+        if dead:
             try:
                 study._storage.set_trial_user_attr(
                     t._trial_id, "error", "its run ended without finishing it (process died)"
@@ -518,6 +534,9 @@ def _worker_main(
             study_name=spec["study"], storage=storage, sampler=_make_sampler(spec["seed"])
         )
         objective = _make_objective(config, space, candles, index)
+        # Known before our first trial exists: a RUNNING trial that has no owner yet (killed
+        # between its creation and the owner record) belongs to one of the study's workers
+        study.set_user_attr(_worker_key(), True)
         while True:
             if parent_pid is not None and os.getppid() != parent_pid:
                 break  # the run that spawned us is gone: take no more tickets
