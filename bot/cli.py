@@ -12,7 +12,17 @@ import sys
 
 from bot.errors import GridbotError
 
-COMMANDS = ("risk", "backtest", "download", "optimize", "live", "venue", "replay")
+COMMANDS = (
+    "risk",
+    "backtest",
+    "download",
+    "optimize",
+    "live",
+    "venue",
+    "replay",
+    "stress",
+    "vault",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
