@@ -158,6 +158,9 @@ class StressResult:
     unwind_rows: np.ndarray  # (rows, N_U + 1): bot.core.vault U_* columns + exit index
     held: list[tuple[int, np.ndarray]]  # per exit: (first candle, slice held (m, 2, n_coins))
     ledger_path: str
+    # the outside events the last engine run booked (deposits, the exits' reduce and withdraw
+    # events): `gridbot replay` / backtest.replay.replay(events=...) take them as they are
+    events: list[OutsideEvent] = dataclasses.field(default_factory=list)
 
 
 def _state(out: EngineOutput, k: int) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -284,7 +287,11 @@ def run_stress(
                             price=float(marks[s]),
                         )  # fmt: skip
                     )
-        new_events.append(OutsideEvent(r.time_ms, "withdraw", amount=marked))
+        # The claim leaves as cash first when the balance covers it, then the slice; else the
+        # slice's pnl is realized first. (Both book the same; the live bot mishandles a
+        # withdrawal reported right after position adjustments in one step, see the README.)
+        withdraw = OutsideEvent(r.time_ms, "withdraw", amount=marked)
+        new_events = [withdraw, *new_events] if marked <= bal else [*new_events, withdraw]
         # the stayers' state right after the request, booked by the one booking path
         b2, sz2, pp2 = bal, size.copy(), pprice.copy()
         peak = max(bal, 1.0)
@@ -456,7 +463,9 @@ def run_stress(
     }
     ledger.close()
     rows = np.vstack(all_rows) if all_rows else np.zeros((0, N_U + 1))
-    return StressResult(config, candles, out, report, nav, rows, held_all, str(ledger_path))
+    return StressResult(
+        config, candles, out, report, nav, rows, held_all, str(ledger_path), list(events)
+    )
 
 
 def _unwind_risk(  # noqa: PLR0913

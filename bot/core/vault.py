@@ -30,6 +30,7 @@ from numba import njit
 
 from bot.core.account import funding_payment
 from bot.core.margin import maintenance_margin
+from bot.core.rounding import round_dn
 
 __all__ = [
     "U_CUM",
@@ -78,9 +79,7 @@ def pro_rata_slice(size: np.ndarray, fraction: float, qty_steps: np.ndarray) -> 
             if fraction >= 1.0:
                 out[j, s] = q
                 continue
-            step = qty_steps[s]
-            x = q * fraction
-            r = math.floor(x / step + 1e-9) * step if step > 0.0 else x
+            r = round_dn(q * fraction, qty_steps[s])
             out[j, s] = min(max(r, 0.0), q)
     return out
 
@@ -91,9 +90,7 @@ def tranche_target(slice_qty: float, cum_fraction: float, step: float) -> float:
     the qty step (the remainder is carried), exactly the slice at a fraction of 1."""
     if cum_fraction >= 1.0:
         return slice_qty
-    x = slice_qty * cum_fraction
-    if step > 0.0:
-        x = math.floor(x / step + 1e-9) * step
+    x = round_dn(slice_qty * cum_fraction, step)
     return min(max(x, 0.0), slice_qty)
 
 
