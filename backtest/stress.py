@@ -231,6 +231,7 @@ def run_stress(
     events: list[OutsideEvent] = []
     shares = np.full(n, ledger.total_shares())
     exits: list[dict] = []
+    deposits: list[dict] = []
     all_rows: list[np.ndarray] = []
     held_all: list[tuple[int, np.ndarray]] = []
     slice_info: list[tuple[np.ndarray, float]] = []
@@ -257,6 +258,16 @@ def run_stress(
             events.append(OutsideEvent(r.time_ms, "deposit", amount=r.value))
             shares[k:] += for_shares
             out = engine(events)
+            deposits.append(
+                {
+                    "requested_at": format_ms(r.time_ms),
+                    "applied_at": format_ms(t),
+                    "amount": r.value,
+                    "shares_minted": for_shares,
+                    "nav_per_share": nav_before,
+                    "nav_per_share_after": (equity + r.value) / ledger.total_shares(),
+                }
+            )
             continue
         f = r.value
         marked = f * equity
@@ -440,6 +451,7 @@ def run_stress(
         "starting_balance": config.backtest.starting_balance,
         "vault": config_to_dict(config)["vault"],
         "exits": exits,
+        "deposits": deposits,
         "nav_per_share_before": first.get("nav_per_share_before"),
         "nav_per_share_after_request": first.get("nav_per_share_after_request"),
         "remaining": {

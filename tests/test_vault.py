@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from backtest.data import load_candles_with_report, parse_date_ms
-from backtest.stress import parse_request, run_stress
+from backtest.stress import parse_request, run_stress, write_stress_report
 from bot.cli import main
 from bot.config import config_to_dict, load_config, parse_config
 from bot.core.vault import (
@@ -242,9 +242,26 @@ def test_small_withdrawals_use_the_buffer_or_pro_rata(candles):
     for ex in (buf, pro):
         assert ex["nav_per_share_after_request"] == pytest.approx(ex["nav_per_share_before"])
     # the deposit minted shares at NAV for a second depositor, who then exits 15% too
+    (dep,) = r.report["deposits"]
+    assert dep["nav_per_share_after"] == pytest.approx(dep["nav_per_share"], rel=1e-12)
+    assert dep["shares_minted"] == pytest.approx(2000.0 / dep["nav_per_share"])
     deps = r.report["ledger"]["depositors"]
     assert set(deps) == {"vault", "depositor_1"}
     assert len(pro["ledger_exit_ids"]) == 2
+
+
+def test_stress_report_folder_has_the_plots(candles, tmp_path: Path):
+    r = run_stress(_config(), candles, [parse_request("0.5@2021-05-19T12:00", "withdraw")])
+    written = write_stress_report(r, tmp_path, plots=True)
+    names = {p.name for p in written}
+    assert names == {
+        "stress.json", "unwind.csv", "nav_per_share.csv", "nav_per_share.png", "unwind.png",
+    }  # fmt: skip
+    for p in written:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "unwind.csv").read_text().splitlines()
+    assert rows[0].startswith("exit,time,symbol,side,qty") and len(rows) > 1
 
 
 def test_requests_in_one_candle_or_after_the_data_are_refused(candles):
