@@ -437,11 +437,16 @@ def run_stress(
             rows_i = rows_i[np.vstack(all_rows)[:, N_U] == i]
         ex["liquidation_risk"] = _unwind_risk(out, k0, held, sq, sp, cs, rows_i, ohlcv, tiers, ts)
 
-    nav = out.equity / np.maximum(shares, 1e-300)
-    k0 = start
-    nav_t = nav[k0:]
-    peak = np.maximum.accumulate(nav_t)
-    dd = float(np.max(1.0 - nav_t / peak)) if len(nav_t) else 0.0
+    # NAV per share of those who stay (nan once nobody holds a share)
+    live_shares = shares > 1e-9
+    nav = np.full(n, np.nan)
+    nav[live_shares] = out.equity[live_shares] / shares[live_shares]
+    nav_t = nav[start:]
+    nav_t = nav_t[np.isfinite(nav_t)]
+    dd = 0.0
+    if len(nav_t):
+        peak = np.maximum.accumulate(nav_t)
+        dd = float(np.max(1.0 - nav_t / np.where(peak > 0, peak, np.nan), initial=0.0))
     liq = out.liquidated_k >= 0
     first = exits[0] if exits else {}
     report = {
@@ -456,7 +461,7 @@ def run_stress(
         "nav_per_share_after_request": first.get("nav_per_share_after_request"),
         "remaining": {
             "final_equity": float(out.equity[-1]),
-            "final_nav_per_share": float(nav[-1]),
+            "final_nav_per_share": float(nav[-1]) if np.isfinite(nav[-1]) else None,
             "shares": float(shares[-1]),
             "drawdown_worst": dd,
             "liquidated": bool(liq),

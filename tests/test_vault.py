@@ -333,3 +333,13 @@ def test_gridbot_vault_reads_the_ledger(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["vault", "status", str(tmp_path / "none.db")])
     assert exc.value.code == 2
+
+
+def test_everyone_leaves(candles):
+    r = run_stress(_config(), candles, [parse_request("100%@2021-05-19T12:00", "withdraw")])
+    ex = r.report["exits"][0]
+    assert all(p["size_after"] == 0.0 for p in ex["positions"])
+    assert ex["nav_per_share_after_request"] is None
+    assert r.report["remaining"]["final_nav_per_share"] is None
+    assert r.report["remaining"]["final_equity"] == pytest.approx(0.0, abs=1e-6)
+    assert ex["realized_value"] < ex["marked_value"]
