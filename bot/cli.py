@@ -19,7 +19,18 @@ from typing import NoReturn
 
 from bot.errors import GridbotError
 
-COMMANDS = ("risk", "backtest", "download", "optimize", "live", "venue", "replay", "status")
+COMMANDS = (
+    "risk",
+    "backtest",
+    "download",
+    "optimize",
+    "live",
+    "venue",
+    "replay",
+    "status",
+    "stress",
+    "vault",
+)
 
 
 class Parser(argparse.ArgumentParser):

@@ -39,6 +39,7 @@ __all__ = [
     "OptimizeConfig",
     "SideConfig",
     "SIDE_PARAMS",
+    "VaultConfig",
     "KNOWN_METRICS",
     "config_to_dict",
     "load_config",
@@ -310,13 +311,29 @@ class OptimizeConfig(_Strict):
         return v
 
 
+class VaultConfig(_Strict):
+    """A vault: many depositors on one trading account (README "The vault"). Read by
+    `gridbot stress` (and the vault ledger); `gridbot backtest` and `gridbot live` ignore it."""
+
+    cash_buffer_pct: float = Field(0.05, ge=0.0, lt=1.0)
+    controlled_unwind_threshold_pct: float = Field(0.25, gt=0.0, le=1.0)
+    max_participation_pct: float = Field(0.05, gt=0.0, le=1.0)
+    impact_coef: float = Field(1.0, ge=0.0, le=100.0)
+    payout_delay_hours: float = Field(24.0, ge=0.0, le=8760.0)
+    leverage_cap: float = Field(3.0, gt=0.0, le=125.0)
+    margin_buffer_pct: float = Field(0.5, ge=0.0, lt=1.0)
+    volatility_window_minutes: float = Field(1440.0, ge=10.0, le=100_000.0)
+    ledger_path: str = "results/vault/ledger.db"
+
+
 class Config(_Strict):
-    """The whole config file. Sections: bot (long, short), live, backtest, optimize."""
+    """The whole config file. Sections: bot (long, short), live, backtest, optimize, vault."""
 
     bot: BotConfig = BotConfig()
     live: LiveConfig = LiveConfig()
     backtest: BacktestConfig = BacktestConfig()
     optimize: OptimizeConfig = OptimizeConfig()
+    vault: VaultConfig = VaultConfig()
     config_version: int = Field(1, ge=1, le=1)
 
     def side(self, name: str) -> SideConfig:
