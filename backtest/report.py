@@ -89,7 +89,7 @@ def report_dir_name(run: BacktestRun, now: datetime | None = None) -> str:
 _PARTIAL = ".partial-"
 
 
-def _partial_dir(out_dir: Path, name: str) -> Path:
+def partial_dir(out_dir: Path, name: str) -> Path:
     """A hidden work folder next to the final one: ``.partial-<host>-<pid>-<name>``.
 
     Work folders of this host whose process is gone (a kill -9) are removed first."""
@@ -125,7 +125,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _publish(work: Path, out_dir: Path, name: str) -> Path:
+def publish(work: Path, out_dir: Path, name: str) -> Path:
     """Rename the finished work folder to its final name (``-2``, ``-3`` if taken): a report
     appears under its name complete or not at all, and is never overwritten."""
     for i in range(1, 10_000):
@@ -243,7 +243,7 @@ def write_report(
     """
     out_dir = Path(out_dir)
     name = report_dir_name(run)
-    folder = _partial_dir(out_dir, name)
+    folder = partial_dir(out_dir, name)
     try:
         rows = _write_equity(run, folder / "equity.csv", equity_max_rows)
         _write_fills(run, folder / "fills.csv")
@@ -257,7 +257,7 @@ def write_report(
             shutil.copyfile(config_source, folder / "config.hjson")
         if plots:
             plot_all(run, metrics, folder)
-        return _publish(folder, out_dir, name)
+        return publish(folder, out_dir, name)
     except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
         if isinstance(exc, OSError):

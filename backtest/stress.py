@@ -547,17 +547,20 @@ def _unwind_risk(  # noqa: PLR0913
     }
 
 
-def new_stress_dir(out_dir: Path, config: Config, candles: Candles) -> Path:
-    """A new report folder ``stress_<UTC time>_<hash of config and data range>``."""
-    from backtest.report import _new_dir
+def new_stress_dir(out_dir: Path, config: Config, candles: Candles) -> tuple[Path, str]:
+    """(a hidden work folder, the final name ``stress_<UTC time>_<hash of config and data
+    range>``): written there, then :func:`backtest.report.publish` renames it whole."""
+    from backtest.report import partial_dir
 
     blob = orjson.dumps(config_to_dict(config), option=orjson.OPT_SORT_KEYS)
     blob += f"|{','.join(candles.symbols)}|{int(candles.timestamps[0])}".encode()
     name = f"stress_{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}_{hashlib.sha256(blob).hexdigest()[:6]}"
-    return _new_dir(Path(out_dir), name)
+    return partial_dir(Path(out_dir), name), name
 
 
-def write_stress_report(result: StressResult, folder: Path, plots: bool = True) -> list[Path]:
+def write_stress_report(
+    result: StressResult, folder: Path, plots: bool = True, report_dir: Path | None = None
+) -> list[Path]:
     """``stress.json`` (the report), ``unwind.csv`` (every tranche execution),
     ``nav_per_share.csv`` and, with ``plots``, ``nav_per_share.png`` and ``unwind.png``."""
     folder = Path(folder)
@@ -565,7 +568,7 @@ def write_stress_report(result: StressResult, folder: Path, plots: bool = True) 
     p = folder / "stress.json"
     p.write_bytes(
         orjson.dumps(
-            {**result.report, "report_dir": str(folder)},
+            {**result.report, "report_dir": str(report_dir or folder)},
             option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
         )
     )

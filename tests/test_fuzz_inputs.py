@@ -155,6 +155,9 @@ COMMANDS = {
     "live": ([MISSING], []),
     "venue": ([], ["--data", NOWHERE]),
     "replay": ([MISSING], ["--data", NOWHERE]),
+    "status": ([], ["--url", "http://127.0.0.1:9", "--timeout", "0.5"]),
+    "stress": ([MISSING], ["--data", NOWHERE]),
+    "vault": (["status"], [str(SCRATCH / "no-such-ledger.db")]),
 }
 
 

@@ -30,6 +30,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(analysis.json, fills.csv, equity.csv, config, plots).",
     )
     p.add_argument("config", help="config file (hjson)")
+    add_data_flags(p)
+    p.add_argument("--out", help="folder for the report (default: backtest.results_dir)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    p.add_argument(
+        "--event",
+        action="append",
+        metavar="SPEC",
+        help="an outside event, repeatable: deposit:AMOUNT@TIME, withdraw:AMOUNT|PCT%%@TIME, "
+        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME",
+    )
+    p.set_defaults(run=run)
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--symbols, --data, --start, --end: the flags :func:`apply_data_flags` applies (every
+    command that runs a backtest takes them, checked alike)."""
     p.add_argument(
         "--symbols",
         type=inputs.symbols,
@@ -42,17 +59,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--end", type=inputs.date_text, help="end date (UTC, exclusive), e.g. 2021-05-20"
     )
-    p.add_argument("--out", help="folder for the report (default: backtest.results_dir)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
-    p.add_argument(
-        "--event",
-        action="append",
-        metavar="SPEC",
-        help="an outside event, repeatable: deposit:AMOUNT@TIME, withdraw:AMOUNT|PCT%%@TIME, "
-        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME",
-    )
-    p.set_defaults(run=run)
 
 
 def apply_data_flags(config: Config, args: argparse.Namespace, source: str) -> Config:

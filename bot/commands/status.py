@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from bot import inputs
 from bot.errors import GridbotError
 
 __all__ = ["add_parser", "fetch_status", "run"]
@@ -38,10 +39,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", nargs="?", help="the bot's config (for live.status_host/port)")
     p.add_argument(
-        "--url", help=f"the bot's status address (default: from CONFIG, else {DEFAULT_URL})"
+        "--url",
+        type=inputs.url,
+        help=f"the bot's status address (default: from CONFIG, else {DEFAULT_URL})",
     )
     p.add_argument("--json", action="store_true", help="print the API's JSON object on stdout")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    p.add_argument(
+        "--timeout",
+        type=inputs.number(0, 600, lo_open=True, hint="seconds"),
+        default=5.0,
+        help="seconds to wait (default 5)",
+    )
     p.set_defaults(run=run)
 
 

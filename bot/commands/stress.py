@@ -15,7 +15,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from bot.commands.backtest import _dates, apply_data_flags, resolve_data_path
+from bot import inputs
+from bot.commands.backtest import _dates, add_data_flags, apply_data_flags, resolve_data_path
 from bot.config import load_config
 from bot.errors import ConfigError
 
@@ -46,10 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="AMOUNT@TIME",
         help="a deposit of AMOUNT USDT at TIME (UTC), repeatable",
     )
-    p.add_argument("--symbols", help="comma-separated symbols, overriding backtest.symbols")
-    p.add_argument("--data", help="candle folder or file, overriding backtest.data")
-    p.add_argument("--start", help="start date (UTC, inclusive)")
-    p.add_argument("--end", help="end date (UTC, exclusive)")
+    add_data_flags(p)
     p.add_argument("--out", help="folder for the report (default: backtest.results_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -62,6 +60,7 @@ def _money(x: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from backtest.data import load_candles_with_report
+    from backtest.report import publish
     from backtest.stress import new_stress_dir, parse_request, run_stress, write_stress_report
 
     console = Console(stderr=True)
@@ -85,13 +84,19 @@ def run(args: argparse.Namespace) -> int:
         )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-    out_dir = Path(args.out) if args.out is not None else Path(bt.results_dir)
-    folder = new_stress_dir(out_dir, config, candles)
+    out_dir = inputs.writable_dir(
+        args.out or bt.results_dir, "--out" if args.out else "backtest.results_dir"
+    )
+    work, name = new_stress_dir(out_dir, config, candles)
     t0 = time.perf_counter()
     with console.status("running the vault (compiling the engine on the first run only) ..."):
-        result = run_stress(config, candles, requests, ledger_path=folder / "ledger.db")
+        result = run_stress(config, candles, requests, ledger_path=work / "ledger.db")
     elapsed = time.perf_counter() - t0
-    write_stress_report(result, folder, plots=not args.no_plots)
+    # written whole in a hidden folder, then renamed: never a half report under its name
+    write_stress_report(result, work, plots=not args.no_plots, report_dir=out_dir / name)
+    folder = publish(work, out_dir, name)
+    if folder != out_dir / name:  # the name was taken: say where it really is
+        write_stress_report(result, folder, plots=False, report_dir=folder)
     rep = result.report
 
     table = Table(title="vault exits", title_justify="left")
