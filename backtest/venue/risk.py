@@ -367,7 +367,9 @@ class RiskEngine:
         for cp, score in self.ranking(side, b, exclude=p.name):
             if rem <= 0:
                 break
-            q = min(rem, cp.size[1 - j])
+            q = round_nearest(min(rem, cp.size[1 - j]), self.spec.qty_step)
+            if q <= 0.0:
+                continue
             before = cp.balance
             # the counterparty closes at the bankruptcy price against the taken-over position
             sign = -1.0 if side > 0 else 1.0

@@ -172,7 +172,7 @@ def run_scenario(
             after.append({"time": ev["time"], "bot_fills_after": n_after})
     bot = {
         "account": bot_name,
-        "config": str(cfg_path),
+        "config": str(cfg_path.resolve()),
         "deleveraged": after,
         "final_balance": float(out.balance[-1]),
         "final_equity": float(out.equity[-1]),
