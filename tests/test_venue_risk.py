@@ -252,3 +252,25 @@ def test_shipped_scenario_deleverages_the_bot():
         assert out[key]
     step = out["liquidations"][0]["steps"][0]
     assert {"qty", "price", "fee"} <= set(step)
+
+
+def test_risk_reports_the_deleverage_score_and_rank():
+    from bot.commands.risk import assess
+
+    # the bot's long of the shipped scenario at the short's bankruptcy price
+    r = assess(
+        10_000.0,
+        long=(0.042, 31096.0),
+        price=32021.66,
+        scenario_path="configs/scenarios/deleverage.hjson",
+    )
+    assert r["deleverage_ranking"] == "seed"
+    assert r["deleverage_score_long"] == pytest.approx(
+        deleverage_score(RANK_SEED, 1, 0.042, 31096.0, 32021.66, 10_000.0)
+    )
+    assert r["deleverage_rank_long"] == {"rank": 2, "of": 3, "ahead": ["dip_buyer"]}
+    assert r["deleverage_score_short"] is None and r["deleverage_rank_short"] is None
+    b = assess(10_000.0, long=(0.042, 31096.0), price=32021.66, ranking="bitmex")
+    assert b["deleverage_ranking"] == "bitmex" and b["deleverage_rank_long"] is None
+    with pytest.raises(ConfigError, match="--scenario"):
+        assess(1.0, long=(1.0, 1.0), scenario_path="no/such/file.hjson")
