@@ -274,3 +274,40 @@ def test_risk_reports_the_deleverage_score_and_rank():
     assert b["deleverage_ranking"] == "bitmex" and b["deleverage_rank_long"] is None
     with pytest.raises(ConfigError, match="--scenario"):
         assess(1.0, long=(1.0, 1.0), scenario_path="no/such/file.hjson")
+
+
+def test_deleverage_event_cuts_only_profitable_positions():
+    from backtest.data import load_candles, parse_date_ms
+    from backtest.engine import F_K, F_KIND, F_PRICE, F_QTY
+    from backtest.events import parse_event
+    from backtest.runner import run_backtest
+    from bot.config import config_to_dict, load_config, parse_config
+    from bot.core.params import KIND_OUTSIDE
+
+    d = config_to_dict(load_config("configs/default.hjson"))
+    d["backtest"]["symbols"] = ["BTCUSDT"]
+    config = parse_config(d)
+    candles = load_candles(
+        "data/sample/binance_spot_1m",
+        ["BTCUSDT"],
+        start_ms=parse_date_ms("2021-05-18"),
+        end_ms=parse_date_ms("2021-05-19T16:00"),
+    )
+    ts = candles.timestamps
+
+    def outside(spec):
+        ev = parse_event(spec)
+        assert ev.kind == "deleverage"
+        out = run_backtest(config, candles, [ev]).output
+        return out, out.fills[out.fills[:, F_KIND] == KIND_OUTSIDE]
+
+    # at 13:11 the grid's long (0.042 @ 31096) is in profit at the previous close: cut in full
+    out, rows = outside("deleverage:100%@2021-05-19T13:11")
+    (row,) = rows
+    k = int(row[F_K])
+    assert ts[k] == parse_date_ms("2021-05-19T13:11")
+    assert row[F_QTY] == pytest.approx(-0.042) and row[F_PRICE] == candles.ohlcv[0, k - 1, 3]
+    assert (out.fills[:, F_K] > k).sum() > 0  # the grid carries on
+    # at 13:10 the long (0.165 @ 31096) is under water at 30101: untouched
+    _, rows = outside("deleverage:1@2021-05-19T13:10")
+    assert len(rows) == 0
