@@ -10,6 +10,7 @@ a REST reconciliation), never send a close against the part that vanished, and k
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -33,7 +34,8 @@ def _profitable(venue, api_key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("exchange", ["binance", "bybit"])
-def test_bot_books_a_deleverage_at_once_and_carries_on(exchange: str):
+def test_bot_books_a_deleverage_at_once_and_carries_on(exchange: str, caplog):
+    caplog.set_level(logging.WARNING)
     config = parse_config(
         {
             "bot": {"long": TIGHT_GRID_SIDE, "short": {**TIGHT_GRID_SIDE, "enabled": True}},
@@ -104,6 +106,7 @@ def test_bot_books_a_deleverage_at_once_and_carries_on(exchange: str):
         and abs(abs(f.qty) - seen["qty"]) < 1e-9 and f.client_id in ("", ADL_CLIENT_ID)
     ]  # fmt: skip
     assert len(adl) == 1
+    assert "a fill of an order that is not ours" in caplog.text  # recorded
     t = seen["trade"]  # in the trade history: the ADL order's fill, no fee
     assert t.client_order_id == ADL_CLIENT_ID and t.commission == 0.0 and t.realized_pnl > 0
     assert seen.get("checked", 0) > 10
