@@ -9,7 +9,9 @@ entry follows the EMAs, so its price is computed every candle (one cheap call).
 
 Fill model (DESIGN.md, README "The fill model"): orders computed from the state after candle
 k-1 (bid = ask = close of k-1, EMAs through k-1) rest through candle k. At the top of candle k
-the outside events due by its open are applied (``bot.core.book.apply_event``), then funding
+the outside events due by its open are applied (``bot.core.book.apply_event``: deposit,
+withdraw, reduce, reduce_all, deleverage; numba's cache of this module does not see a change
+in a callee elsewhere, so a change there touches this docstring), then funding
 (at the open of each candle whose open time is a multiple of 8 hours), then the liquidation
 check with the positions held; then the candle's fills in the order of
 ``bot.core.book.candle_fill_order`` (buys when low < price, sells when high > price, at the

@@ -30,6 +30,7 @@ COMMANDS = (
     "status",
     "stress",
     "vault",
+    "exchange-sim",
 )
 
 
@@ -48,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"bot.commands.{name}")
+            mod_name = f"bot.commands.{name.replace('-', '_')}"
+            module = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"bot.commands.{name}":
+            if exc.name == mod_name:
                 continue  # command not built yet
             raise
         module.add_parser(sub)

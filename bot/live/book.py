@@ -209,6 +209,16 @@ class Book:
             prog.exchange_filled = max(prog.exchange_filled, prog.booked)
         if f.remaining == 0.0 and f.client_id.startswith(PREFIX):
             self._gone(c, f.client_id, f.order_id)
+        if not f.client_id.startswith(PREFIX):
+            # not an order of ours: an exchange deleverage (Binance client id adl_autoclose,
+            # Bybit execType AdlTrade, no link id), a liquidation or a manual trade. Booked like
+            # any fill (the position shrinks at its price); the cycle re-grids from it.
+            log.warning(
+                "%s %s: a fill of an order that is not ours (%s): %g at %g (deleverage / "
+                "liquidation / manual); booked, re-gridding",
+                f.symbol, "long" if f.pside > 0 else "short", f.client_id or "no client id",
+                f.qty, f.price,
+            )  # fmt: skip
         self._fill_since_balance = True
         self.fills.append(
             LiveFill(f.time_ms, f.symbol, f.pside, f.qty, f.price, f.trade_id, f.client_id)
