@@ -209,10 +209,10 @@ class Book:
             prog.exchange_filled = max(prog.exchange_filled, prog.booked)
         if f.remaining == 0.0 and f.client_id.startswith(PREFIX):
             self._gone(c, f.client_id, f.order_id)
-        if not f.client_id.startswith(PREFIX):
-            # not an order of ours: an exchange deleverage (Binance client id adl_autoclose,
-            # Bybit execType AdlTrade, no link id), a liquidation or a manual trade. Booked like
-            # any fill (the position shrinks at its price); the cycle re-grids from it.
+        if f.client_id and not f.client_id.startswith(PREFIX):
+            # not an order of ours: an exchange deleverage (Binance client id adl_autoclose), a
+            # liquidation or a manual trade. Booked like any fill (the position shrinks at its
+            # price); the cycle re-grids from it. (REST fills on Binance carry no client id.)
             log.warning(
                 "%s %s: a fill of an order that is not ours (%s): %g at %g (deleverage / "
                 "liquidation / manual); booked, re-gridding",
