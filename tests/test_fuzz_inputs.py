@@ -158,6 +158,7 @@ COMMANDS = {
     "status": ([], ["--url", "http://127.0.0.1:9", "--timeout", "0.5"]),
     "stress": ([MISSING], ["--data", NOWHERE]),
     "vault": (["status"], [str(SCRATCH / "no-such-ledger.db")]),
+    "exchange-sim": ([MISSING], ["--data", NOWHERE]),
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from bot import inputs
 from bot.errors import ConfigError
 
 __all__ = ["ExchangeSimResult", "add_parser", "run", "run_scenario"]
@@ -39,8 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help="candles: a folder of SYMBOL.csv(.gz) or one file "
                    "(default: the scenario's data)")  # fmt: skip
-    p.add_argument("--start", help="first candle (UTC date), overrides the scenario's start")
-    p.add_argument("--end", help="end (exclusive), overrides the scenario's end")
+    p.add_argument(
+        "--start",
+        type=inputs.date_text,
+        help="first candle (UTC date), overrides the scenario's start",
+    )
+    p.add_argument(
+        "--end", type=inputs.date_text, help="end (exclusive), overrides the scenario's end"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=run)
 
