@@ -103,7 +103,7 @@ def test_bot_books_a_deleverage_at_once_and_carries_on(exchange: str, caplog):
         f
         for f in seen["bot"].fills
         if f.symbol == seen["symbol"] and f.price == seen["price"]
-        and abs(abs(f.qty) - seen["qty"]) < 1e-9 and f.client_id in ("", ADL_CLIENT_ID)
+        and abs(abs(f.qty) - seen["qty"]) < 1e-9 and f.client_id in (ADL_CLIENT_ID, "AdlTrade")
     ]  # fmt: skip
     assert len(adl) == 1
     assert "a fill of an order that is not ours" in caplog.text  # recorded
