@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import zlib
@@ -38,6 +38,14 @@ from typing import BinaryIO
 import numpy as np
 
 from bot.errors import ConfigError, DataError
+from bot.inputs import (
+    MAX_CANDLE_FILE_BYTES,
+    MAX_DATE_MS,
+    MIN_PLAUSIBLE_MS,
+    decode_text,
+    parse_date_ms,
+    read_file,
+)
 
 __all__ = [
     "COLUMNS",
@@ -100,39 +108,12 @@ class LoadReport:
 
 
 def format_ms(ts_ms: int) -> str:
-    """UTC ISO time of a ms timestamp, e.g. ``2021-05-19T13:10:00Z``."""
-    return datetime.fromtimestamp(int(ts_ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-_INT_RE = re.compile(r"[+-]?\d+")
-# Integers below this (1973-03-03) are almost surely seconds or a compact date like 20210519,
-# which as ms would silently mean January 1970.
-_MIN_PLAUSIBLE_MS = 100_000_000_000
-
-
-def parse_date_ms(text: str) -> int:
-    """``2021-05-19``, ``2021-05-19T13:10``, ``2021-05-19 13:10:00`` (UTC) or ms -> ms."""
-    s = str(text).strip()
-    if _INT_RE.fullmatch(s):
-        value = int(s)
-        if abs(value) < _MIN_PLAUSIBLE_MS:
-            raise ConfigError(
-                f"date {text!r}: an integer is read as milliseconds since 1970 and this one is "
-                f"before 1973 (seconds?); give ms like 1621382400000 or a date like 2021-05-19"
-            )
-        return value
+    """UTC ISO time of a ms timestamp, e.g. ``2021-05-19T13:10:00Z`` (``<n> ms`` when the
+    timestamp lies outside what a calendar date can show)."""
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", s):
-            raise ValueError(s)
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        raise ConfigError(
-            f"date {text!r} is not understood; use YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS] (UTC) "
-            f"or an integer timestamp in ms"
-        ) from None
-    if dt.tzinfo is None:  # naive means UTC: exchanges and our files speak UTC
-        dt = dt.replace(tzinfo=UTC)
-    return int(round(dt.timestamp() * 1000))
+        return datetime.fromtimestamp(int(ts_ms) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"{int(ts_ms)} ms"
 
 
 def infer_timeframe_ms(timestamps: np.ndarray) -> int:
@@ -166,14 +147,15 @@ def _where(source: str, row: int, ts: float | None = None) -> str:
 
 def _read_text(path: Path, raw: bytes) -> str:
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        try:
-            raw = gzip.decompress(raw)
+        limit = MAX_CANDLE_FILE_BYTES
+        try:  # bounded: a small gzip bomb must not fill the memory
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                raw = gz.read(limit + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: cannot decompress gzip file: {exc}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+        if len(raw) > limit:
+            raise DataError(f"{path}: decompresses to more than the {limit:,} bytes allowed")
+    return decode_text(raw, str(path), "candle file", DataError)
 
 
 def _explain_parse_failure(source: str, lines: list[str], numpy_error: str) -> DataError:
@@ -228,8 +210,19 @@ def _parse_csv(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{_where(source, i + 1)}: timestamp {body[i].split(',')[0].strip()!r} "
+            f"{_where(source, i + 1)}: timestamp {body[i].split(',')[0].strip()[:40]!r} "
             f"is not a whole number of milliseconds"
+        )
+    # Seconds (1621382400) or microseconds read as ms would put the candles in 1970 or in the
+    # far future and the run would "succeed" on nonsense: refuse, naming the first such row.
+    implausible = (ts < MIN_PLAUSIBLE_MS) | (ts > MAX_DATE_MS)
+    if implausible.any():
+        i = int(np.flatnonzero(implausible)[0])
+        unit = "seconds" if ts[i] < MIN_PLAUSIBLE_MS else "microseconds or nanoseconds"
+        raise DataError(
+            f"{_where(source, i + 1)}: timestamp {int(ts[i])} is not in milliseconds "
+            f"({unit}?): column timestamp_ms holds the candle open time in UTC milliseconds "
+            f"since 1970, e.g. 1621382400000 for 2021-05-19"
         )
     return ts.astype(np.int64), np.ascontiguousarray(table[:, 1:])
 
@@ -484,10 +477,7 @@ def _cache_write(cache_dir: Path, symbol: str, key: str, prep: _Prepared, source
 def _load_symbol(
     path: Path, symbol: str, max_gap_minutes: float, cache_dir: Path | None
 ) -> _Prepared:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read candle file: {exc.strerror or exc}") from None
+    raw = read_file(path, what="candle file", limit=MAX_CANDLE_FILE_BYTES, error=DataError)
     if cache_dir is None:
         return _prepare(path, raw, max_gap_minutes)
     key = _cache_key(raw, max_gap_minutes)
@@ -517,7 +507,11 @@ def list_symbols(folder: str | Path) -> dict[str, Path]:
     """Symbol -> file for every ``SYMBOL.csv`` / ``SYMBOL.csv.gz`` in a folder, sorted."""
     folder = Path(folder)
     found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list candle folder: {exc.strerror or exc}") from None
+    for p in entries:
         sym = _symbol_of(p)
         if sym is None or not p.is_file():
             continue
@@ -538,15 +532,19 @@ def _resolve_files(path: Path, symbols: Sequence[str] | None) -> dict[str, Path]
         dupes = sorted({s for s in symbols if list(symbols).count(s) > 1})
         if dupes:
             raise ConfigError(f"symbols: listed more than once: {', '.join(dupes)}")
-    if path.is_file():
-        sym = _symbol_of(path) or path.name.split(".")[0]
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{str(path)[:200]}: not a usable candle path: {exc}") from None
+    if not exists:
+        raise DataError(f"{path}: no such candle file or folder")
+    if not is_dir:  # one file (a device or pipe is refused when it is read)
+        sym = (_symbol_of(path) or path.name.split(".")[0]).upper()
         if symbols is not None and list(symbols) != [sym]:
             raise DataError(
                 f"{path}: a single file holds only {sym}; asked for {', '.join(symbols)}"
             )
         return {sym: path}
-    if not path.is_dir():
-        raise DataError(f"{path}: no such candle file or folder")
     available = list_symbols(path)
     if not available:
         raise DataError(f"{path}: no candle files (SYMBOL.csv or SYMBOL.csv.gz) in this folder")

@@ -143,6 +143,8 @@ def _call_with_retry(
             )
             on_retry()
             time.sleep(delay)
+        except ccxt.BaseError as exc:  # refused for good (bad symbol, not a Binance server...)
+            raise DownloadError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}") from None
     raise AssertionError("unreachable")
 
 

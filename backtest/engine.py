@@ -9,7 +9,9 @@ entry follows the EMAs, so its price is computed every candle (one cheap call).
 
 Fill model (DESIGN.md, README "The fill model"): orders computed from the state after candle
 k-1 (bid = ask = close of k-1, EMAs through k-1) rest through candle k. At the top of candle k
-the outside events due by its open are applied (``bot.core.book.apply_event``), then funding
+the outside events due by its open are applied (``bot.core.book.apply_event``: deposit,
+withdraw, reduce, reduce_all, deleverage; numba's cache of this module does not see a change
+in a callee elsewhere, so a change there touches this docstring), then funding
 (at the open of each candle whose open time is a multiple of 8 hours), then the liquidation
 check with the positions held; then the candle's fills in the order of
 ``bot.core.book.candle_fill_order`` (buys when low < price, sells when high > price, at the
@@ -56,7 +58,7 @@ from bot.core.grid import (
     opening_slots,
     unstuck_order,
 )
-from bot.core.margin import account_at_risk
+from bot.core.margin import account_at_risk, account_equity_margin
 from bot.core.params import (
     KIND_LIQUIDATION,
     KIND_OUTSIDE,
@@ -114,6 +116,14 @@ class EngineInputs:
     trade_start: int  # candles before this only warm up the EMAs
     # outside events, (n_events, bot.core.book.N_E) sorted by time; backtest.events builds them
     events: np.ndarray = field(default_factory=lambda: np.zeros((0, N_E)))
+    # A vault's risk-aware sizing (`gridbot stress`; the defaults change nothing): the core
+    # sizes from balance x sizing_fraction (the cash buffer kept out), and new entries are
+    # blocked (never resized) while total notional / equity at the previous closes exceeds
+    # leverage_cap (0: no cap) or (equity - maintenance margin) / equity is below
+    # margin_buffer_pct.
+    sizing_fraction: float = 1.0
+    leverage_cap: float = 0.0
+    margin_buffer_pct: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,8 @@ class EngineOutput:
     realized_pnl: float
     transfers: float = 0.0  # net deposits (negative: withdrawn) by outside events
     insurance_deficit: float = 0.0  # what a liquidation left below zero (the fund's loss)
+    # (n,) True where the vault's leverage cap or margin buffer blocked new entries
+    entries_blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
 
 @njit(cache=True)
@@ -219,6 +231,19 @@ def _book_rows(fills, nf, k, rows, n_rows, size, pprice, kind):  # noqa: ANN001,
 
 
 @njit(cache=True)
+def _over_cap(balance, size, pprice, refs, s, price, qty, cap):  # noqa: ANN001, ANN202
+    """Would an entry of qty at price on coin s take total notional / equity past the cap
+    (the other coins at their previous closes)?"""
+    eq = balance
+    notional = qty * price
+    for i in range(refs.shape[0]):
+        p = price if i == s else refs[i]
+        eq += size[0, i] * (p - pprice[0, i]) + size[1, i] * (pprice[1, i] - p)
+        notional += (size[0, i] + size[1, i]) * p
+    return eq <= 0.0 or notional / eq > cap
+
+
+@njit(cache=True)
 def _kernel(  # noqa: PLR0913, PLR0915
     timestamps: np.ndarray,
     ohlcv: np.ndarray,
@@ -234,6 +259,9 @@ def _kernel(  # noqa: PLR0913, PLR0915
     trade_start: int,
     events: np.ndarray,
     fills: np.ndarray,
+    sizing_fraction: float,
+    leverage_cap: float,
+    margin_buffer_pct: float,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -274,6 +302,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
     out_balance = np.empty(n)
     out_equity = np.empty(n)
     out_pos = np.zeros((n, n_sym, 4))
+    out_blocked = np.zeros(n, dtype=np.bool_)
+    check_block = leverage_cap > 0.0 or margin_buffer_pct > 0.0
     lows = np.empty(n_sym)
     highs = np.empty(n_sym)
     refs = np.empty(n_sym)
@@ -302,8 +332,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
         trading = k >= trade_start and k > 0 and liquidated_k < 0
         # Orders resting in candle k were sized from the state after candle k-1.
-        ord_balance = balance
-        ord_peak = balance_peak
+        ord_balance = balance * sizing_fraction
+        ord_peak = balance_peak * sizing_fraction
         osz = size
         opp = pprice
         # Cached nearest orders and position slots are refreshed on the first trading candle
@@ -347,6 +377,21 @@ def _kernel(  # noqa: PLR0913, PLR0915
                 lows[s] = ohlcv[s, k, 2]
                 highs[s] = ohlcv[s, k, 1]
                 refs[s] = ohlcv[s, k - 1, 3]  # the last price before the candle
+            blocked = False
+            if check_block:
+                eq_ref, mm_ref = account_equity_margin(
+                    balance, size[0], pprice[0], size[1], pprice[1], refs, tiers
+                )
+                notional = 0.0
+                for s in range(n_sym):
+                    notional += (size[0, s] + size[1, s]) * refs[s]
+                if eq_ref <= 0.0:
+                    blocked = True
+                elif leverage_cap > 0.0 and notional / eq_ref > leverage_cap:
+                    blocked = True
+                elif margin_buffer_pct > 0.0 and (eq_ref - mm_ref) / eq_ref < margin_buffer_pct:
+                    blocked = True
+                out_blocked[k] = blocked
             liq = no_liq
             if account_at_risk(balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers):
                 liq = liquidation_prices(
@@ -371,7 +416,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                         side = sides[j]
                         prm = params_long if j == 0 else params_short
                         if osz[j, s] == 0.0:
-                            if not (enabled[j] and may_open[s, j]):
+                            if blocked or not (enabled[j] and may_open[s, j]):
                                 continue
                             p0 = initial_entry_price(
                                 side, prev_close, prev_close, emas[s, j], markets[s], prm
@@ -410,6 +455,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             lo if j == 0 else hi,
                         )  # fmt: skip
                         for i in range(n_o):
+                            if blocked and (orders[i, 0] > 0.0) == (sides[j] > 0):
+                                continue  # the vault blocks new entries; closes stay
                             c_qty[n_c] = orders[i, 0]
                             c_price[n_c] = orders[i, 1]
                             c_pside[n_c] = sides[j]
@@ -426,6 +473,13 @@ def _kernel(  # noqa: PLR0913, PLR0915
                         p = c_price[i]
                         if (q > 0.0) != (side > 0) and size[jj, s] <= 0.0:
                             continue  # reduce-only with nothing left to reduce
+                        if (
+                            leverage_cap > 0.0
+                            and (q > 0.0) == (side > 0)
+                            and _over_cap(balance, size, pprice, refs, s, p, abs(q), leverage_cap)
+                        ):
+                            out_blocked[k] = True  # the vault's cap blocks this entry
+                            continue
                         new_size, new_price, filled, pnl, fee = book_fill(
                             side, size[jj, s], pprice[jj, s], q, p, maker_fee
                         )
@@ -478,6 +532,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
         realized,
         transfers,
         deficit,
+        out_blocked,
     )
 
 
@@ -487,7 +542,7 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
     while True:
         fills = np.zeros((capacity, N_F))
-        nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit = _kernel(
+        nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
             inp.timestamps,
             np.ascontiguousarray(inp.ohlcv),
             inp.markets,
@@ -502,10 +557,13 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
             inp.trade_start,
             events,
             fills,
+            float(inp.sizing_fraction),
+            float(inp.leverage_cap),
+            float(inp.margin_buffer_pct),
         )
         if nf <= capacity:
             return EngineOutput(
                 fills[:nf].copy(), bal, eq, pos, liq_k, fees, funding, realized, transfers,
-                deficit,
+                deficit, blocked,
             )  # fmt: skip
         capacity = nf + 1024

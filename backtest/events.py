@@ -16,6 +16,9 @@ Spec syntax (``gridbot backtest --event`` / ``gridbot replay --event``, repeatab
     reduce:BTCUSDT:short:0.01:41000@...        ... at 41000
     reduce_all:0.5@2021-05-19T13:00            every position shrinks by half (to qty steps)
     reduce_all:25%@...
+    deleverage:0.5@2021-05-19T13:00            every position in profit at the previous close
+                                               shrinks by half: an exchange's deleverage stress
+    deleverage:100%@...
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class OutsideEvent:
     reduce (nan: the previous close)."""
 
     time_ms: int
-    kind: str  # deposit / withdraw / reduce / reduce_all
+    kind: str  # deposit / withdraw / reduce / reduce_all / deleverage
     amount: float = 0.0
     fraction: float = 0.0
     symbol: str = ""
@@ -99,6 +102,7 @@ def parse_event(spec: str) -> OutsideEvent:
         "withdraw": "withdraw:AMOUNT@TIME or withdraw:PCT%@TIME",
         "reduce": "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME",
         "reduce_all": "reduce_all:FRACTION@TIME or reduce_all:PCT%@TIME",
+        "deleverage": "deleverage:FRACTION@TIME or deleverage:PCT%@TIME",
     }[kind]
     if len(args) not in ((3, 4) if kind == "reduce" else (1,)):
         raise ConfigError(f"--event {spec!r}: expected {usage}")
@@ -109,7 +113,7 @@ def parse_event(spec: str) -> OutsideEvent:
         if pct and x > 1:
             raise ConfigError(f"--event {spec!r}: a withdrawal takes at most 100% of the balance")
         return OutsideEvent(t, kind, fraction=x) if pct else OutsideEvent(t, kind, amount=x)
-    if kind == "reduce_all":
+    if kind in ("reduce_all", "deleverage"):
         x, _ = _number(args[0], spec, "fraction", percent=True)
         if x > 1:
             raise ConfigError(f"--event {spec!r}: the fraction is at most 1 (100%)")

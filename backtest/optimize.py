@@ -46,7 +46,9 @@ import queue
 import random
 import re
 import resource
+import socket
 import sqlite3
+import sys
 import time
 import traceback
 import warnings
@@ -399,6 +401,8 @@ def _make_objective(
     from backtest.runner import run_backtest
 
     def objective(trial: Any) -> list[float]:
+        # First: who runs this trial, so a resumed study can tell a dead run's RUNNING trials.
+        trial.set_user_attr(_OWNER_ATTR, _owner())
         params = {p.key: p.suggest(trial) for p in space}
         trial.set_user_attr("worker", worker)
         try:
@@ -415,10 +419,109 @@ def _make_objective(
     return objective
 
 
-def _worker_main(spec: dict[str, Any], tickets: Any, done: Any, messages: Any, index: int) -> None:
+_OWNER_ATTR = "gridbot_owner"
+_PR_SET_PDEATHSIG = 1
+
+
+_WORKER_ATTR = "gridbot_worker"
+
+
+def _owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _worker_key() -> str:
+    return f"{_WORKER_ATTR}:{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _die_with_parent(parent_pid: int, grace_s: float = 10.0, poll_s: float = 0.5) -> None:
+    """Make this worker end when the process that spawned it dies, even by kill -9.
+
+    On Linux, PR_SET_PDEATHSIG has the kernel send SIGKILL the moment the parent dies: the worker
+    ends at once, wherever it is (also deep in the numba engine); the trial it was running stays
+    RUNNING and the next run on the study marks it FAIL (:func:`fail_orphaned_trials`).
+    Elsewhere, a watchdog thread polls the parent's pid: the worker takes no new ticket, and
+    ends after ``grace_s`` at most."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        time.sleep(grace_s)  # the trial in hand may finish; the main loop takes no new one
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    if os.getppid() != parent_pid:  # died before the prctl above took effect
+        os._exit(1)
+
+
+def fail_orphaned_trials(study: Any) -> list[int]:
+    """Mark FAIL the trials left RUNNING by a run that is gone (its worker's process no longer
+    exists on this host); returns their numbers. Trials of live processes and of other hosts
+    (a shared PostgreSQL study) are left alone."""
+    import optuna
+
+    host = socket.gethostname()
+    prefix = f"{_WORKER_ATTR}:{host}:"
+    workers = [int(k[len(prefix) :]) for k in study.user_attrs if k.startswith(prefix)]
+    any_worker_alive = any(_pid_alive(pid) for pid in workers)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = t.user_attrs.get(_OWNER_ATTR)
+        if not isinstance(owner, dict):
+            # no owner recorded yet: orphaned when none of this host's workers is alive (and
+            # some were: a study that never had one of ours is not ours to judge)
+            dead = bool(workers) and not any_worker_alive
+        elif owner.get("host") != host:
+            continue
+        else:
+            pid = owner.get("pid")
+            dead = isinstance(pid, int) and not _pid_alive(pid)
+        if dead:
+            try:
+                study._storage.set_trial_user_attr(
+                    t._trial_id, "error", "its run ended without finishing it (process died)"
+                )
+                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+                failed.append(t.number)
+            except Exception:  # another process failed or finished it at the same moment
+                continue
+    return failed
+
+
+def _worker_main(
+    spec: dict[str, Any],
+    tickets: Any,
+    done: Any,
+    messages: Any,
+    index: int,
+    parent_pid: int | None = None,
+) -> None:
     """Entry point of one worker process (spawned; everything it needs comes in ``spec``)."""
     trials_run = 0
     try:
+        if parent_pid is not None:
+            _die_with_parent(parent_pid)
         _quiet_optuna(spec["verbose"])
         import optuna
 
@@ -431,7 +534,12 @@ def _worker_main(spec: dict[str, Any], tickets: Any, done: Any, messages: Any, i
             study_name=spec["study"], storage=storage, sampler=_make_sampler(spec["seed"])
         )
         objective = _make_objective(config, space, candles, index)
+        # Known before our first trial exists: a RUNNING trial that has no owner yet (killed
+        # between its creation and the owner record) belongs to one of the study's workers
+        study.set_user_attr(_worker_key(), True)
         while True:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                break  # the run that spawned us is gone: take no more tickets
             with tickets.get_lock():
                 if tickets.value <= 0:
                     break
@@ -444,11 +552,13 @@ def _worker_main(spec: dict[str, Any], tickets: Any, done: Any, messages: Any, i
         pass  # the interrupted trial is marked FAIL by Optuna; the main process reports
     except BaseException as exc:
         detail = str(exc) if isinstance(exc, GridbotError) else traceback.format_exc()
-        messages.put(("error", index, detail))
+        if parent_pid is None or os.getppid() == parent_pid:
+            messages.put(("error", index, detail))
     finally:
         # ru_maxrss is in KiB on Linux: this process's resident high-water mark.
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        messages.put(("stats", index, {"trials": trials_run, "peak_rss_bytes": rss}))
+        if parent_pid is None or os.getppid() == parent_pid:  # nobody reads an orphan's queue
+            messages.put(("stats", index, {"trials": trials_run, "peak_rss_bytes": rss}))
 
 
 # --------------------------------------------------------------------------- results
@@ -840,10 +950,15 @@ def run_optimize(
         from rich.console import Console
 
         console = Console(stderr=True)
+    orphans = fail_orphaned_trials(study)  # a killed earlier run's trials stay RUNNING
+    if orphans and console is not None:
+        console.print(f"marked {len(orphans)} trial(s) left RUNNING by a dead run as FAIL")
     bar = _Progress(progress and n > 0, n, config, console)
     procs = [
         ctx.Process(
-            target=_worker_main, args=(spec, tickets, done, messages, i), name=f"optimize-{i}"
+            target=_worker_main,
+            args=(spec, tickets, done, messages, i, os.getpid()),
+            name=f"optimize-{i}",
         )
         for i in range(k)
     ]

@@ -1,7 +1,10 @@
 """A backtest's report folder: analysis.json, fills.csv, equity.csv, config and PNG plots.
 
 Every run gets a new folder ``<out_dir>/backtest_<UTC time>_<config hash>`` (a ``-2``, ``-3``
-suffix if that name is taken: a report is never overwritten). Plots use matplotlib's
+suffix if that name is taken: a report is never overwritten). It is written in a hidden
+``.partial-<host>-<pid>-<name>`` folder and renamed when complete, so a run killed half-way
+(kill -9, power loss) leaves no half report under a report's name; the next run removes such
+leftovers of dead processes. Plots use matplotlib's
 object-oriented API on Agg canvases (no pyplot global state, no display needed); full-range
 lines are reduced to a min/max envelope per pixel-sized bucket so that a year of 1m candles
 plots as fast as a week and a crash's extreme still shows.
@@ -10,9 +13,12 @@ plots as fast as a week and a crash's extreme still shows.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import math
+import os
 import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +56,7 @@ from bot.core.params import (
     P_UNSTUCK_THRESHOLD,
     P_WALLET_EXPOSURE_LIMIT,
 )
+from bot.errors import GridbotError
 
 if TYPE_CHECKING:
     from backtest.runner import BacktestRun
@@ -79,16 +86,60 @@ def report_dir_name(run: BacktestRun, now: datetime | None = None) -> str:
     return f"backtest_{now.astimezone(UTC):%Y-%m-%dT%H-%M-%SZ}_{_config_hash(run)}"
 
 
-def _new_dir(out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+_PARTIAL = ".partial-"
+
+
+def partial_dir(out_dir: Path, name: str) -> Path:
+    """A hidden work folder next to the final one: ``.partial-<host>-<pid>-<name>``.
+
+    Work folders of this host whose process is gone (a kill -9) are removed first."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GridbotError(
+            f"report folder {out_dir}: cannot create it: {exc.strerror or exc}"
+        ) from None
+    host = socket.gethostname().replace("-", "_")[:40] or "host"
+    for old in out_dir.glob(f"{_PARTIAL}{host}-*"):
+        pid = old.name[len(_PARTIAL) + len(host) + 1 :].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = out_dir / f"{_PARTIAL}{host}-{os.getpid()}-{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.mkdir()
+    except OSError as exc:
+        raise GridbotError(
+            f"report folder {out_dir}: cannot write: {exc.strerror or exc}"
+        ) from None
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def publish(work: Path, out_dir: Path, name: str) -> Path:
+    """Rename the finished work folder to its final name (``-2``, ``-3`` if taken): a report
+    appears under its name complete or not at all, and is never overwritten."""
     for i in range(1, 10_000):
         path = out_dir / (name if i == 1 else f"{name}-{i}")
-        try:
-            path.mkdir()  # atomic: two runs in the same second cannot share a folder
-            return path
-        except FileExistsError:
+        if path.exists() or path.is_symlink():
             continue
-    raise FileExistsError(f"{out_dir}: no free report folder name for {name}")
+        try:
+            os.rename(work, path)  # atomic; fails if another run took the name meanwhile
+            return path
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                continue
+            raise GridbotError(f"report folder {path}: {exc.strerror or exc}") from None
+    raise GridbotError(f"{out_dir}: no free report folder name for {name}")
 
 
 def _iso(ts_ms: np.ndarray) -> np.ndarray:
@@ -190,20 +241,30 @@ def write_report(
     ``config_source``: path of the config file the run came from; copied as ``config.hjson``
     next to the complete, validated ``config.json``.
     """
-    folder = _new_dir(Path(out_dir), report_dir_name(run))
-    rows = _write_equity(run, folder / "equity.csv", equity_max_rows)
-    _write_fills(run, folder / "fills.csv")
-    (folder / "analysis.json").write_bytes(
-        orjson.dumps(_analysis(run, metrics, rows), option=orjson.OPT_INDENT_2) + b"\n"
-    )
-    (folder / "config.json").write_bytes(
-        orjson.dumps(config_to_dict(run.config), option=orjson.OPT_INDENT_2) + b"\n"
-    )
-    if config_source is not None:
-        shutil.copyfile(config_source, folder / "config.hjson")
-    if plots:
-        plot_all(run, metrics, folder)
-    return folder
+    out_dir = Path(out_dir)
+    name = report_dir_name(run)
+    folder = partial_dir(out_dir, name)
+    try:
+        rows = _write_equity(run, folder / "equity.csv", equity_max_rows)
+        _write_fills(run, folder / "fills.csv")
+        (folder / "analysis.json").write_bytes(
+            orjson.dumps(_analysis(run, metrics, rows), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+        (folder / "config.json").write_bytes(
+            orjson.dumps(config_to_dict(run.config), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+        if config_source is not None:
+            shutil.copyfile(config_source, folder / "config.hjson")
+        if plots:
+            plot_all(run, metrics, folder)
+        return publish(folder, out_dir, name)
+    except BaseException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise GridbotError(
+                f"report folder {out_dir}: cannot write {exc.filename or ''}: {exc.strerror or exc}"
+            ) from None
+        raise
 
 
 # --------------------------------------------------------------------------- plots

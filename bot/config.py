@@ -8,6 +8,7 @@ value given and what is allowed. Nothing a user set wrong silently defaults.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,15 +20,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.core import params as P
 from bot.core.margin import LeverageCheck, check_leverage
 from bot.errors import ConfigError
+from bot.inputs import (
+    MAX_CONFIG_BYTES,
+    MAX_NESTING,
+    check_symbols,
+    check_url,
+    decode_text,
+    read_file,
+    source_tree_part,
+)
 
 __all__ = [
     "warmup_candles",
+    "AlertsConfig",
     "BacktestConfig",
     "Config",
     "LiveConfig",
     "OptimizeConfig",
     "SideConfig",
     "SIDE_PARAMS",
+    "VaultConfig",
     "KNOWN_METRICS",
     "config_to_dict",
     "load_config",
@@ -59,6 +71,24 @@ KNOWN_METRICS = (
     "bankruptcy_distance_min_pct",
     "liquidated",
 )
+
+
+def _symbols(v: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(check_symbols(v, "symbols"))
+    except ConfigError as exc:  # pydantic reports ValueErrors with the key and the value
+        raise ValueError(str(exc).removeprefix("symbols: ")) from None
+
+
+def _outside_source_tree(folder: str) -> str:
+    """A folder runs write into must not lie in the source tree (relative: from the cwd)."""
+    part = source_tree_part(folder)
+    if part is not None:
+        raise ValueError(
+            f"inside the source tree ({part}); results never go there: use e.g. 'results' "
+            f"(a relative path is taken from the current folder)"
+        )
+    return folder
 
 
 class _Strict(BaseModel):
@@ -100,6 +130,20 @@ class BotConfig(_Strict):
     short: SideConfig = SideConfig(enabled=False)
 
 
+class AlertsConfig(_Strict):
+    """Webhook alerts of the live bot (``bot.live.alerts``)."""
+
+    url: str | None = None
+    url_env: str = "GRIDBOT_ALERTS_URL"
+    format: Literal["json", "telegram", "discord"] = "json"
+    telegram_chat_id: str | int | None = None
+    liquidation_distance_pct: float = Field(10.0, ge=0.0, le=100.0)
+    stream_down_seconds: float = Field(120.0, gt=0.0, le=86_400.0)
+    repeated_errors: int = Field(5, ge=1, le=10_000)
+    repeated_errors_minutes: float = Field(10.0, gt=0.0, le=1440.0)
+    fills: bool = False
+
+
 class LiveConfig(_Strict):
     """How the live bot talks to the exchange."""
 
@@ -120,6 +164,34 @@ class LiveConfig(_Strict):
     rest_sync_interval_seconds: float = Field(60.0, gt=0.0, le=3600.0)
     base_url: str | None = None
     ws_url: str | None = None
+    status_port: int | None = Field(8765, ge=0, le=65535)
+    status_host: str = "127.0.0.1"
+    status_token_env: str = "GRIDBOT_STATUS_TOKEN"
+    log_file: str | None = "results/live/gridbot.jsonl"
+    log_max_mb: float = Field(10.0, gt=0.0, le=10_000.0)
+    log_backups: int = Field(5, ge=0, le=1000)
+    heartbeat_minutes: float = Field(60.0, ge=0.0, le=1440.0)
+    alerts: AlertsConfig = AlertsConfig()
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _symbols(v) if v else v
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str) -> str:
+        return _outside_source_tree(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v, ("http", "https"))
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v, ("ws", "wss"))
 
 
 class BacktestConfig(_Strict):
@@ -142,7 +214,12 @@ class BacktestConfig(_Strict):
     def _symbols_nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v:
             raise ValueError("needs at least one symbol")
-        return tuple(s.upper() for s in v)
+        return _symbols(v)
+
+    @field_validator("results_dir")
+    @classmethod
+    def _results_dir(cls, v: str) -> str:
+        return _outside_source_tree(v)
 
     @field_validator("warmup_minutes")
     @classmethod
@@ -234,13 +311,29 @@ class OptimizeConfig(_Strict):
         return v
 
 
+class VaultConfig(_Strict):
+    """A vault: many depositors on one trading account (README "The vault"). Read by
+    `gridbot stress` (and the vault ledger); `gridbot backtest` and `gridbot live` ignore it."""
+
+    cash_buffer_pct: float = Field(0.05, ge=0.0, lt=1.0)
+    controlled_unwind_threshold_pct: float = Field(0.25, gt=0.0, le=1.0)
+    max_participation_pct: float = Field(0.05, gt=0.0, le=1.0)
+    impact_coef: float = Field(1.0, ge=0.0, le=100.0)
+    payout_delay_hours: float = Field(24.0, ge=0.0, le=8760.0)
+    leverage_cap: float = Field(3.0, gt=0.0, le=125.0)
+    margin_buffer_pct: float = Field(0.5, ge=0.0, lt=1.0)
+    volatility_window_minutes: float = Field(1440.0, ge=10.0, le=100_000.0)
+    ledger_path: str = "results/vault/ledger.db"
+
+
 class Config(_Strict):
-    """The whole config file. Sections: bot (long, short), live, backtest, optimize."""
+    """The whole config file. Sections: bot (long, short), live, backtest, optimize, vault."""
 
     bot: BotConfig = BotConfig()
     live: LiveConfig = LiveConfig()
     backtest: BacktestConfig = BacktestConfig()
     optimize: OptimizeConfig = OptimizeConfig()
+    vault: VaultConfig = VaultConfig()
     config_version: int = Field(1, ge=1, le=1)
 
     def side(self, name: str) -> SideConfig:
@@ -252,7 +345,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
         if err["type"] == "extra_forbidden":
             parent = err["loc"][:-1]
@@ -278,6 +371,7 @@ def parse_config(data: dict, source: str = "config") -> Config:
         raise ConfigError(
             f"{source}: the top level must be an object with sections bot, live, backtest, optimize"
         )
+    data = _clean_tree(data, source)
     try:
         # Strict JSON-mode validation: "yes" is not a bool and "3" is not a number.
         return Config.model_validate_json(orjson.dumps(data), strict=True)
@@ -285,29 +379,119 @@ def parse_config(data: dict, source: str = "config") -> Config:
         raise ConfigError(_format_errors(exc, source)) from None
 
 
+class _Object(dict):
+    """An hjson object that remembers the keys it was given more than once."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object()
+    dupes = []
+    for key, value in pairs:
+        if key in obj and key not in dupes:
+            dupes.append(key)
+        obj[key] = value
+    obj.duplicates = tuple(dupes)
+    return obj
+
+
+_INT64 = 2**63
+_EXPONENT = re.compile(r"[0-9.][eE]\+?([0-9]+)")
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise ConfigError(f"{where}: a NUL character is not allowed in text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+        raise ConfigError(
+            f"{where}: not valid text (a lone surrogate \\u{ord(text[exc.start]):04x})"
+        ) from None
+
+
+def _clean_tree(data: Any, source: str) -> Any:
+    """Plain dicts and lists from hjson's objects, checked on the way (iteratively, so no depth
+    can overflow the stack): a key given twice, nesting deeper than MAX_NESTING, integers past
+    64 bits, inf/NaN and NUL characters are ConfigErrors naming the dotted key."""
+
+    def name(path: tuple[str, ...]) -> str:
+        return ".".join(path) or "(top level)"
+
+    def check(value: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int) and not -_INT64 <= value < _INT64:
+            raise ConfigError(
+                f"{source}: {name(path)} = {str(value)[:30]}...: the number is too large"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {name(path)} = {value!r}: must be a finite number")
+        if isinstance(value, str):
+            _check_text(value, f"{source}: {name(path)}")
+        return value
+
+    def container(value: Any) -> Any:
+        return {} if isinstance(value, dict) else []
+
+    root = container(data) if isinstance(data, dict | list) else check(data, ())
+    stack: list[tuple[Any, Any, tuple[str, ...]]] = []
+    if isinstance(data, dict | list):
+        stack.append((data, root, ()))
+    while stack:
+        node, out, path = stack.pop()
+        if len(path) >= MAX_NESTING:
+            raise ConfigError(
+                f"{source}: {name(path[:4])}...: nested more than {MAX_NESTING} levels deep"
+            )
+        dupes = getattr(node, "duplicates", ())
+        if dupes:
+            key = name((*path, str(dupes[0])))
+            raise ConfigError(
+                f"{source}: key {key} is given twice in one object (the last value would "
+                f"silently win); keep one"
+            )
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(key, str):
+                _check_text(key, f"{source}: a key in {name(path)}")
+            sub = (*path, str(key))
+            if isinstance(value, dict | list):
+                child = container(value)
+                stack.append((value, child, sub))
+            else:
+                child = check(value, sub)
+            if isinstance(out, dict):
+                out[key] = child
+            else:
+                out.append(child)
+    return root
+
+
 def load_config(path: str | Path) -> Config:
-    """Read an hjson (or JSON) config file and validate it."""
+    """Read an hjson (or JSON) config file and validate it.
+
+    Bounded: only a regular file of at most MAX_CONFIG_BYTES is read; binary or UTF-16 text,
+    a key given twice, absurd numbers and absurd nesting are ConfigErrors naming the file."""
     p = Path(path)
+    raw = read_file(p, what="config", limit=MAX_CONFIG_BYTES)
+    text = decode_text(raw, str(p), "config")
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
-    try:
-        data = hjson.loads(text)
+        data = hjson.loads(text, object_pairs_hook=_object_pairs)
     except hjson.HjsonDecodeError as exc:
         raise ConfigError(
             f"{p}: not valid hjson at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-    return parse_config(_plain(data), str(p))
-
-
-def _plain(x: Any) -> Any:
-    """hjson returns OrderedDicts; make plain dicts/lists."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_plain(v) for v in x]
-    return x
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply (a config nests 3 levels)") from None
+    except OverflowError:
+        m = next((m for m in _EXPONENT.finditer(text) if int(m.group(1)) > 308), None)
+        where = f" on line {text.count(chr(10), 0, m.start()) + 1}" if m else ""
+        raise ConfigError(f"{p}: a number too large for a float{where} (like 1e999)") from None
+    except Exception as exc:  # the parser's own failure on garbage: still not valid hjson
+        raise ConfigError(f"{p}: not valid hjson: {type(exc).__name__}: {exc}") from None
+    return parse_config(data, str(p))
 
 
 def config_to_dict(config: Config) -> dict:

@@ -8,18 +8,24 @@ messages that echo a signed request), so it lives below them all.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 
 __all__ = ["REDACTED", "install_redaction", "redact"]
 
 REDACTED = "***"
 
+# Session credentials the exchange hands out (Binance's listenKey, in the user stream's URL and
+# in REST replies) are as good as a key for reading the account: redacted wherever they show
+# up, e.g. in the websockets library's debug log of the request line (`-v`).
+_LISTEN_KEY = re.compile(r"""(listenKey["']?\s*[=:]\s*["']?)[A-Za-z0-9_-]{8,}""")
+
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     for s in secrets:
         if s and len(s) >= 4:
             text = text.replace(s, REDACTED)
-    return text
+    return _LISTEN_KEY.sub(rf"\g<1>{REDACTED}", text)
 
 
 def install_redaction(secrets: Iterable[str]) -> Callable[[], None]:

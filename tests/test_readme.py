@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import KNOWN_METRICS, BacktestConfig, LiveConfig, OptimizeConfig, SideConfig
+from bot.config import (
+    KNOWN_METRICS,
+    BacktestConfig,
+    LiveConfig,
+    OptimizeConfig,
+    SideConfig,
+    VaultConfig,
+)
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -15,6 +22,7 @@ KEYS = (
     + [f"live.{k}" for k in LiveConfig.model_fields]
     + [f"backtest.{k}" for k in BacktestConfig.model_fields]
     + [f"optimize.{k}" for k in OptimizeConfig.model_fields]
+    + [f"vault.{k}" for k in VaultConfig.model_fields]
 )
 
 

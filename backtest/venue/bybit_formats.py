@@ -33,6 +33,7 @@ __all__ = [
     "risk_limit_json",
     "ticker_json",
     "wallet_json",
+    "exec_type",
     "execution_json",
     "funding_execution_json",
 ]
@@ -75,7 +76,8 @@ def exec_id(trade_id: int) -> str:
 
 def link_id(o: Order) -> str:
     cid = o.client_order_id
-    return "" if cid.startswith(_AUTO_LINK_PREFIX) or cid.startswith("autoclose-") else cid
+    auto = cid.startswith((_AUTO_LINK_PREFIX, "autoclose-")) or cid == "adl_autoclose"
+    return "" if auto else cid
 
 
 def interval_of(tf_ms: int) -> str:
@@ -303,11 +305,27 @@ def _closed_size(f: Fill) -> float:
     return f.qty if f.realized_pnl != 0.0 else 0.0  # one-way: approximated by realized pnl
 
 
+_CREATE_TYPE = {
+    "BustTrade": "CreateByLiq",
+    "AdlTrade": "CreateByAdl_PassThrough",
+    "Trade": "CreateByUser",
+}
+
+
+def exec_type(order: Order | None) -> str:
+    """``execType`` of a fill: BustTrade (a liquidation), AdlTrade (an auto-deleverage: the
+    venue's ADL order), Trade."""
+    if order is not None and order.type == "LIQUIDATION":
+        return "BustTrade"
+    if order is not None and order.client_order_id == "adl_autoclose":
+        return "AdlTrade"
+    return "Trade"
+
+
 def execution_json(
     f: Fill, spec: MarketSpec, order: Order | None, mark: float, fee_rate: float
 ) -> dict:
     pd, qd = decimals(spec.price_step), decimals(spec.qty_step)
-    liq = order is not None and order.type == "LIQUIDATION"
     return {
         "category": "linear",
         "symbol": f.symbol,
@@ -319,7 +337,7 @@ def execution_json(
         "execPnl": fmt(f.realized_pnl, 8),
         "feeRate": fmt(fee_rate, 6),
         "feeCurrency": "",
-        "execType": "BustTrade" if liq else "Trade",
+        "execType": exec_type(order),
         "execTime": str(f.time_ms),
         "isMaker": bool(f.maker),
         "orderId": order_id(f.order_id),
@@ -337,7 +355,7 @@ def execution_json(
         "tradeIv": "",
         "markIv": "",
         "blockTradeId": "",
-        "createType": "CreateByLiq" if liq else "CreateByUser",
+        "createType": _CREATE_TYPE[exec_type(order)],
         "seq": f.trade_id,
     }
 

@@ -743,7 +743,7 @@ class BybitRestApi:
         acct = self.eng.account(key)
         want = self._symbol(params, required=False)
         exec_type = _str(params, "execType")
-        if exec_type not in (None, "Trade", "BustTrade"):
+        if exec_type not in (None, "Trade", "BustTrade", "AdlTrade"):
             return {"category": "linear", "list": [], "nextPageCursor": ""}
         oid = bf.parse_order_id(params.get("orderId"))
         link = _str(params, "orderLinkId")
@@ -760,8 +760,7 @@ class BybitRestApi:
             if link is not None and f.client_order_id != link:
                 continue
             o = orders.get(f.order_id)
-            liq = o is not None and o.type == "LIQUIDATION"
-            if exec_type is not None and (exec_type == "BustTrade") != liq:
+            if exec_type is not None and bf.exec_type(o) != exec_type:
                 continue
             rows.append((f, o))
         page, nxt = self._page(rows, params, 50, 100)

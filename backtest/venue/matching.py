@@ -31,8 +31,13 @@ import numpy as np
 from bot.core.account import candle_low_first, funding_payment
 from bot.core.book import (
     E_KIND,
+    E_PRICE,
+    E_SIDE,
+    E_SYMBOL,
     E_TIME,
+    E_VALUE,
     EV_DEPOSIT,
+    EV_REDUCE,
     EV_WITHDRAW,
     N_E,
     N_R,
@@ -62,6 +67,7 @@ __all__ = [
     "Order",
     "OrderUpdate",
     "Position",
+    "ADL_CLIENT_ID",
     "candle_trades",
 ]
 
@@ -69,6 +75,7 @@ FUNDING_INTERVAL_MS = 8 * 3600 * 1000
 _EPS = 1e-12
 _MAX_CLOSED_ORDERS = 10_000  # per account: enough for queries, bounded for long replays
 _PSIDE = {"LONG": 1, "SHORT": -1}  # the core's tie-break: long before one-way before short
+ADL_CLIENT_ID = "adl_autoclose"  # Binance's client order id of an auto-deleverage order
 
 
 class ApiError(Exception):
@@ -878,6 +885,74 @@ class MatchingEngine:
         else:
             reason = "ADJUSTMENT"
         self._account_update(acct, reason, acct.balance - before, keys, ts)
+
+    def deleverage(
+        self,
+        api_key: str,
+        symbol: str,
+        position_side: str,
+        qty: float,
+        price: float,
+        ts: int | None = None,
+    ) -> Fill | None:
+        """An exchange deleverage (ADL) of this account's position: ``qty`` closes at ``price``
+        (the bankrupt account's price, from ``backtest.venue.risk``) with no fee, booked by
+        ``bot.core.book.apply_event`` (a reduce). Reported as an exchange does, as a filled
+        order that is not the account's: in the trade history, on Binance's stream an
+        ORDER_TRADE_UPDATE of execution type CALCULATED with client order id
+        ``adl_autoclose``, on Bybit's an execution of type ``AdlTrade``; then ACCOUNT_UPDATE
+        (reason ORDER) with the balance and the smaller position."""
+        acct = self.account(api_key)
+        ts = self.now_ms if ts is None else ts
+        side = _PSIDE.get(position_side.upper(), 0)
+        key = self._position_key(acct, symbol, side)
+        pos = acct.position(*key)
+        side = side or (1 if pos.amount > 0 else -1)
+        event = np.zeros(N_E)
+        event[E_KIND], event[E_SYMBOL], event[E_SIDE] = EV_REDUCE, self.symbols.index(symbol), side
+        event[E_VALUE], event[E_PRICE] = qty, price
+        size, pprice = self._book_arrays(acct)
+        rows = np.zeros((2, N_R))
+        ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
+        before = acct.balance
+        balance, _, n = apply_event(
+            event, acct.balance, 0.0, size, pprice, ref, self.qty_steps, rows
+        )
+        if n == 0:
+            return None
+        r = rows[0]
+        q, pnl = abs(float(r[R_QTY])), float(r[R_PNL])
+        j = 0 if side > 0 else 1
+        pos.amount = side * float(size[j, self.symbols.index(symbol)])
+        pos.entry_price = float(pprice[j, self.symbols.index(symbol)])
+        pos.update_time_ms = ts
+        acct.balance = float(balance)
+        order = Order(
+            order_id=next(self._order_ids),
+            client_order_id=ADL_CLIENT_ID,
+            symbol=symbol,
+            side="SELL" if r[R_QTY] < 0 else "BUY",
+            position_side=key[1],
+            type="MARKET",
+            time_in_force="IOC",
+            price=price,
+            orig_qty=q,
+            reduce_only=True,
+            time_ms=ts,
+            update_time_ms=ts,
+            executed_qty=q,
+            cum_quote=q * price,
+            status="FILLED",
+        )
+        self._close(acct, order)
+        fill = Fill(
+            next(self._trade_ids), order.order_id, ADL_CLIENT_ID, symbol, order.side, key[1],
+            price, q, 0.0, pnl, False, ts,
+        )  # fmt: skip
+        acct.trades.append(fill)
+        self.events.append(OrderUpdate(acct.api_key, "CALCULATED", replace(order), fill, ts))
+        self._account_update(acct, "ORDER", acct.balance - before, [key], ts)
+        return fill
 
     # ------------------------------------------------------------------ fault-injection hooks
 

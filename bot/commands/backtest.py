@@ -14,8 +14,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from bot import inputs
 from bot.config import Config, config_to_dict, load_config, parse_config
 from bot.errors import ConfigError, DataError
+from bot.inputs import parse_date_ms
 
 __all__ = ["add_parser", "apply_data_flags", "resolve_data_path", "run"]
 
@@ -28,10 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(analysis.json, fills.csv, equity.csv, config, plots).",
     )
     p.add_argument("config", help="config file (hjson)")
-    p.add_argument("--symbols", help="comma-separated symbols, overriding backtest.symbols")
-    p.add_argument("--data", help="candle folder or file, overriding backtest.data")
-    p.add_argument("--start", help="start date (UTC, inclusive), e.g. 2021-05-18")
-    p.add_argument("--end", help="end date (UTC, exclusive), e.g. 2021-05-20")
+    add_data_flags(p)
     p.add_argument("--out", help="folder for the report (default: backtest.results_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
@@ -40,23 +39,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="SPEC",
         help="an outside event, repeatable: deposit:AMOUNT@TIME, withdraw:AMOUNT|PCT%%@TIME, "
-        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME",
+        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME, "
+        "deleverage:FRACTION|PCT%%@TIME (profitable positions only)",
     )
     p.set_defaults(run=run)
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--symbols, --data, --start, --end: the flags :func:`apply_data_flags` applies (every
+    command that runs a backtest takes them, checked alike)."""
+    p.add_argument(
+        "--symbols",
+        type=inputs.symbols,
+        help="comma-separated symbols, overriding backtest.symbols",
+    )
+    p.add_argument("--data", help="candle folder or file, overriding backtest.data")
+    p.add_argument(
+        "--start", type=inputs.date_text, help="start date (UTC, inclusive), e.g. 2021-05-18"
+    )
+    p.add_argument(
+        "--end", type=inputs.date_text, help="end date (UTC, exclusive), e.g. 2021-05-20"
+    )
 
 
 def apply_data_flags(config: Config, args: argparse.Namespace, source: str) -> Config:
     """The config with --symbols, --data, --start and --end applied, re-validated (shared by the
     commands that run backtests); a bad flag is an error naming the flag."""
-    from backtest.data import parse_date_ms
-
     data = config_to_dict(config)
     bt = data["backtest"]
-    if args.symbols is not None:
-        syms = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if not syms:
-            raise ConfigError(f"--symbols {args.symbols!r}: give symbols like BTCUSDT,ETHUSDT")
-        bt["symbols"] = syms
+    if args.symbols is not None:  # checked by inputs.symbols while parsing
+        bt["symbols"] = list(args.symbols)
     if args.data is not None:
         bt["data"] = args.data
     for flag, key, value in (
@@ -79,8 +91,11 @@ def resolve_data_path(data: str, config_path: Path) -> Path:
         return p
     tried = [Path.cwd() / p, config_path.resolve().parent / p]
     for candidate in tried:
-        if candidate.exists():
-            return candidate
+        try:
+            if candidate.exists():
+                return candidate
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise DataError(f"backtest.data = {data[:200]!r}: {exc.strerror or exc}") from None
     raise DataError(
         f"backtest.data = {data!r}: no such candle folder or file; looked in "
         + " and ".join(str(t) for t in dict.fromkeys(tried))
@@ -88,8 +103,6 @@ def resolve_data_path(data: str, config_path: Path) -> Path:
 
 
 def _dates(config: Config, args: argparse.Namespace) -> tuple[int | None, int | None]:
-    from backtest.data import parse_date_ms
-
     bt = config.backtest
 
     def parse(value: str | None, key: str, flag: str, given: str | None) -> int | None:
@@ -152,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     bt = config.backtest
     start_ms, end_ms = _dates(config, args)
     data_path = resolve_data_path(bt.data, config_path)
+    # Where the report goes is checked before the long part, not after it.
+    results_dir = inputs.writable_dir(bt.results_dir, "backtest.results_dir")  # + the cache
+    out_dir = results_dir if args.out is None else inputs.writable_dir(args.out, "--out")
 
     with console.status(f"loading candles of {', '.join(bt.symbols)} from {data_path} ..."):
         candles, report = load_candles_with_report(
@@ -183,7 +199,6 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     metrics = compute_metrics(bt_run)
 
-    out_dir = Path(args.out) if args.out is not None else Path(bt.results_dir)
     with console.status("writing the report" + ("" if args.no_plots else " and plots") + " ..."):
         folder = write_report(
             bt_run, metrics, out_dir, config_source=str(config_path), plots=not args.no_plots

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bot import inputs
+
 __all__ = ["add_parser", "run"]
 
 
@@ -16,18 +18,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "after the last candle already in the file.",
     )
     p.add_argument("--exchange", default="binance", help="exchange (only 'binance' USDT-M futures)")
-    p.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
-    p.add_argument("--start", required=True, help="start date (UTC, inclusive), e.g. 2024-01-01")
-    p.add_argument("--end", help="end date (UTC, exclusive; default: now)")
+    p.add_argument(
+        "--symbols",
+        required=True,
+        type=inputs.symbols,
+        help="comma-separated, e.g. BTCUSDT,ETHUSDT",
+    )
+    p.add_argument(
+        "--start",
+        required=True,
+        type=inputs.date_text,
+        help="start date (UTC, inclusive), e.g. 2024-01-01",
+    )
+    p.add_argument("--end", type=inputs.date_text, help="end date (UTC, exclusive; default: now)")
     p.add_argument(
         "--out",
         default="data/binance_usdtm_1m",
         help="output folder (default data/binance_usdtm_1m)",
     )
     p.add_argument(
-        "--retries", type=int, default=5, help="retries per request on rate limits / network errors"
+        "--retries",
+        type=inputs.integer(0, 100),
+        default=5,
+        help="retries per request on rate limits / network errors, 0 .. 100 (default 5)",
     )
-    p.add_argument("--base-url", help="REST base URL of a Binance-compatible server, e.g. the local "
+    p.add_argument("--base-url", type=inputs.url, help="REST base URL of a Binance-compatible server, e.g. the local "
                    "`gridbot venue` (http://127.0.0.1:8080); for testing and paper trading")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -37,15 +52,15 @@ def run(args: argparse.Namespace) -> int:
     from backtest.data import format_ms, parse_date_ms
     from backtest.download import download_candles
 
-    symbols = [s for s in args.symbols.split(",") if s.strip()]
+    out = inputs.writable_dir(args.out, "--out")
     results = download_candles(
-        symbols,
+        args.symbols,
         parse_date_ms(args.start),
         parse_date_ms(args.end) if args.end else None,
-        args.out,
+        out,
         exchange_id=args.exchange,
         base_url=args.base_url,
-        max_retries=max(0, args.retries),
+        max_retries=args.retries,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     for r in results.values():

@@ -23,8 +23,11 @@ import logging
 import secrets
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
-from bot.config import load_config
+from bot import inputs
+from bot.config import load_config, with_overrides
 from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
@@ -43,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run the grid bot live on one account: one task per coin.",
     )
     p.add_argument("config", help="config file (hjson)")
-    p.add_argument("--symbols", help="comma-separated symbols, overriding live.symbols")
+    p.add_argument(
+        "--symbols", type=inputs.symbols, help="comma-separated symbols, overriding live.symbols"
+    )
     p.add_argument(
         "--exchange",
         choices=("binance", "bybit", "sim"),
@@ -56,20 +61,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="trade the simulated venue on 127.0.0.1 through the exchange's API format "
         "(fed by the bundled sample data here)",
     )
-    p.add_argument("--speed", type=float, default=60.0, help="dry-run replay speed (default 60x)")
-    p.add_argument("--max-minutes", type=float, help="stop after this many minutes (wall clock)")
+    p.add_argument(
+        "--speed", type=inputs.SPEED, default=60.0, help="dry-run replay speed (default 60x)"
+    )
+    p.add_argument(
+        "--max-minutes", type=inputs.MINUTES, help="stop after this many minutes (wall clock)"
+    )
+    p.add_argument(
+        "--base-url",
+        type=inputs.url,
+        help="overrides live.base_url (e.g. a `gridbot venue`'s REST URL)",
+    )
+    p.add_argument(
+        "--ws-url", type=_ws_url, help="overrides live.ws_url (e.g. a `gridbot venue`'s websockets)"
+    )
+    p.add_argument("--key-file", help="overrides live.key_file (a mode-0600 JSON key file)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(run=run)
 
 
+def _ws_url(text: str) -> str:
+    try:
+        return inputs.check_url(text, ("ws", "wss"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    over = {
+        k: getattr(args, k, None)
+        for k in ("base_url", "ws_url", "key_file")
+        if getattr(args, k, None) is not None
+    }
+    if over:  # plain strings: the config's types hold them as they are
+        config = config.model_copy(update={"live": config.live.model_copy(update=over)})
     exchange = args.exchange or config.live.exchange
-    symbols = (
-        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if args.symbols
-        else list(config.live.symbols)
-    )
+    symbols = list(args.symbols) if args.symbols else list(config.live.symbols)
     if not symbols:
         raise ConfigError("live.symbols is empty: set it or pass --symbols BTCUSDT,ETHUSDT")
     logging.basicConfig(
@@ -78,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     dry = args.dry_run or exchange == "sim"
-    return asyncio.run(_main(config, symbols, dry, args, exchange))
+    if not dry:
+        inputs.writable_dir(config.live.state_dir, "live.state_dir")
+        return asyncio.run(_main(config, symbols, dry, args, exchange))
+    # A dry run's state belongs to its throw-away venue: keep it in a temporary folder that
+    # goes away with the run, never as a dry-*.sqlite left in live.state_dir.
+    with tempfile.TemporaryDirectory(prefix="gridbot-dry-run-") as tmp:
+        config = with_overrides(config, {"live.state_dir": tmp})
+        return asyncio.run(_main(config, symbols, dry, args, exchange))
 
 
 async def _main(
@@ -87,6 +122,7 @@ async def _main(
     from bot.exchange.ccxt_adapter import CcxtAdapter
     from bot.live.bot import LiveBot
     from bot.live.credentials import install_redaction, load_credentials
+    from bot.live.monitor import Monitor
 
     venue = None
     feed: asyncio.Task | None = None
@@ -97,7 +133,8 @@ async def _main(
         key, secret = load_credentials(config.live)  # type: ignore[attr-defined]
         base_url = config.live.base_url  # type: ignore[attr-defined]
         ws_url = config.live.ws_url or DEFAULT_WS[exchange]  # type: ignore[attr-defined]
-    uninstall = install_redaction([key, secret])
+    live_cfg = config.live  # type: ignore[attr-defined]
+    monitor_secrets = [key, secret]
     # "sim" speaks the venue's Binance format
     kind = "bybit" if exchange == "bybit" else "binance"
     adapter = CcxtAdapter(kind, key, secret, base_url=base_url, throttle=not dry)
@@ -106,24 +143,45 @@ async def _main(
     name = "live" if kind == "binance" else f"live-{kind}"
     name = f"dry-{secrets.token_hex(4)}" if dry else name
     bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name)  # type: ignore[arg-type]
+    # the page, the log file, the heartbeat and the alerts (a dry run logs to its own file)
+    log_file = live_cfg.log_file
+    if dry and log_file:
+        log_file = str(Path(log_file).with_suffix("")) + "-dry-run.jsonl"
+    monitor = Monitor(bot, live_cfg, secrets=monitor_secrets, dry_run=dry, exchange=kind,
+                      log_file=log_file or "")  # fmt: skip
+    monitor.check()  # a status page beyond loopback without a token: refused before anything
+    uninstall = install_redaction(monitor._secrets)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, bot.stop)
         except (NotImplementedError, RuntimeError):
             pass
+    stop_reason, stop_error = "during the start-up", True
     try:
+        await monitor.start()
         task = asyncio.create_task(bot.run())
+        ready = asyncio.create_task(bot.wait_ready(timeout=None))  # type: ignore[arg-type]
+        await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if bot.streams is not None:  # started (not refused, not stopped during the start-up)
+            monitor.started()
         if venue is not None:
-            await bot.wait_ready()
             feed = asyncio.create_task(venue.run(speed=args.speed, stop=bot.stopped))
         if args.max_minutes:
             loop.call_later(args.max_minutes * 60, bot.stop)
-        await task
+        try:
+            await task
+        except BaseException as exc:
+            stop_reason = f"{type(exc).__name__}: {exc}"
+            raise
+        stop_reason, stop_error = f"cleanly; {len(bot.fills)} fills this session", False
         log.info("stopped cleanly; %d fills this session", len(bot.fills))
         return 0
     finally:
         bot.stop()
+        monitor.stopped(stop_reason, error=stop_error)
+        await monitor.close()
         if feed is not None:
             feed.cancel()
         await adapter.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from bot import inputs
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 
@@ -29,16 +30,42 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("config", help="hjson config file")
-    p.add_argument("--trials", type=int, help="trials to run now (default optimize.n_trials)")
     p.add_argument(
-        "--workers", type=int, help="worker processes (default optimize.workers, else all cores)"
+        "--trials",
+        type=inputs.integer(1, 1_000_000),
+        help="trials to run now (default optimize.n_trials)",
     )
-    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user:pw@host/db")
-    p.add_argument("--study", help="study name (default: config stem + hash of its search)")
+    p.add_argument(
+        "--workers",
+        type=inputs.integer(1, 256),
+        help="worker processes (default optimize.workers, else all cores)",
+    )
+    p.add_argument(
+        "--storage",
+        type=inputs.storage_url,
+        help="Optuna storage URL, e.g. postgresql://user:pw@host/db",
+    )
+    p.add_argument(
+        "--study",
+        type=inputs.study_name,
+        help="study name (default: config stem + hash of its search)",
+    )
     p.add_argument("--data", help="candle file or folder (overrides backtest.data)")
-    p.add_argument("--symbols", help="comma-separated symbols (overrides backtest.symbols)")
-    p.add_argument("--start", help="start date, UTC, inclusive (overrides backtest.start_date)")
-    p.add_argument("--end", help="end date, UTC, exclusive (overrides backtest.end_date)")
+    p.add_argument(
+        "--symbols",
+        type=inputs.symbols,
+        help="comma-separated symbols (overrides backtest.symbols)",
+    )
+    p.add_argument(
+        "--start",
+        type=inputs.date_text,
+        help="start date, UTC, inclusive (overrides backtest.start_date)",
+    )
+    p.add_argument(
+        "--end",
+        type=inputs.date_text,
+        help="end date, UTC, exclusive (overrides backtest.end_date)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="show Optuna's own logging")
     p.set_defaults(run=run)
@@ -107,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = _apply_cli(load_config(args.config), args)
     space = build_search_space(config)  # bad bounds fail before anything starts
+    inputs.writable_dir(config.backtest.results_dir, "backtest.results_dir")
+    storage = args.storage or config.optimize.storage
+    if storage and storage.startswith("sqlite:///"):  # a local file: its folder must be usable
+        where = "--storage" if args.storage else "optimize.storage"
+        inputs.writable_dir(Path(storage[len("sqlite:///") :]).parent, where)
     # A relative backtest.data resolves as in `gridbot backtest`: cwd first, then config folder.
     data_path = resolve_data_path(config.backtest.data, Path(args.config))
     result = run_optimize(

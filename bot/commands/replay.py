@@ -25,8 +25,8 @@ from pathlib import Path
 import orjson
 from rich.console import Console
 
+from bot import inputs
 from bot.config import load_config
-from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -40,9 +40,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="config file (hjson)")
     p.add_argument("--data", required=True, help="candle folder or file")
-    p.add_argument("--symbols", help="comma-separated symbols (default: backtest.symbols)")
-    p.add_argument("--start", help="first trading day (UTC, inclusive), e.g. 2021-05-18")
-    p.add_argument("--end", help="end (UTC, exclusive), e.g. 2021-05-19")
+    p.add_argument(
+        "--symbols", type=inputs.symbols, help="comma-separated symbols (default: backtest.symbols)"
+    )
+    p.add_argument(
+        "--start",
+        type=inputs.date_text,
+        help="first trading day (UTC, inclusive), e.g. 2021-05-18",
+    )
+    p.add_argument("--end", type=inputs.date_text, help="end (UTC, exclusive), e.g. 2021-05-19")
     p.add_argument(
         "--exchange",
         choices=("binance", "bybit"),
@@ -54,7 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="SPEC",
         help="an outside event, repeatable: deposit:AMOUNT@TIME, withdraw:AMOUNT|PCT%%@TIME, "
-        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME",
+        "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME, "
+        "deleverage:FRACTION|PCT%%@TIME (profitable positions only)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
@@ -69,13 +76,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     config = load_config(args.config)
     events = parse_events(getattr(args, "event", None))
-    symbols = (
-        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if args.symbols
-        else list(config.backtest.symbols)
-    )
-    if not symbols:
-        raise ConfigError(f"--symbols {args.symbols!r}: give symbols like BTCUSDT,DOGEUSDT")
+    symbols = list(args.symbols) if args.symbols else list(config.backtest.symbols)
     start = parse_date_ms(args.start) if args.start else None
     end = parse_date_ms(args.end) if args.end else None
     if start is not None:

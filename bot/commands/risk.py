@@ -67,6 +67,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--price", type=_positive,
                    help="price to measure distances from (default: the net side's position price)")  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="config whose limits to check the leverage for")
+    p.add_argument("--ranking", choices=("seed", "bitmex"),
+                   help="deleverage ranking formula (default: the scenario's, else seed)")  # fmt: skip
+    p.add_argument("--scenario", metavar="FILE",
+                   help="an exchange-sim scenario: where the position ranks among its traders' "
+                   "for deleverage at the reference price")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -88,6 +93,8 @@ def assess(
     leverage: float | None = None,
     price: float | None = None,
     config_path: str | None = None,
+    ranking: str | None = None,
+    scenario_path: str | None = None,
 ) -> dict[str, Any]:
     """Every number of the report, as a JSON-ready dict (null where not applicable)."""
     # Imported here so that argument errors answer without compiling anything.
@@ -206,8 +213,68 @@ def assess(
             leverage_required_above=check.required_above,
             leverage_max_allowed=_finite(check.max_allowed),
         )
+    out.update(_deleverage(balance, ls, lp, ss, sp, ref, ranking, scenario_path))
     out["notes"] = notes
     return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _deleverage(
+    balance: float,
+    ls: float,
+    lp: float,
+    ss: float,
+    sp: float,
+    ref: float | None,
+    ranking: str | None,
+    scenario_path: str | None,
+) -> dict[str, Any]:
+    """Each side's deleverage score at the reference price (``bot.core.deleverage``; the
+    account's equity apart from this position counts as its balance) and, with a scenario,
+    where it ranks among the scenario's traders on the same side (1 = deleveraged first)."""
+    from bot.core.account import unrealized_pnl
+    from bot.core.deleverage import RANK_NAMES, deleverage_score
+
+    sc = None
+    if scenario_path is not None:
+        from backtest.venue.scenario import load_scenario
+
+        try:
+            sc = load_scenario(scenario_path)
+        except ConfigError as exc:
+            raise ConfigError(f"--scenario: {exc}") from None
+    name = ranking or (sc.ranking if sc is not None else "seed")
+    formula = RANK_NAMES[name]
+    out: dict[str, Any] = {
+        "deleverage_ranking": name,
+        "deleverage_score_long": None,
+        "deleverage_score_short": None,
+        "deleverage_rank_long": None,
+        "deleverage_rank_short": None,
+    }
+    if ref is None:
+        return out
+    for side, size, price, key in ((1, ls, lp, "long"), (-1, ss, sp, "short")):
+        if size <= 0:
+            continue
+        other = unrealized_pnl(-side, ss if side > 0 else ls, sp if side > 0 else lp, ref)
+        score = float(deleverage_score(formula, side, size, price, ref, balance + other))
+        out[f"deleverage_score_{key}"] = score
+        if sc is not None:
+            others = [
+                (
+                    t.name,
+                    float(deleverage_score(formula, side, t.size, t.entry_price, ref, t.margin)),
+                )
+                for t in sc.traders
+                if t.side == side
+            ]
+            ahead = sorted((n for n, s in others if s > score), key=lambda n: -dict(others)[n])
+            out[f"deleverage_rank_{key}"] = {
+                "rank": len(ahead) + 1,
+                "of": len(others) + 1,
+                "ahead": ahead,
+            }
+    return out
 
 
 def _table(r: dict[str, Any]) -> None:
@@ -238,6 +305,13 @@ def _table(r: dict[str, Any]) -> None:
     t.add_row("maintenance margin", fmt(r["maintenance_margin"], " USDT"))
     t.add_row("leverage", fmt(r["leverage"]))
     t.add_row("leverage ok", fmt(r["leverage_ok"]))
+    for key in ("long", "short"):
+        if r[f"deleverage_score_{key}"] is not None:
+            t.add_row(f"deleverage score {key} ({r['deleverage_ranking']})",
+                      fmt(r[f"deleverage_score_{key}"]))  # fmt: skip
+        rank = r[f"deleverage_rank_{key}"]
+        if rank is not None:
+            t.add_row(f"  rank in scenario ({key})", f"{rank['rank']} of {rank['of']}")
     console = Console(stderr=True)
     console.print(t)
     for line in [*r["notes"], r["leverage_reason"]]:
@@ -255,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
         leverage=args.leverage,
         price=args.price,
         config_path=args.config,
+        ranking=args.ranking,
+        scenario_path=args.scenario,
     )
     if args.json:
         import orjson

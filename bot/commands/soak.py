@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -67,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     config = load_config(args.config)
-    if args.minutes <= 0 or args.minutes > 24 * 60:
+    if not 0 < args.minutes <= 24 * 60:  # NaN fails too
         raise ConfigError(f"--minutes {args.minutes}: must be > 0 and at most 1440")
-    if args.speed <= 0:
+    if not 0 < args.speed < math.inf:
         raise ConfigError(f"--speed {args.speed}: must be > 0 (400 = a 1m candle every 0.15 s)")
     if args.symbols:
         symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]

@@ -40,6 +40,7 @@ from bot.core.margin import account_liquidation, maintenance_margin
 from bot.core.rounding import round_nearest
 
 __all__ = [
+    "EV_DELEVERAGE",
     "EV_DEPOSIT",
     "EV_NAMES",
     "EV_REDUCE",
@@ -74,11 +75,13 @@ EV_DEPOSIT = 1
 EV_WITHDRAW = 2
 EV_REDUCE = 3
 EV_REDUCE_ALL = 4
+EV_DELEVERAGE = 5  # reduce_all, profitable positions only (an exchange's deleverage stress)
 EV_NAMES = {
     EV_DEPOSIT: "deposit",
     EV_WITHDRAW: "withdraw",
     EV_REDUCE: "reduce",
     EV_REDUCE_ALL: "reduce_all",
+    EV_DELEVERAGE: "deleverage",
 }
 
 # Columns of an event row (float64): time (ms, the event applies at the top of the first candle
@@ -311,7 +314,9 @@ def apply_event(
     - reduce(coin, side, qty=value, price): the position shrinks by qty (at most its size) at
       price (nan: the coin's reference price), realizing pnl;
     - reduce_all(fraction): every position shrinks by size x fraction rounded to the nearest
-      qty step (at most its size; a fraction of 1 or more closes it) at the reference price.
+      qty step (at most its size; a fraction of 1 or more closes it) at the reference price;
+    - deleverage(fraction): as reduce_all, for the positions in profit at the reference price
+      only (those an exchange's deleverage ranks first).
     Deposits and withdrawals scale the peak (:func:`transfer_peak`); reductions leave it.
     """
     kind = int(event[E_KIND])
@@ -334,11 +339,14 @@ def apply_event(
             price = ref_prices[s]
         balance, n = _reduce(s, j, event[E_VALUE], price, balance, size, pprice, out, n)
         return balance, peak, n
-    if kind == EV_REDUCE_ALL:
+    if kind == EV_REDUCE_ALL or kind == EV_DELEVERAGE:
         f = event[E_FRACTION]
         for s in range(size.shape[1]):
             for j in range(2):
                 if size[j, s] <= 0.0:
+                    continue
+                side = 1 if j == 0 else -1
+                if kind == EV_DELEVERAGE and not (ref_prices[s] - pprice[j, s]) * side > 0.0:
                     continue
                 q = size[j, s] if f >= 1.0 else round_nearest(size[j, s] * f, qty_steps[s])
                 balance, n = _reduce(s, j, q, ref_prices[s], balance, size, pprice, out, n)

@@ -75,7 +75,10 @@ def parse_execution(d: dict[str, Any]) -> FillEvent | None:
     if qty <= 0:
         return None
     sign = 1.0 if d["side"] == "Buy" else -1.0
-    cid = str(d.get("orderLinkId") or "")
+    # an exchange's own execution (AdlTrade, BustTrade) has no link id: its type names it
+    cid = str(d.get("orderLinkId") or "") or (
+        "" if d.get("execType", "Trade") == "Trade" else str(d["execType"])
+    )
     if cid.startswith(PREFIX) and len(cid) > len(PREFIX) and cid[len(PREFIX)] in "LS":
         pside = 1 if cid[len(PREFIX)] == "L" else -1  # our id names the position side
     elif _f(d.get("closedSize")) > 0:

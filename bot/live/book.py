@@ -115,17 +115,20 @@ class Book:
         qty_steps: dict[str, float],
         *,
         on_doubt_cleared: Callable[[], None] | None = None,
+        on_adopt: Callable[[str, int, float, float], None] | None = None,
     ) -> None:
         self.state = state
         self.coins = {s: CoinBook(s, qty_steps[s]) for s in symbols}
         self.balance = math.nan
         self.balance_peak = math.nan
         self.fills: list[LiveFill] = []
-        self.user_seq = 0  # bumps on every user-stream event: REST snapshots check it
+        self.user_seq = 0  # bumps on every user-stream event (REST order lists check it)
+        self.changes = 0  # bumps on every booked fill or adopted position (snapshots check it)
         self._seen: set[tuple[str, int | str]] = set()
         self._fill_since_balance = False
         self._doubts: set[str] = set()
         self._on_doubt_cleared = on_doubt_cleared
+        self._on_adopt = on_adopt  # (symbol, 0 long / 1 short, our size, the exchange's)
         self.resync_wanted = False  # an event disagreed with the book: reconcile soon
 
     # ------------------------------------------------------------------ persistence
@@ -188,6 +191,7 @@ class Book:
             return False
         self._seen.add(key)
         c.booked += 1
+        self.changes += 1
         side = c.sides[0 if f.pside > 0 else 1]
         side.size, side.price, _ = apply_fill(f.pside, side.size, side.price, f.qty, f.price)
         side.fill_time_ms = max(side.fill_time_ms, f.time_ms)
@@ -205,6 +209,16 @@ class Book:
             prog.exchange_filled = max(prog.exchange_filled, prog.booked)
         if f.remaining == 0.0 and f.client_id.startswith(PREFIX):
             self._gone(c, f.client_id, f.order_id)
+        if f.client_id and not f.client_id.startswith(PREFIX):
+            # not an order of ours: an exchange deleverage (Binance client id adl_autoclose), a
+            # liquidation or a manual trade. Booked like any fill (the position shrinks at its
+            # price); the cycle re-grids from it. (REST fills on Binance carry no client id.)
+            log.warning(
+                "%s %s: a fill of an order that is not ours (%s): %g at %g (deleverage / "
+                "liquidation / manual); booked, re-gridding",
+                f.symbol, "long" if f.pside > 0 else "short", f.client_id or "no client id",
+                f.qty, f.price,
+            )  # fmt: skip
         self._fill_since_balance = True
         self.fills.append(
             LiveFill(f.time_ms, f.symbol, f.pside, f.qty, f.price, f.trade_id, f.client_id)
@@ -347,6 +361,17 @@ class Book:
             c.saved = True
         self.resync_wanted = False
 
+    def report_snapshot(self, balance: float, positions: dict[str, tuple]) -> None:
+        """A snapshot that may straddle a fill (not consistent with the cursors): not adopted,
+        but the exchange's word on each position for the guard (the larger of it and the
+        booked size bounds entries, the smaller bounds closes) until a consistent one."""
+        self.balance = balance
+        for s, c in self.coins.items():
+            ex = positions.get(s, (0.0, 0.0, 0.0, 0.0))
+            for j in range(2):
+                c.sides[j].report = (ex[2 * j], ex[2 * j + 1])
+                c.sides[j].report_time_ms = -1
+
     def _adopt(
         self, c: CoinBook, j: int, size: float, price: float, why: str, silent: bool = False
     ) -> bool:
@@ -354,12 +379,15 @@ class Book:
         if abs(side.size - size) <= c.qty_step / 2:
             return False
         if not silent:
+            if self._on_adopt is not None:
+                self._on_adopt(c.symbol, j, side.size, size)
             log.warning(
                 "%s %s: %s size %g, our fills give %g: the position changed without a fill of "
                 "ours (deleverage / ADL / manual / reset); recomputing the grid from it",
                 c.symbol, "long" if j == 0 else "short", why, size, side.size,
             )  # fmt: skip
         side.size, side.price = size, (price if size > 0 else 0.0)
+        self.changes += 1
         self.save(c)
         return True
 

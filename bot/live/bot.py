@@ -50,7 +50,9 @@ __all__ = ["LiveBot", "LiveFill", "StartupRefused"]
 
 log = logging.getLogger("gridbot.live.bot")
 
-Notify = Callable[[str, dict[str, Any]], None]
+
+def _ignore(kind: str, **fields: Any) -> None:
+    """The default event sink: nothing listens (``bot.live.monitor`` replaces it)."""
 
 
 class StartupRefused(ConfigError):
@@ -74,7 +76,6 @@ class LiveBot:
         listen_key_keepalive_s: float = 1800.0,
         max_rest_retries: int = 60,
         ws_ping_interval_s: float = 20.0,
-        notify: Notify | None = None,
     ) -> None:
         self.config = config
         self.live: LiveConfig = config.live
@@ -90,7 +91,11 @@ class LiveBot:
         self.listen_key_keepalive_s = listen_key_keepalive_s
         self.max_rest_retries = max_rest_retries
         self.ws_ping_interval_s = ws_ping_interval_s
-        self.notify = notify  # (kind, fields) for the status page, log and alerts
+        # events for the status page, the log file and the alerts (bot.live.monitor sets it):
+        # order_created / order_cancelled (order), order_error (symbol, text), fill (fill),
+        # position_changed (symbol, j, ours, exchange), stream (name, up), reconciled,
+        # account_reset (symbols)
+        self.notify: Callable[..., None] = _ignore
         self.state = StateStore(self.live.state_dir, state_name)
         self.params = [side_params_array(config.bot.long), side_params_array(config.bot.short)]
         self.n_positions = [config.bot.long.n_positions, config.bot.short.n_positions]
@@ -105,6 +110,8 @@ class LiveBot:
         self._done = asyncio.Condition()
         self._ready = asyncio.Event()
         self._recoveries: set[asyncio.Task] = set()
+        self._recover_again = False
+        self._recovering = False
         self._mode_check: asyncio.Task | None = None
         self._mode_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
@@ -152,6 +159,11 @@ class LiveBot:
     def listen_key(self) -> str | None:
         return self.feeds.listen_key
 
+    @property
+    def streams(self) -> Any:
+        """The stream clients, once trading started (None before: still starting or refused)."""
+        return self.feeds.streams
+
     # ------------------------------------------------------------------ start-up
 
     async def start(self) -> None:
@@ -172,7 +184,7 @@ class LiveBot:
         # the saved book (positions at their cursors) + the fills since = the exchange's,
         # unless something outside our orders changed it (then adopted, with a warning)
         if not await self.reconciler.sync(quiet=True):
-            raise TransientExchangeError("no REST snapshot consistent with the fills at start")
+            self.want_sync()  # the exchange moved during it: again, soon
         log.info(
             "started: %s, balance %.2f (peak %.2f), leverage %g",
             ", ".join(self.symbols),
@@ -190,6 +202,9 @@ class LiveBot:
             self.symbols,
             {s: specs[s].qty_step for s in self.symbols},
             on_doubt_cleared=self.wake_all,
+            on_adopt=lambda symbol, j, ours, theirs: self.notify(
+                "position_changed", symbol=symbol, j=j, ours=ours, exchange=theirs
+            ),
         )
         self.book.load(balance)
         self.adapter.client_ids.load(self.state.get("client_id_generations"))
@@ -279,8 +294,6 @@ class LiveBot:
                 pass
         self.save_client_ids()
         self.state.close()
-        if self.notify is not None:
-            self.notify("stopped", {"reason": str(self._fatal) if self._fatal else "stop"})
         async with self._done:
             self._done.notify_all()
 
@@ -302,8 +315,7 @@ class LiveBot:
 
     def on_fill(self, f: FillEvent) -> None:
         self.save_client_ids()
-        if self.notify is not None:
-            self.notify("fill", {"symbol": f.symbol, "qty": f.qty, "price": f.price})
+        self.notify("fill", fill=self.book.fills[-1])
 
     def on_outside_change(self, symbol: str) -> None:
         """A position changed without a fill of ours (deleverage, ADL, manual)."""
@@ -311,17 +323,33 @@ class LiveBot:
         if c is not None:
             c.wake.set()
         self.want_sync()
-        if self.notify is not None:
-            self.notify("position_changed", {"symbol": symbol})
 
     def recover_after_connect(self) -> None:
-        """After a (re)connect or a gap in klines: what we may have missed, by REST."""
+        """After a (re)connect or a gap in klines: what we may have missed, by REST. One
+        recovery at a time; asked again while one runs, it runs once more after it."""
         if self.stopping:
             return
         self.book.doubt("snapshot pending")
-        t = asyncio.get_running_loop().create_task(self.recover())
-        self._recoveries.add(t)  # tracked: cancelled on stop, never outlives the bot
+        if self._recovering:
+            self._recover_again = True
+            return
+        self._recovering = True
+        self.background(self._recover_until_caught_up())
+
+    def background(self, coro: Any) -> None:
+        """Run ``coro`` beside the loops, tracked: cancelled on stop, waited for in lockstep."""
+        t = asyncio.get_running_loop().create_task(coro)
+        self._recoveries.add(t)
         t.add_done_callback(self._recoveries.discard)
+
+    async def _recover_until_caught_up(self) -> None:
+        self._recover_again = True
+        try:
+            while self._recover_again and not self.stopping:
+                self._recover_again = False
+                await self.recover()
+        finally:
+            self._recovering = False
 
     async def recover(self) -> None:
         """Klines first (EMAs), then the reconciliation, then every coin's cycle.
@@ -397,7 +425,10 @@ class LiveBot:
         # to the next candle under them, or they would reconcile against a newer account.
         while not self.stopping and (
             self._recoveries
-            or (self.reconciler is not None and self.reconciler.running)
+            or (
+                self.reconciler is not None
+                and (self.reconciler.running or self.reconciler.sync_wanted.is_set())
+            )
             or any(c.busy or c.wake.is_set() for c in self.coins.values())
         ):
             if loop.time() > deadline:

@@ -27,3 +27,4 @@ class Coin:
     done_ts: int = -1  # lockstep: the last kline whose orders are reconciled
     busy: bool = False  # a cycle is running (woken and not yet finished)
     catching_up: bool = False  # klines are being fetched by REST
+    pending_klines: list[tuple[int, float]] = field(default_factory=list)  # (open ms, close)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.config import LiveConfig
 from bot.errors import ConfigError
+from bot.inputs import MAX_KEY_FILE_BYTES, decode_text, read_file
 from bot.redaction import REDACTED, install_redaction, redact
 
 __all__ = ["REDACTED", "install_redaction", "load_credentials", "redact"]
@@ -30,14 +31,32 @@ def load_credentials(live: LiveConfig) -> tuple[str, str]:
                 f"live.key_file = {str(path)!r}: mode {mode:04o} lets others read it; "
                 f"run `chmod 600 {path}`"
             )
+        where = f"live.key_file = {str(path)!r}"
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"live.key_file = {str(path)!r}: not a JSON object: {exc}") from None
+            raw = read_file(path, what="key file", limit=MAX_KEY_FILE_BYTES)
+        except ConfigError as exc:
+            raise ConfigError(f"live.key_file: {exc}") from None
+        text = decode_text(raw, where, "the key file")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            detail = f" ({exc.msg} at line {exc.lineno})" if hasattr(exc, "lineno") else ""
+            raise ConfigError(
+                f'{where}: not JSON{detail}; expected {{"apiKey": ..., "secret": ...}}'
+            ) from None
+        if not isinstance(data, dict):
+            kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+                type(data), "number"
+            )
+            raise ConfigError(
+                f'{where}: holds a JSON {kind}, expected an object {{"apiKey": ..., "secret": ...}}'
+            )
         key = data.get("apiKey") or data.get("api_key") or data.get("key")
         secret = data.get("secret") or data.get("api_secret")
         if not key or not secret:
-            raise ConfigError(f"live.key_file = {str(path)!r}: needs fields apiKey and secret")
+            raise ConfigError(f"{where}: needs fields apiKey and secret")
+        if not isinstance(key, str) or not isinstance(secret, str):
+            raise ConfigError(f"{where}: apiKey and secret must be text (JSON strings)")
         return str(key), str(secret)
     key, secret = os.environ.get(live.api_key_env), os.environ.get(live.api_secret_env)
     if not key or not secret:

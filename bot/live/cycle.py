@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -72,7 +71,6 @@ class OrderCycle:
         self.guard_blocks = 0  # entries the guard refused (each one logged)
         self._backoff_s = 0.0
         self._backoff_until = 0.0
-        self.on_order: Callable[[str, LiveOrder], None] | None = None  # created / cancelled
 
     # ------------------------------------------------------------------ the ideal orders
 
@@ -213,12 +211,12 @@ class OrderCycle:
         return ok
 
     def _report(self, what: str, o: LiveOrder) -> None:
-        log.info(
+        # the monitor logs each one at INFO in the log file (bot.live.monitor)
+        log.debug(
             "%s %s %s %s %g @ %g (%s)",
             what, o.symbol, o.side, o.position_side, abs(o.qty), o.price, o.kind_name,
         )  # fmt: skip
-        if self.on_order is not None:
-            self.on_order(what, o)
+        self.bot.notify(f"order_{what}", order=o)
 
     def _forget(self, c: Coin, o: LiveOrder) -> None:
         self.book.forget(c.symbol, o)
@@ -260,6 +258,7 @@ class OrderCycle:
         else:
             raise exc
         self.bot.errors.append(text)
+        self.bot.notify("order_error", symbol=c.symbol, text=text)
         return False
 
     # ------------------------------------------------------------------ the coin's task

@@ -136,8 +136,7 @@ class Feeds:
         else:
             bot.book.doubt(f"{name} stream down")
             log.warning("%s stream down; REST fallback until it is back", name)
-        if bot.notify is not None:
-            bot.notify("stream", {"stream": name, "up": up})
+        bot.notify("stream", name=name, up=up)
 
     # ------------------------------------------------------------------ events
 
@@ -193,8 +192,12 @@ class Feeds:
         if c is None or not k.closed:
             return
         if k.open_ms > c.last_kline_ts + MINUTE_MS:
-            # missed messages (klines, maybe fills too): recover it all by REST
-            self.bot.recover_after_connect()
+            # missed klines: fetch them by REST (one catch-up at a time per coin), and
+            # reconcile, since a connection that dropped klines may have dropped fills too
+            if c.catching_up:
+                c.pending_klines.append((k.open_ms, k.close))  # applied after the catch-up
+            else:
+                self.bot.background(self._fill_gap(c))
         elif self.apply_kline(c, k.open_ms, k.close):
             if self.candle_snapshots:
                 try:
@@ -204,6 +207,13 @@ class Feeds:
                     self.bot.want_sync()
                     return
             c.wake.set()
+
+    async def _fill_gap(self, c: Coin) -> None:
+        try:
+            await self.catch_up_klines(c)
+        except ExchangeError as exc:
+            log.warning("%s: catching up klines failed: %s", c.symbol, exc)
+        c.wake.set()
 
     # ------------------------------------------------------------------ klines and EMAs
 
@@ -282,8 +292,12 @@ class Feeds:
                 return False
             for r in rows:
                 self.apply_kline(c, int(r[0]), float(r[4]))
+            # klines the stream brought while we fetched: newer than the answer, in order
+            for ts, close in sorted(c.pending_klines):
+                self.apply_kline(c, ts, close)
             return True
         finally:
+            c.pending_klines.clear()
             c.catching_up = False
 
     async def fallback_loop(self) -> None:

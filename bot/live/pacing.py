@@ -44,6 +44,10 @@ class Pacing:
     def asks_server_time(self) -> bool:
         return True
 
+    #: seconds at least between two REST reconciliations asked for one after another (a busy
+    #: account would otherwise keep the book in doubt, with no entries, for good)
+    sync_spacing_seconds = 1.0
+
     def candle_snapshots(self, user_stream_shared: bool) -> bool:
         """Take each candle's account state by REST before the cycle?"""
         return False
@@ -73,6 +77,8 @@ class Lockstep(Pacing):
 
     def asks_server_time(self) -> bool:
         return False
+
+    sync_spacing_seconds = 0.0  # the driver waits for every sync before the next candle
 
     def candle_snapshots(self, user_stream_shared: bool) -> bool:
         return not user_stream_shared

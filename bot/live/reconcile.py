@@ -41,7 +41,8 @@ class Reconciler:
         self.synced_ts = -1  # candle snapshots: the last candle taken
         self.last_sync_monotonic = 0.0
         self.resets = 0
-        self.running = 0  # syncs in progress (lockstep waits for them to settle)
+        self.running = 0  # syncs in progress or waiting (lockstep waits for them to settle)
+        self._one_at_a_time = asyncio.Lock()
 
     async def catch_up_trades(self, c: Coin) -> int:
         """Book the fills missed since the cursor (REST); returns how many were new."""
@@ -60,31 +61,35 @@ class Reconciler:
                 self.bot.on_fill(f)
         return new
 
-    async def consistent_snapshot(self, tries: int = 3) -> tuple[Any | None, int]:
-        """(balance-and-positions snapshot that agrees with our booked fills, fills booked).
+    async def consistent_snapshot(self, tries: int = 3) -> tuple[Any | None, int, bool]:
+        """(the last balance-and-positions snapshot, fills booked, whether it is consistent).
 
         Catch up our fills, take the snapshot, catch up again: when the second catch-up finds
-        nothing (and no stream event arrived meanwhile), no fill happened around the snapshot,
-        so it is exactly as new as our book. Otherwise it may be older or newer than our fills
-        and adopting its positions would double or drop a fill: try again, or give up and
-        return None (the next sync tries again).
+        nothing and no fill or position change was booked from the stream meanwhile, no fill
+        happened around the snapshot, so it is exactly as new as our book. Otherwise it may
+        be older or newer than our fills and adopting its positions would double or drop a
+        fill: try again (``tries`` times in all).
         """
         booked = 0
-        check_seq = not self.bot.feeds.candle_snapshots  # there, stream fills are not booked
+        snap = None
         for _ in range(tries):
             for c in self.bot.coins.values():
                 async with c.lock:
                     booked += await self.catch_up_trades(c)
-            seq = self.book.user_seq
+            changes = self.book.changes
             snap = await self.bot.rest(self.adapter.fetch_account, self.bot.symbols)
             late = 0
             for c in self.bot.coins.values():
                 async with c.lock:
                     late += await self.catch_up_trades(c)
             booked += late
-            if late == 0 and (not check_seq or seq == self.book.user_seq):
-                return snap, booked
-        return None, booked
+            if late == 0 and self.book.changes == changes:
+                return snap, booked, True
+            log.debug(
+                "snapshot not consistent: %d late fills, %d changes booked during it",
+                late, self.book.changes - changes - late,
+            )  # fmt: skip
+        return snap, booked, False
 
     async def _open_orders(self) -> None:
         for c in self.bot.coins.values():
@@ -123,27 +128,40 @@ class Reconciler:
         book.doubt("reconciling")
         self.running += 1
         try:
-            reset = await self._watermarks()
-            if reset:
-                await self.bot.verify_position_mode()
-            await self._open_orders()
-            snap, _ = await self.consistent_snapshot()
-            if snap is None:
-                book.doubt("snapshot pending")
-                return False
-            book.apply_snapshot(snap.balance, snap.positions, quiet=quiet)
-            if reset:  # another account's history: its balance peak starts now
-                book.balance_peak = book.balance
-                book.state.set("balance_peak", book.balance_peak)
-            book.resolve("snapshot pending")
-            self.last_sync_monotonic = asyncio.get_running_loop().time()
-            if reset and self.bot.notify is not None:
-                self.bot.notify("reset", {"symbols": reset})
-            return True
+            async with self._one_at_a_time:
+                try:
+                    return await self._sync(quiet)
+                finally:
+                    self.last_sync_monotonic = asyncio.get_running_loop().time()
         finally:
             self.running -= 1
             if not self.running:
                 book.resolve("reconciling")
+
+    async def _sync(self, quiet: bool) -> bool:
+        book = self.book
+        reset = await self._watermarks()
+        if reset:
+            await self.bot.verify_position_mode()
+        await self._open_orders()
+        snap, _, consistent = await self.consistent_snapshot()
+        if not consistent:
+            # every fill up to now is booked (caught up by cursor), and the exchange's
+            # positions bound the guard; an outside change waits for a consistent one
+            assert snap is not None
+            book.report_snapshot(snap.balance, snap.positions)
+            book.resolve("snapshot pending")
+            return False
+        book.apply_snapshot(snap.balance, snap.positions, quiet=quiet)
+        if reset:  # another account's history: its balance peak starts now
+            book.balance_peak = book.balance
+            book.state.set("balance_peak", book.balance_peak)
+        book.resolve("snapshot pending")
+        self.last_sync_monotonic = asyncio.get_running_loop().time()
+        self.bot.notify("reconciled")
+        if reset:
+            self.bot.notify("account_reset", symbols=reset)
+        return True
 
     async def candle_state(self, ts: int) -> None:
         """Lockstep with a separate private socket (Bybit): candle ``ts``'s fills, balance and
@@ -155,8 +173,8 @@ class Reconciler:
         """
         if ts <= self.synced_ts:
             return
-        snap, new = await self.consistent_snapshot(tries=10)
-        if snap is None:
+        snap, new, consistent = await self.consistent_snapshot(tries=10)
+        if not consistent:
             raise TransientExchangeError("no REST snapshot consistent with the fills")
         self.book.apply_snapshot(snap.balance, snap.positions, quiet=False)
         if new:  # the peak follows fills only
@@ -166,6 +184,7 @@ class Reconciler:
     async def loop(self) -> None:
         """Every ``rest_sync_interval_seconds``, or sooner when asked (coalesced)."""
         bot = self.bot
+        failures = 0
         while not bot.stopping:
             try:
                 await asyncio.wait_for(self.sync_wanted.wait(), bot.live.rest_sync_interval_seconds)
@@ -174,6 +193,15 @@ class Reconciler:
             self.sync_wanted.clear()
             if bot.stopping:
                 break
+            # asked again and again (a busy account): spaced, so the short doubt of each one
+            # cannot hold entries back for good
+            spacing = (
+                self.last_sync_monotonic
+                + bot.pacing.sync_spacing_seconds
+                - asyncio.get_running_loop().time()
+            )
+            if spacing > 0:
+                await asyncio.sleep(spacing)
             try:
                 ok = await self.sync()
             except TransientExchangeError as exc:
@@ -183,8 +211,11 @@ class Reconciler:
                 bot.errors.append(str(exc))
                 log.warning("REST sync failed: %s", exc)
                 ok = False
-            if not ok:
-                self.sync_wanted.set()
-                await asyncio.sleep(1.0)
-                continue
             bot.wake_all()
+            if not ok:  # again soon, backing off while the account keeps moving
+                failures += 1
+                self.sync_wanted.set()
+                interval = bot.live.rest_sync_interval_seconds
+                await asyncio.sleep(min(0.5 * 2 ** min(failures, 8), interval))
+                continue
+            failures = 0
