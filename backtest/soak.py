@@ -835,6 +835,8 @@ def soak_live_config(
                 config.live.execution_delay_seconds, opts.execution_delay_s
             ),
             "cancel_orders_on_stop": False,
+            "status_port": 0,  # any free port: restarts and parallel soaks never collide
+            "log_file": str(Path(state_dir).parent / "gridbot.jsonl"),
         }
     )
     return data
