@@ -345,9 +345,11 @@ class Book:
         # deleverage / ADL / manual adjustment: not a fill of ours
         return self._adopt(c, j, p.size, p.price, "the exchange reports")
 
-    def apply_snapshot(self, balance: float, positions: dict[str, tuple], quiet: bool) -> None:
-        """A consistent REST snapshot (no fill between it and the cursors): the truth."""
+    def apply_snapshot(self, balance: float, positions: dict[str, tuple], quiet: bool) -> int:
+        """A consistent REST snapshot (no fill between it and the cursors): the truth.
+        Returns how many positions it changed (outside changes the streams did not bring)."""
         self.balance = balance
+        changed = 0
         for s, c in self.coins.items():
             ex = positions.get(s, (0.0, 0.0, 0.0, 0.0))
             for j in range(2):
@@ -355,11 +357,13 @@ class Book:
                 side.report = (ex[2 * j], ex[2 * j + 1])
                 side.report_time_ms = -1
                 silent = quiet and not c.saved
-                self._adopt(c, j, ex[2 * j], ex[2 * j + 1], "the exchange reports", silent)
+                if self._adopt(c, j, ex[2 * j], ex[2 * j + 1], "the exchange reports", silent):
+                    changed += 0 if silent else 1
             for prog in c.progress.values():  # every fill so far is in the snapshot
                 prog.exchange_filled = prog.booked
             c.saved = True
         self.resync_wanted = False
+        return changed
 
     def report_snapshot(self, balance: float, positions: dict[str, tuple]) -> None:
         """A snapshot that may straddle a fill (not consistent with the cursors): not adopted,

@@ -110,6 +110,22 @@ class Feeds:
             return st.ready()
         return st is not None and all(c.connected.is_set() for c in st.clients)
 
+    def user_stream_up(self) -> bool:
+        """Is the stream carrying our fills connected (as far as we can tell)?"""
+        st = self.streams
+        if st is None:
+            return False
+        name = "market" if self.user_in_market else "user"
+        return any(c.name == name and c.connected.is_set() for c in st.clients)
+
+    def restart_streams(self, why: str) -> None:
+        """Drop every socket and reconnect with a fresh listen key (the old one may be dead)."""
+        log.warning("reconnecting the streams: %s", why)
+        self.listen_key = None
+        if self.streams is not None:
+            for cl in self.streams.clients:
+                self.bot.background(cl.close())
+
     async def get_listen_key(self) -> str:
         if self.listen_key is None:
             self.listen_key = await self.bot.rest(self.adapter.listen_key)

@@ -142,6 +142,8 @@ class Reconciler:
         book = self.book
         reset = await self._watermarks()
         if reset:
+            # a new account behind the key: its user stream is a new one too
+            self.bot.feeds.restart_streams("the exchange account was reset")
             await self.bot.verify_position_mode()
         await self._open_orders()
         snap, _, consistent = await self.consistent_snapshot()
@@ -152,7 +154,11 @@ class Reconciler:
             book.report_snapshot(snap.balance, snap.positions)
             book.resolve("snapshot pending")
             return False
-        book.apply_snapshot(snap.balance, snap.positions, quiet=quiet)
+        missed = book.apply_snapshot(snap.balance, snap.positions, quiet=quiet)
+        if missed and self.bot.feeds.user_stream_up():
+            # the user stream was up and still did not bring it: it cannot be trusted (e.g.
+            # connected on a listen key the exchange forgot): reconnect with a fresh one
+            self.bot.feeds.restart_streams("the user stream missed a position change")
         if reset:  # another account's history: its balance peak starts now
             book.balance_peak = book.balance
             book.state.set("balance_peak", book.balance_peak)
