@@ -33,9 +33,11 @@ KNOWN = {
     "final_book_matches_exchange": "items 1 and 4: the book is not reconciled with the exchange "
     "(an account reset below the trade-id cursor, a deleverage while the streams are silent, "
     "fills counted twice after kill -9)",
-    "entries_past_limit": "item 2: no pre-trade guard on the exchange's position",
-    "orders_on_phantom_positions": "item 3: closes sent on positions the exchange lists as empty "
-    "(one-way mode never re-applied)",
+    "entries_past_limit": "items 1 and 2: the pre-trade guard's exchange position lags the "
+    "fills on Bybit's private socket (an entry sized on a position missing a fill; "
+    "benchmarks/README.md, Soak)",
+    "orders_on_phantom_positions": "items 1 and 3: closes sent on positions the exchange lists "
+    "as empty (one-way mode; a deleverage to zero during a silence followed by a reset)",
     "position_mode_reapplied": "item 3: the position mode is never re-applied",
     "bot_unexpected_exits": "found by the soak: a 5xx or 429 during start-up ends the bot "
     "(ExchangeNotAvailable / RateLimit, exit 2) instead of backing off",
