@@ -124,7 +124,7 @@ class Book:
         self.fills: list[LiveFill] = []
         self.user_seq = 0  # bumps on every user-stream event (REST order lists check it)
         self.changes = 0  # bumps on every booked fill or adopted position (snapshots check it)
-        self._seen: set[tuple[str, int | str]] = set()
+        self._seen: set[tuple[str, str]] = set()
         self._fill_since_balance = False
         self._doubts: set[str] = set()
         self._on_doubt_cleared = on_doubt_cleared
@@ -186,7 +186,7 @@ class Book:
     def fill(self, f: FillEvent, *, save: bool = True) -> bool:
         """Book a fill once (by trade id); True if it was new."""
         c = self.coins.get(f.symbol)
-        key = (f.symbol, f.trade_id)
+        key = (f.symbol, str(f.trade_id))  # as saved with the cursor (ints and execIds alike)
         if c is None or key in self._seen:
             return False
         self._seen.add(key)
@@ -290,8 +290,18 @@ class Book:
         self.coins[symbol].unsure[o.client_id] = o
 
     def forget(self, symbol: str, o: LiveOrder) -> None:
-        """We cancelled it (or the exchange says it is unknown)."""
+        """We cancelled it."""
         self._gone(self.coins[symbol], o.client_id, o.order_id)
+
+    def vanished(self, symbol: str, o: LiveOrder) -> None:
+        """The exchange does not know an order we believed open (a cancel answered "unknown
+        order"): most likely it just filled and the fill is on its way. Counted as filled
+        (the guard sees it) until its fills arrive or a snapshot settles it."""
+        c = self.coins[symbol]
+        if o.order_id:
+            prog = self._progress(c, o)
+            prog.exchange_filled = max(prog.exchange_filled, prog.booked + abs(o.qty))
+        self._gone(c, o.client_id, o.order_id)
 
     def set_open_orders(self, symbol: str, orders: Iterable[LiveOrder]) -> None:
         """Our open orders as the exchange listed them (REST): the truth about what rests."""

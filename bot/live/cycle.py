@@ -180,9 +180,13 @@ class OrderCycle:
             results = await self.adapter.run_batch(self.adapter.cancel_order, batch)
             for o, r in zip(batch, results, strict=True):
                 if isinstance(r, UnknownOrderError):
-                    # gone already (filled or cancelled): the stream will tell; re-sync
-                    self._forget(c, o)
+                    # gone already, most likely filled a moment ago: counted as filled until
+                    # its fill or a snapshot says; this cycle creates nothing (its ideal was
+                    # computed without that fill); re-sync
+                    self.book.vanished(c.symbol, o)
+                    self.adapter.client_ids.retire(o.client_id)
                     self.bot.want_sync()
+                    ok = False
                 elif isinstance(r, BaseException):
                     ok = self._on_error(c, "cancel", o, r) and ok
                 else:
