@@ -321,3 +321,44 @@ def test_binance_real_time_silent_user_stream_and_a_deleverage_is_reconciled():
     )
     assert "cut" in seen and seen["checks"] >= 5
     assert worst <= limit
+
+
+def test_after_a_restarted_exchange_forgot_the_listen_key_the_user_stream_comes_back():
+    """A restarted exchange drops the sockets and forgets the listen keys: a bot reconnecting
+    with its old key would listen to nothing. It must be told (listenKeyExpired), take a new
+    key, and see the next outside change from the stream at once."""
+    config = trading_config()
+    first_k = [0]
+    seen: dict[str, int] = {}
+
+    def on_step(k, venue, bot):
+        if not first_k[0]:
+            first_k[0] = k
+        i = k - first_k[0]
+        if i == 30:
+            venue.reset_account(_key(venue), hedge_mode=True, restart=True)
+            seen["keys_before"] = len(venue.listen_keys)
+        elif i == 45:
+            pos = max(_exchange_positions(venue).items(), key=lambda kv: kv[1][0] * kv[1][1])
+            (symbol, side), (size, _) = pos
+            assert size > 0, "the bot should trade again after the reset"
+            ps = "LONG" if side > 0 else "SHORT"
+            step = venue.engine.specs[symbol].qty_step
+            venue.change_position(_key(venue), symbol, ps, round(size / 2 / step) * step)
+
+    def after(k, venue, bot):
+        if k - first_k[0] == 45:  # the very candle of the change: from the stream, at once
+            assert _book_equals_exchange(venue, bot) == []
+            seen["checked"] = 1
+
+    asyncio.run(
+        replay(
+            config,
+            sample(2.0),
+            on_step=on_step,
+            after_step=after,
+            compare=False,
+            live_overrides={"rest_sync_interval_seconds": 3600.0},  # no REST rescue here
+        )
+    )
+    assert seen.get("checked") == 1

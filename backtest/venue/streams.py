@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 
+from .rest import wall_ms
+
 if TYPE_CHECKING:
     from .server import Venue
 
@@ -91,6 +93,16 @@ class StreamServer:
             await conn.close(1008, "unknown path")
             return
         names += query.get("listenKey", [])
+        # a user stream's name is its listen key (no "@"): one this exchange does not know
+        # (expired, or forgotten by a restart) gets listenKeyExpired and the socket closes,
+        # as Binance does, so that the client asks for a new key instead of listening to nothing
+        for name in names:
+            if name and "@" not in name and name not in self.venue.listen_keys:
+                event = {"e": "listenKeyExpired", "E": wall_ms(), "listenKey": name}
+                msg = {"stream": name, "data": event} if client.combined else event
+                await conn.send(orjson.dumps(msg).decode())
+                await conn.close(1000, "listenKey expired")
+                return
         for name in names:
             if name:
                 client.streams.add(self._normalize(name))
