@@ -78,6 +78,16 @@ def _resting_closes(venue, symbol: str, position_side: str) -> float:
     )
 
 
+def _closes_beyond_positions(venue) -> list[str]:
+    """Sides where our resting closes exceed what the exchange says the position is."""
+    out = []
+    for (s, side), (size, _) in _exchange_positions(venue).items():
+        ps = "LONG" if side > 0 else "SHORT"
+        if _resting_closes(venue, s, ps) > size + venue.engine.specs[s].qty_step / 2:
+            out.append(f"closes rest against a vanished {s} {ps}")
+    return out
+
+
 def _max_we_ratio(venue, config) -> float:
     """The highest WE / WEL of any exchange position right now (the venue's own numbers)."""
     acct = venue.engine.accounts[_key(venue)]
@@ -134,13 +144,7 @@ def test_position_reduced_while_the_user_stream_is_silent_is_reconciled(exchange
         if i >= 46:
             diffs = _book_equals_exchange(venue, bot)
             assert diffs == [], f"candle {k}: the book differs from the exchange: {diffs}"
-            ex = _exchange_positions(venue)
-            for (s, side), (size, _) in ex.items():
-                ps = "LONG" if side > 0 else "SHORT"
-                step = venue.engine.specs[s].qty_step
-                assert _resting_closes(venue, s, ps) <= size + step / 2, (
-                    f"candle {k}: closes rest against a position the exchange no longer has"
-                )
+            assert _closes_beyond_positions(venue) == [], f"candle {k}"
             checked.append(k)
 
     async def first_step(k, venue, bot):
@@ -298,12 +302,7 @@ def test_binance_real_time_silent_user_stream_and_a_deleverage_is_reconciled():
             problems: list[str] = ["not checked"]
             for _ in range(50):
                 await asyncio.sleep(0.1)
-                problems = _book_equals_exchange(venue, bot)
-                for (s, side), (size, _) in _exchange_positions(venue).items():
-                    ps = "LONG" if side > 0 else "SHORT"
-                    step = venue.engine.specs[s].qty_step
-                    if _resting_closes(venue, s, ps) > size + step / 2:
-                        problems.append(f"closes rest against a vanished {s} {ps}")
+                problems = _book_equals_exchange(venue, bot) + _closes_beyond_positions(venue)
                 if not problems:
                     break
             assert problems == [], f"candle {i}: {problems}"
