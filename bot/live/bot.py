@@ -313,9 +313,15 @@ class LiveBot:
         if self.reconciler is not None:
             self.reconciler.sync_wanted.set()
 
-    def on_fill(self, f: FillEvent) -> None:
+    def book_fill(self, f: FillEvent) -> bool:
+        """Book a fill (stream or REST catch-up alike); True if it was new."""
+        if not self.book.fill(f):
+            return False
+        if f.remaining == 0.0:  # its order ended: on Bybit the id moves on
+            self.adapter.client_ids.retire(f.client_id)
         self.save_client_ids()
         self.notify("fill", fill=self.book.fills[-1])
+        return True
 
     def on_outside_change(self, symbol: str) -> None:
         """A position changed without a fill of ours (deleverage, ADL, manual)."""

@@ -184,10 +184,7 @@ class Feeds:
                 elif self.candle_snapshots:
                     pass  # fills, balance, positions: by REST per candle (Reconciler)
                 elif isinstance(ev, FillEvent):
-                    if book.fill(ev):
-                        if ev.remaining == 0.0:
-                            self.adapter.client_ids.retire(ev.client_id)
-                        bot.on_fill(ev)
+                    if bot.book_fill(ev):
                         if bot.pacing.wake_on_fill:
                             self._wake(ev.symbol)
                 elif isinstance(ev, BalanceEvent):

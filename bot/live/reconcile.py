@@ -54,11 +54,7 @@ class Reconciler:
         fills = await self.bot.rest(self.adapter.fetch_fills, c.symbol, cb.cursor)
         new = 0
         for f in fills:
-            if self.book.fill(f):
-                new += 1
-                if f.remaining == 0.0:
-                    self.adapter.client_ids.retire(f.client_id)
-                self.bot.on_fill(f)
+            new += self.bot.book_fill(f)
         return new
 
     async def consistent_snapshot(self, tries: int = 3) -> tuple[Any | None, int, bool]:
