@@ -70,7 +70,7 @@ def make_exchange(
 
     ex = ccxt.binanceusdm({"enableRateLimit": enable_rate_limit, "timeout": timeout_ms})
     if base_url:
-        from bot.exchange.local import point_ccxt_at
+        from bot.exchange.rewire import point_ccxt_at
 
         point_ccxt_at(ex, base_url)
     return ex

@@ -54,7 +54,7 @@ from backtest.venue.server import Venue, VenueConfig
 from bot.config import Config, warmup_candles
 from bot.core.account import unrealized_pnl
 from bot.core.params import KIND_LIQUIDATION, KIND_NAMES, KIND_OUTSIDE
-from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot
 from bot.live.pacing import Lockstep
 from bot.markets import market_spec
@@ -282,7 +282,7 @@ async def replay(
     if events:
         venue.engine.schedule_events(api_key, events_array(events, candles.symbols))
     await venue.start()
-    adapter = CcxtAdapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
+    adapter = make_adapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
 
     def new_bot() -> LiveBot:
         return LiveBot(

@@ -24,7 +24,7 @@ import orjson
 
 from bot.config import parse_config
 from bot.core import ema_alphas, ema_seed
-from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot
 from bot.live.coin import Coin
 from bot.live.orders import diff_orders
@@ -81,7 +81,7 @@ def _bot(state_dir: str) -> tuple[LiveBot, Coin]:
         }
     )
     # a real adapter that is never asked anything: the benchmark stops at the decision
-    adapter = CcxtAdapter("binance", "bench-key", "bench-secret", base_url="http://127.0.0.1:1")
+    adapter = make_adapter("binance", "bench-key", "bench-secret", base_url="http://127.0.0.1:1")
     bot = LiveBot(cfg, adapter, symbols=[SYMBOL], ws_url="ws://127.0.0.1:1")
     spec = market_spec(SYMBOL)
     bot.attach_markets({SYMBOL: spec}, 10_000.0)
@@ -106,7 +106,7 @@ def _decide(bot: LiveBot, c: Coin, price: float) -> int:
 
 
 async def _run_client(port: int, bot: LiveBot, c: Coin, decide: bool, seconds: float) -> dict:
-    from bot.exchange.streams import BinanceStreams
+    from bot.exchange.binance.streams import BinanceStreams
 
     lat: list[int] = []
     stop = asyncio.Event()

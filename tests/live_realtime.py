@@ -12,7 +12,7 @@ from typing import Any
 from backtest.replay import replay_config, round_to_ticks
 from backtest.venue.server import Venue, VenueConfig
 from bot.config import Config, warmup_candles
-from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot
 
 
@@ -46,7 +46,7 @@ def run_realtime(
         key, secret = secrets.token_hex(16), secrets.token_hex(32)
         venue.add_account(key, secret, config.backtest.starting_balance)
         await venue.start()
-        adapter = CcxtAdapter(exchange, key, secret, base_url=venue.rest_url, throttle=False)
+        adapter = make_adapter(exchange, key, secret, base_url=venue.rest_url, throttle=False)
         tmp = tempfile.TemporaryDirectory(prefix="gridbot-rt-")
         cfg = replay_config(
             config, tmp.name, {"stream_silence_timeout_seconds": 2.0, **(live_overrides or {})}

@@ -21,9 +21,11 @@ import pytest
 from backtest.replay import replay, round_to_ticks
 from backtest.venue.server import Venue, VenueConfig
 from bot.errors import AuthenticationError, DuplicateOrderError
-from bot.exchange import bybit_format as bf
-from bot.exchange.bybit_rest import BybitAdapter, tiers_from_risk_limits
-from bot.exchange.ccxt_adapter import CcxtAdapter, translate
+from bot.exchange.binance.streams import binance_events
+from bot.exchange.bybit import format as bf
+from bot.exchange.bybit.rest import BybitAdapter, tiers_from_risk_limits
+from bot.exchange.bybit.streams import BybitPrivateStream, bybit_auth_args
+from bot.exchange.ccxt_base import translate
 from bot.exchange.events import (
     ADJUSTMENT,
     ORDER,
@@ -34,7 +36,7 @@ from bot.exchange.events import (
     PositionEvent,
     PriceEvent,
 )
-from bot.exchange.streams import BybitPrivateStream, binance_events, bybit_auth_args
+from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot, StartupRefused
 from bot.live.credentials import install_redaction
 from bot.live.orders import LiveOrder
@@ -276,7 +278,7 @@ def test_private_auth_signature_and_tiers_and_duplicates():
 
     dup = ccxt.InvalidOrder('bybit {"retCode":110072,"retMsg":"OrderLinkedID is duplicate"}')
     assert isinstance(translate(dup), DuplicateOrderError)
-    assert isinstance(CcxtAdapter("bybit", "k", "s"), BybitAdapter)
+    assert isinstance(make_adapter("bybit", "k", "s"), BybitAdapter)
 
 
 # ---------------------------------------------------------------- against the venue
@@ -294,7 +296,7 @@ async def _with_venue(fn, hours: float = 0.2):
 
 def test_adapter_reads_bybit_markets_account_and_places_post_only_hedge_orders():
     async def go(venue):
-        ad = CcxtAdapter("bybit", KEY, SECRET, base_url=venue.rest_url, throttle=False)
+        ad = make_adapter("bybit", KEY, SECRET, base_url=venue.rest_url, throttle=False)
         try:
             specs = await ad.load_markets(["BTCUSDT"])
             await ad.setup_account(["BTCUSDT"], 10)
@@ -331,7 +333,7 @@ def test_leverage_check_refuses_on_bybit_too(tmp_path):
     config = trading_config(leverage=2, state_dir=str(tmp_path))  # needs > 1.0 + 1.0
 
     async def go(venue):
-        ad = CcxtAdapter("bybit", KEY, SECRET, base_url=venue.rest_url, throttle=False)
+        ad = make_adapter("bybit", KEY, SECRET, base_url=venue.rest_url, throttle=False)
         bot = LiveBot(config, ad, ws_url=venue.ws_url, symbols=["BTCUSDT", "DOGEUSDT"])
         try:
             with pytest.raises(StartupRefused) as exc:
@@ -352,8 +354,8 @@ def test_bybit_keys_never_logged_and_bad_signatures_refused(tmp_path, caplog, ca
     config = trading_config(state_dir=str(tmp_path))
 
     async def go(venue):
-        good = CcxtAdapter("bybit", KEY, SECRET, base_url=venue.rest_url, throttle=False)
-        bad = CcxtAdapter("bybit", KEY, "not-the-secret", base_url=venue.rest_url, throttle=False)
+        good = make_adapter("bybit", KEY, SECRET, base_url=venue.rest_url, throttle=False)
+        bad = make_adapter("bybit", KEY, "not-the-secret", base_url=venue.rest_url, throttle=False)
         try:
             with pytest.raises(AuthenticationError) as exc:
                 await bad.fetch_account()

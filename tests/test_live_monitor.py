@@ -22,7 +22,7 @@ from aiohttp import web
 from bot.config import Config, parse_config
 from bot.core import bankruptcy_price, liquidation_price
 from bot.errors import ConfigError
-from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.registry import make_adapter
 from bot.live.alerts import AlertSender, payload, public_origin
 from bot.live.bot import LiveBot, LiveFill
 from bot.live.monitor import Monitor, is_loopback, secret_parts_of_url
@@ -108,7 +108,7 @@ def fake_bot(config: Config | None = None, balance: float = 1000.0) -> LiveBot:
     state = tempfile.mkdtemp(prefix="gridbot-monitor-")
     live = config.live.model_copy(update={"state_dir": state})
     config = config.model_copy(update={"live": live})
-    adapter = CcxtAdapter("binance", "k", "s", base_url="http://127.0.0.1:1")
+    adapter = make_adapter("binance", "k", "s", base_url="http://127.0.0.1:1")
     bot = LiveBot(config, adapter, symbols=["BTCUSDT", "ETHUSDT"], ws_url="ws://127.0.0.1:1")
     bot.attach_markets({s: market_spec(s) for s in bot.symbols}, balance)
     bot.coins["BTCUSDT"].last_price = 30000.0

@@ -13,7 +13,7 @@ from backtest.replay import round_to_ticks
 from backtest.venue.server import Venue, VenueConfig
 from bot.config import parse_config
 from bot.errors import AuthenticationError, ConfigError
-from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot, StartupRefused
 from bot.live.credentials import install_redaction, load_credentials
 from tests.test_live_replay import sample, trading_config
@@ -35,7 +35,7 @@ def test_leverage_check_refuses_with_the_reason_and_places_nothing(tmp_path):
     config = trading_config(leverage=2, state_dir=str(tmp_path))  # needs > 1.0 + 1.0
 
     async def go(venue):
-        adapter = CcxtAdapter("binance", KEY, SECRET, base_url=venue.rest_url, throttle=False)
+        adapter = make_adapter("binance", KEY, SECRET, base_url=venue.rest_url, throttle=False)
         bot = LiveBot(config, adapter, ws_url=venue.ws_url, symbols=["BTCUSDT", "DOGEUSDT"])
         try:
             with pytest.raises(StartupRefused) as exc:
@@ -57,8 +57,10 @@ def test_keys_never_logged_and_bad_signature_refused(tmp_path, caplog, capsys):
     config = trading_config(state_dir=str(tmp_path))
 
     async def go(venue):
-        good = CcxtAdapter("binance", KEY, SECRET, base_url=venue.rest_url, throttle=False)
-        bad = CcxtAdapter("binance", KEY, "not-the-secret", base_url=venue.rest_url, throttle=False)
+        good = make_adapter("binance", KEY, SECRET, base_url=venue.rest_url, throttle=False)
+        bad = make_adapter(
+            "binance", KEY, "not-the-secret", base_url=venue.rest_url, throttle=False
+        )
         try:
             with pytest.raises(AuthenticationError) as exc:
                 await bad.fetch_account()

@@ -13,8 +13,9 @@ from bot.errors import (
     TransientExchangeError,
     UnknownOrderError,
 )
-from bot.exchange.ccxt_adapter import translate
-from bot.exchange.streams import BybitTickers, parse_binance, parse_bybit
+from bot.exchange.binance.streams import parse_binance
+from bot.exchange.bybit.streams import BybitTickers, parse_bybit
+from bot.exchange.ccxt_base import translate
 from bot.live.orders import PREFIX, LiveOrder, client_order_id, diff_orders, orders_from_rows
 
 

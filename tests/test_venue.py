@@ -241,7 +241,7 @@ def test_hooks_partial_fill_and_change_position():
 
 from backtest.data import load_candles  # noqa: E402
 from backtest.venue.server import Venue, VenueConfig, VenueThread  # noqa: E402
-from bot.exchange.local import point_ccxt_at  # noqa: E402
+from bot.exchange.rewire import point_ccxt_at  # noqa: E402
 
 SAMPLE = "data/sample/binance_spot_1m"
 HISTORY = 300  # candles before the replay starts (served as klines)

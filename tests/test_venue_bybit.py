@@ -19,9 +19,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from backtest.data import load_candles
-from backtest.venue.bybit_ccxt import point_bybit_ccxt_at
 from backtest.venue.matching import candle_trades
 from backtest.venue.server import Venue, VenueConfig, VenueThread
+from bot.exchange.rewire import point_ccxt_at
 
 KEY, SECRET = "bybit-key", "bybit-secret"
 ONEWAY_KEY, ONEWAY_SECRET = "bybit-oneway", "bybit-oneway-secret"
@@ -51,7 +51,7 @@ def vt(venue_thread):
 
 def client(venue, cls=ccxt.bybit, **kw):
     ex = cls({"apiKey": KEY, "secret": SECRET, "timeout": 5_000, "enableRateLimit": False, **kw})
-    point_bybit_ccxt_at(ex, venue.rest_url)
+    point_ccxt_at(ex, venue.rest_url)
     return ex
 
 

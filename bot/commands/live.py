@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(
     config: object, symbols: list[str], dry: bool, args: argparse.Namespace, exchange: str
 ) -> int:
-    from bot.exchange.ccxt_adapter import CcxtAdapter
+    from bot.exchange.registry import make_adapter
     from bot.live.bot import LiveBot
     from bot.live.credentials import install_redaction, load_credentials
     from bot.live.monitor import Monitor
@@ -137,7 +137,7 @@ async def _main(
     monitor_secrets = [key, secret]
     # "sim" speaks the venue's Binance format
     kind = "bybit" if exchange == "bybit" else "binance"
-    adapter = CcxtAdapter(kind, key, secret, base_url=base_url, throttle=not dry)
+    adapter = make_adapter(kind, key, secret, base_url=base_url, throttle=not dry)
     # a dry run's state is its own (a fresh venue each time): never mixed with the real one
     # (each exchange its own state file: fill cursors and positions are per account)
     name = "live" if kind == "binance" else f"live-{kind}"

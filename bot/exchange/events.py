@@ -2,7 +2,7 @@
 
 Each exchange's wire messages (Binance USDT-M ``ORDER_TRADE_UPDATE`` / ``ACCOUNT_UPDATE`` /
 ``aggTrade`` / ``kline``; Bybit v5 ``execution`` / ``order`` / ``position`` / ``wallet`` /
-``publicTrade`` / ``kline.1``) are parsed into these at the boundary (``bot.exchange.streams``,
+``publicTrade`` / ``kline.1``) are parsed into these at the boundary (``bot.exchange.binance``,
 ``bot.exchange.bybit``), so :class:`bot.live.bot.LiveBot` never reads a venue's field names.
 """
 

@@ -1,10 +1,16 @@
-"""Point a ccxt ``binanceusdm`` client (sync or async) at a Binance-compatible local server.
+"""The one ccxt URL rewirer: point a ccxt ``binanceusdm`` or ``bybit`` client (sync or async)
+at a compatible server, e.g. the simulated venue on ``http://127.0.0.1:PORT``.
 
-Used by the tests, ``gridbot download --base-url`` and the live bot against the simulated
-venue. Every REST family ccxt knows is rewired to ``base_url`` (so nothing can leak to the
-internet), ``load_markets`` asks only ``/fapi/v1/exchangeInfo`` (no spot, no coin-M, no
-``sapi`` currencies or margin pairs), and ccxt's Binance USDT-M error table (which it picks by
-URL prefix, e.g. -2019 -> InsufficientFunds) applies to the local URLs too.
+Used by the adapters (``base_url``), the tests, ``gridbot download --base-url`` and the replay.
+Every REST family ccxt knows is rewired to ``base_url``, so nothing can leak to the internet.
+
+- Binance: ``load_markets`` asks only ``/fapi/v1/exchangeInfo`` (no spot, no coin-M, no
+  ``sapi`` currencies or margin pairs), and ccxt's Binance USDT-M error table (which it picks
+  by URL prefix, e.g. -2019 -> InsufficientFunds) applies to the local URLs too.
+- Bybit: every ``urls['api']`` entry (and the test/demo sets) becomes ``base_url``;
+  ``load_markets`` asks only ``/v5/market/instruments-info?category=linear`` (no spot, inverse
+  or option markets, no ``/v5/asset/coin/query-info`` currencies); the account is taken as a
+  unified (UTA 2.0) account without asking ``/v5/user/query-api`` and ``/v5/account/info``.
 """
 
 from __future__ import annotations
@@ -41,9 +47,17 @@ _PATHS = {
 
 
 def point_ccxt_at(exchange: Any, base_url: str) -> None:
-    """Rewire ``exchange`` (ccxt binanceusdm, sync or async) to ``base_url`` (e.g.
+    """Rewire ``exchange`` (ccxt binanceusdm or bybit, sync or async) to ``base_url`` (e.g.
     ``http://127.0.0.1:8080``); call before ``load_markets``."""
-    base = base_url.rstrip("/")
+    if exchange.id == "bybit":
+        _point_bybit_at(exchange, base_url.rstrip("/"))
+    elif exchange.id in ("binanceusdm", "binance"):
+        _point_binance_at(exchange, base_url.rstrip("/"))
+    else:
+        raise ValueError(f"cannot point ccxt {exchange.id!r} at {base_url}")
+
+
+def _point_binance_at(exchange: Any, base: str) -> None:
     api = dict(exchange.urls.get("api") or {})
     for name in list(api) + list(_PATHS):
         api[name] = base + _PATHS.get(name, "/" + name)
@@ -65,3 +79,31 @@ def point_ccxt_at(exchange: Any, base_url: str) -> None:
         return original(url, exact_or_broad)
 
     exchange.get_exceptions_by_url = exceptions_by_url
+
+
+def _point_bybit_at(exchange: Any, base: str) -> None:
+    urls = dict(exchange.urls)
+    for name in ("api", "test", "demotrading"):
+        family = urls.get(name)
+        if isinstance(family, dict):
+            urls[name] = {k: base for k in family}
+    urls["api"] = {**urls.get("api", {}), "public": base, "private": base}
+    exchange.urls = urls
+    exchange.options["fetchMarkets"] = {
+        **(exchange.options.get("fetchMarkets") or {}),
+        "types": ["linear"],
+    }
+    exchange.options["defaultType"] = "swap"
+    exchange.options["defaultSubType"] = "linear"
+    exchange.options["adjustForTimeDifference"] = False
+    exchange.options["enableDemoTrading"] = False
+    # a UTA 2.0 account: what /v5/user/query-api and /v5/account/info would say
+    exchange.options["enableUnifiedMargin"] = False
+    exchange.options["enableUnifiedAccount"] = True
+    exchange.options["unifiedMarginStatus"] = 6
+    # fetchOrder on a UTA account asks for this acknowledgement of Bybit's 500-order window
+    exchange.options["fetchOrder"] = {
+        **(exchange.options.get("fetchOrder") or {}),
+        "acknowledged": True,
+    }
+    exchange.has = {**exchange.has, "fetchCurrencies": False}

@@ -9,8 +9,9 @@ Its parts, each in its own module:
 - :mod:`bot.live.cycle`: ideal orders from the core -> guard -> diff -> cancel/create;
 - :mod:`bot.live.pacing`: real time or lockstep (replay), injected.
 
-Exchange-agnostic: the adapter (``CcxtAdapter``: Binance USDT-M or Bybit v5 linear) speaks
-REST, and the streams deliver :mod:`bot.exchange.events`. The loop decides nothing itself:
+Exchange-agnostic: the adapter (:class:`bot.exchange.base.ExchangeAdapter`: Binance USDT-M or
+Bybit v5 linear, picked by :mod:`bot.exchange.registry`) speaks REST, and the streams deliver
+:mod:`bot.exchange.events`. The loop decides nothing itself:
 every price and quantity comes from the core with the inputs the backtester gives it, so the
 same candles fed through the simulated venue give the backtester's fills (``gridbot replay``).
 """
@@ -34,7 +35,7 @@ from bot.errors import (
     TransientExchangeError,
     UnknownOrderError,
 )
-from bot.exchange.ccxt_adapter import CcxtAdapter
+from bot.exchange.base import ExchangeAdapter
 from bot.exchange.events import FillEvent
 from bot.live.book import Book, LiveFill
 from bot.live.coin import Coin
@@ -65,7 +66,7 @@ class LiveBot:
     def __init__(
         self,
         config: Config,
-        adapter: CcxtAdapter,
+        adapter: ExchangeAdapter,
         *,
         symbols: Sequence[str] | None = None,
         ws_url: str,
@@ -80,9 +81,7 @@ class LiveBot:
         self.config = config
         self.live: LiveConfig = config.live
         self.adapter = adapter
-        self.symbols = tuple(
-            CcxtAdapter.market_id(s) for s in (symbols or config.live.symbols or ())
-        )
+        self.symbols = tuple(adapter.market_id(s) for s in (symbols or config.live.symbols or ()))
         if not self.symbols:
             raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
         self.ws_url = ws_url

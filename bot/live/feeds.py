@@ -19,6 +19,8 @@ import numpy as np
 from bot.config import warmup_candles
 from bot.core import ema_seed, ema_update
 from bot.errors import ExchangeError
+from bot.exchange.binance.streams import BinanceStreams, binance_events
+from bot.exchange.bybit.streams import BybitPrivateStream, BybitPublicStream, BybitStreams
 from bot.exchange.events import (
     BalanceEvent,
     Event,
@@ -28,13 +30,6 @@ from bot.exchange.events import (
     PositionEvent,
     PriceEvent,
     StreamExpired,
-)
-from bot.exchange.streams import (
-    BinanceStreams,
-    BybitPrivateStream,
-    BybitPublicStream,
-    BybitStreams,
-    binance_events,
 )
 from bot.live.coin import Coin
 

@@ -1,174 +1,46 @@
-"""The REST boundary: ccxt's async binanceusdm or bybit, translated into gridbot terms.
+"""Binance USDT-M REST through ccxt's async ``binanceusdm``, in gridbot terms.
 
-Every call goes through :meth:`CcxtAdapter._call`, the one place where ccxt's exceptions
-become :mod:`bot.errors` (freqtrade's lesson: translate once, at the edge). Both exchanges are
-spoken through ccxt's implicit endpoint methods (``fapiPrivatePostOrder``,
-``privatePostV5OrderCreate`` ...): ccxt still signs, throttles and maps error codes, and the
-bot gets the exchange's exact numbers (no unified re-parsing that could round a price).
-
-``CcxtAdapter("bybit", ...)`` returns a :class:`bot.exchange.bybit_rest.BybitAdapter`: the same
-methods, Bybit v5 (category linear, unified account, hedge mode) underneath.
+Spoken through ccxt's implicit endpoint methods (``fapiPrivatePostOrder`` ...); the shared
+plumbing (error translation, request counting, redaction) is :class:`bot.exchange.ccxt_base.
+CcxtBase`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import ccxt
 import ccxt.async_support as ccxt_async
 import numpy as np
 
-from bot.errors import (
-    AuthenticationError,
-    DuplicateOrderError,
-    ExchangeError,
-    InsufficientMarginError,
-    OrderRejectedError,
-    PositionModeError,
-    RateLimitError,
-    TransientExchangeError,
-    UnknownOrderError,
-)
-from bot.exchange.client_ids import ClientIds
+from bot.errors import ExchangeError, PositionModeError
+from bot.exchange.base import AccountSnapshot
+from bot.exchange.ccxt_base import CcxtBase
+from bot.exchange.ccxt_base import num as _num
+from bot.exchange.ccxt_base import to_float as _f
 from bot.exchange.events import FillEvent
 from bot.exchange.order import LiveOrder
 from bot.markets import MarketSpec
-from bot.redaction import redact
 
-__all__ = ["AccountSnapshot", "CcxtAdapter", "translate"]
-
-log = logging.getLogger("gridbot.live.exchange")
+__all__ = ["BinanceAdapter"]
 
 KLINE_LIMIT = 1500  # Binance's maximum per request
 _MAX_KLINE_PAGES = 200  # bounded: 300k candles of history at most
 _MAX_FILL_PAGES = 100  # bounded: 100 pages of fills per catch-up
-# "client order id already in use" codes: Binance -4116, Bybit 110072 (OrderLinkedID duplicate)
-_DUPLICATE_CODES = ("-4116", "110072")
-# "the account is not in the position mode of this order": Binance -4061, Bybit 10001 + text
-_MODE_MISMATCH = ("-4061", "position idx not match position mode")
-# "cannot switch position mode now": open orders (-4067 / 110028) or positions (-4068 / 110024)
-_MODE_LOCKED = ("-4067", "-4068", "110028", "110024")
-# "insufficient margin" codes ccxt may leave generic: Binance -2019, Bybit 110007/110012/110004
-_MARGIN_CODES = ("-2019", "110007", "110012", "110004")
 
 
-def translate(exc: Exception) -> Exception:
-    """A ccxt exception -> the matching :mod:`bot.errors` exception (others pass through)."""
-    msg = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ccxt.BaseError) and any(c in msg for c in _DUPLICATE_CODES):
-        return DuplicateOrderError(msg)
-    if isinstance(exc, ccxt.BaseError) and any(c in msg for c in _MODE_MISMATCH + _MODE_LOCKED):
-        return PositionModeError(msg)
-    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
-        return RateLimitError(msg)
-    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
-        return AuthenticationError(msg)
-    if isinstance(exc, ccxt.InvalidNonce):  # -1021 timestamp outside recvWindow: clock drift
-        return TransientExchangeError(msg)
-    if isinstance(exc, ccxt.NetworkError):  # RequestTimeout, ExchangeNotAvailable, ...
-        return TransientExchangeError(msg)
-    if isinstance(exc, ccxt.InsufficientFunds):
-        return InsufficientMarginError(msg)
-    if isinstance(exc, ccxt.OrderNotFound):
-        return UnknownOrderError(msg)
-    if isinstance(exc, ccxt.InvalidOrder):
-        return OrderRejectedError(msg)
-    if isinstance(exc, ccxt.BaseError):
-        if any(c in msg for c in _MARGIN_CODES):
-            return InsufficientMarginError(msg)
-        return ExchangeError(msg)
-    if isinstance(exc, TimeoutError | OSError):
-        return TransientExchangeError(f"{type(exc).__name__}: {exc}")
-    return exc
-
-
-@dataclass
-class AccountSnapshot:
-    """Wallet balance (USDT, unleveraged, realized) and hedge-mode positions by symbol:
-    ``positions[symbol] = (long_size, long_price, short_size, short_price)``, sizes >= 0."""
-
-    balance: float
-    positions: dict[str, tuple[float, float, float, float]]
-
-
-def _f(x: Any) -> float:
-    return float(x) if x not in (None, "") else 0.0
-
-
-class CcxtAdapter:
-    """Thin async wrapper over one ccxt exchange for one account."""
+class BinanceAdapter(CcxtBase):
+    """Binance USDT-M (hedge mode, cross margin) for one account."""
 
     kind = "binance"
     #: how fills are ordered for REST catch-up: Binance by trade id (exclusive)
     fill_cursor = "trade_id"
-    #: Binance refuses a client id only while an order with it is open; Bybit forever
+    #: Binance refuses a client id only while an order with it is open
     client_ids_reusable = True
-
-    def __new__(cls, exchange: str = "binance", *args: Any, **kw: Any) -> CcxtAdapter:
-        if cls is CcxtAdapter and exchange == "bybit":
-            from bot.exchange.bybit_rest import BybitAdapter  # the Bybit dialect
-
-            return super().__new__(BybitAdapter)
-        return super().__new__(cls)
-
-    def __init__(
-        self,
-        exchange: str = "binance",
-        api_key: str = "",
-        api_secret: str = "",
-        *,
-        base_url: str | None = None,
-        throttle: bool = True,
-        timeout_ms: int = 10_000,
-    ) -> None:
-        if exchange not in ("binance", "bybit", "sim"):
-            raise ValueError(f"unknown exchange {exchange!r}")
-        opts: dict[str, Any] = {
-            "apiKey": api_key,
-            "secret": api_secret,
-            "enableRateLimit": throttle,
-            "timeout": timeout_ms,
-        }
-        self.ex = self._new_exchange(opts)
-        if base_url is not None:
-            self._point_at(base_url)
-        self.requests = 0  # for tests and the log: REST calls made
-        self.client_ids = ClientIds(self.client_ids_reusable)
 
     def _new_exchange(self, opts: dict[str, Any]) -> Any:
         return ccxt_async.binanceusdm(opts)
-
-    def _point_at(self, base_url: str) -> None:
-        from bot.exchange.local import point_ccxt_at
-
-        point_ccxt_at(self.ex, base_url)
-
-    # ------------------------------------------------------------------ plumbing
-
-    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
-        self.requests += 1
-        try:
-            return await fn(*args, **kw)
-        except Exception as exc:  # translate once, here
-            new = translate(exc)
-            if new is exc:
-                raise
-            # exchanges echo the signed string (API key included) in signature errors
-            text = redact(str(new), (self.ex.apiKey, self.ex.secret))
-            raise type(new)(text) from None
-
-    async def close(self) -> None:
-        await self.ex.close()
-
-    @staticmethod
-    def market_id(symbol: str) -> str:
-        """``BTC/USDT:USDT`` or ``btcusdt`` -> ``BTCUSDT``."""
-        return symbol.upper().replace("/USDT:USDT", "USDT").replace("/", "")
 
     # ------------------------------------------------------------------ markets
 
@@ -397,12 +269,6 @@ class CcxtAdapter:
             params["origClientOrderId"] = o.client_id
         await self._call(self.ex.fapiPrivateDeleteOrder, params)
 
-    async def run_batch(
-        self, fn: Callable[[LiveOrder], Awaitable[Any]], orders: Sequence[LiveOrder]
-    ) -> list[Any]:
-        """Run ``fn`` on a batch concurrently; results are values or bot.errors exceptions."""
-        return list(await asyncio.gather(*(fn(o) for o in orders), return_exceptions=True))
-
     # ------------------------------------------------------------------ user data stream
 
     #: Binance's user stream needs a listen key (REST), kept alive every 30-60 min
@@ -418,8 +284,5 @@ class CcxtAdapter:
     async def close_listen_key(self) -> None:
         await self._call(self.ex.fapiPrivateDeleteListenKey)
 
-
-def _num(x: float) -> str:
-    """A float as a plain decimal string (no exponent): what Binance accepts."""
-    s = f"{x:.12f}".rstrip("0").rstrip(".")
-    return s or "0"
+    def ws_auth_args(self, expires_ms: int) -> list[Any]:
+        raise NotImplementedError("binance: the user stream authenticates with a listen key")

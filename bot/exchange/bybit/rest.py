@@ -1,9 +1,9 @@
 """Bybit v5 REST (category linear, USDT perpetuals, unified account, hedge mode) as a
-:class:`bot.exchange.ccxt_adapter.CcxtAdapter`: the same methods, the same gridbot terms.
+:class:`bot.exchange.base.ExchangeAdapter`: the same methods, the same gridbot terms.
 
 Spoken through ccxt ``bybit``'s implicit v5 methods (``privatePostV5OrderCreate`` ...): ccxt
 signs (X-BAPI-* headers), throttles and maps ``retCode``s to its exceptions, which
-:func:`bot.exchange.ccxt_adapter.translate` turns into :mod:`bot.errors`; no unified
+:func:`bot.exchange.ccxt_base.translate` turns into :mod:`bot.errors`; no unified
 ``load_markets`` (it would pull spot, inverse and options markets and query the account type).
 
 Bybit's quirks, kept here as data:
@@ -26,13 +26,15 @@ import ccxt.async_support as ccxt_async
 import numpy as np
 
 from bot.errors import ExchangeError, PositionModeError
-from bot.exchange import bybit_format
-from bot.exchange.ccxt_adapter import AccountSnapshot, CcxtAdapter, _num
+from bot.exchange.base import AccountSnapshot
+from bot.exchange.bybit import format as bybit_format
+from bot.exchange.ccxt_base import CcxtBase
+from bot.exchange.ccxt_base import num as _num
 from bot.exchange.events import FillEvent
 from bot.exchange.order import LiveOrder
 from bot.markets import MarketSpec
 
-__all__ = ["BybitAdapter", "point_bybit_at", "tiers_from_risk_limits"]
+__all__ = ["BybitAdapter", "tiers_from_risk_limits"]
 
 log = logging.getLogger("gridbot.live.exchange")
 
@@ -43,17 +45,6 @@ POSITION_IDX = {1: 1, -1: 2}
 NOT_MODIFIED = ("110025", "110043")
 KLINE_PAGE = 1000  # Bybit's maximum per request
 _MAX_PAGES = 200  # bounded paging everywhere
-
-
-def point_bybit_at(exchange: Any, base_url: str) -> None:
-    """Every REST family of a ccxt ``bybit`` -> ``base_url`` (nothing leaks elsewhere)."""
-    base = base_url.rstrip("/")
-    api = dict(exchange.urls.get("api") or {})
-    for name in (*api, "public", "private", "spot", "futures", "v2"):
-        api[name] = base
-    exchange.urls = {**exchange.urls, "api": api}
-    exchange.urls.pop("test", None)
-    exchange.options["adjustForTimeDifference"] = False
 
 
 def tiers_from_risk_limits(rows: list[dict[str, Any]]) -> np.ndarray:
@@ -80,8 +71,8 @@ def _result(raw: dict[str, Any]) -> dict[str, Any]:
     return raw.get("result") or {}
 
 
-class BybitAdapter(CcxtAdapter):
-    """Bybit v5 linear through ccxt; build it as ``CcxtAdapter("bybit", key, secret, ...)``."""
+class BybitAdapter(CcxtBase):
+    """Bybit v5 linear (unified account, hedge mode) for one account."""
 
     kind = "bybit"
     fill_cursor = "time"  # execTime, inclusive: ids are deduplicated by the bot
@@ -90,9 +81,6 @@ class BybitAdapter(CcxtAdapter):
 
     def _new_exchange(self, opts: dict[str, Any]) -> Any:
         return ccxt_async.bybit({**opts, "options": {"defaultType": "swap"}})
-
-    def _point_at(self, base_url: str) -> None:
-        point_bybit_at(self.ex, base_url)
 
     async def _pages(self, fn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
         """All rows of a cursor-paged list endpoint (bounded)."""
@@ -323,7 +311,7 @@ class BybitAdapter(CcxtAdapter):
 
     def ws_auth_args(self, expires_ms: int) -> list[Any]:
         """Args of the private stream's ``auth`` op, signed here: the secret stays inside."""
-        from bot.exchange.streams import bybit_auth_args
+        from bot.exchange.bybit.streams import bybit_auth_args
 
         return bybit_auth_args(self.ex.apiKey, self.ex.secret, expires_ms)
 

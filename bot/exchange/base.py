@@ -1,0 +1,89 @@
+"""What the live bot needs from an exchange: the adapter protocol and the account snapshot.
+
+Every exchange package (:mod:`bot.exchange.binance`, :mod:`bot.exchange.bybit`) provides one
+class with this face; :mod:`bot.exchange.registry` maps an exchange name to it. The live bot
+and the CLI only ever see this protocol, in gridbot terms (:mod:`bot.exchange.events`,
+:class:`bot.exchange.order.LiveOrder`, :class:`bot.markets.MarketSpec`, :mod:`bot.errors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from bot.exchange.client_ids import ClientIds
+from bot.exchange.events import FillEvent
+from bot.exchange.order import LiveOrder
+from bot.markets import MarketSpec
+
+__all__ = ["AccountSnapshot", "ExchangeAdapter"]
+
+
+@dataclass
+class AccountSnapshot:
+    """Wallet balance (USDT, unleveraged, realized) and hedge-mode positions by symbol:
+    ``positions[symbol] = (long_size, long_price, short_size, short_price)``, sizes >= 0."""
+
+    balance: float
+    positions: dict[str, tuple[float, float, float, float]]
+
+
+class ExchangeAdapter(Protocol):
+    """One account on one exchange, spoken in gridbot terms; errors are :mod:`bot.errors`."""
+
+    #: the exchange's name in the registry ("binance", "bybit")
+    kind: str
+    #: how fills are ordered for the REST catch-up: "trade_id" (exclusive) or "time" (inclusive)
+    fill_cursor: str
+    #: True when the private stream needs a REST listen key (Binance)
+    uses_listen_key: bool
+    #: REST calls made (for tests and the log)
+    requests: int
+    #: our client ids on the wire (generations where the exchange never reuses an id)
+    client_ids: ClientIds
+
+    @staticmethod
+    def market_id(symbol: str) -> str: ...
+
+    async def close(self) -> None: ...
+
+    async def load_markets(self, symbols: Sequence[str]) -> dict[str, MarketSpec]: ...
+
+    async def setup_account(self, symbols: Sequence[str], leverage: int) -> None: ...
+
+    async def ensure_hedge_mode(self) -> bool: ...
+
+    async def fetch_account(self, symbols: Sequence[str] | None = None) -> AccountSnapshot: ...
+
+    async def latest_fill_cursor(self, symbol: str) -> int: ...
+
+    async def fetch_fills(self, symbol: str, cursor: int) -> list[FillEvent]: ...
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]: ...
+
+    async def fetch_klines(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 500
+    ) -> np.ndarray: ...
+
+    async def fetch_last_prices(self, symbols: Sequence[str]) -> dict[str, float]: ...
+
+    async def server_time_offset_ms(self) -> int: ...
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder: ...
+
+    async def cancel_order(self, o: LiveOrder) -> None: ...
+
+    async def run_batch(
+        self, fn: Callable[[LiveOrder], Awaitable[Any]], orders: Sequence[LiveOrder]
+    ) -> list[Any]: ...
+
+    async def listen_key(self) -> str: ...
+
+    async def keepalive_listen_key(self) -> None: ...
+
+    async def close_listen_key(self) -> None: ...
+
+    def ws_auth_args(self, expires_ms: int) -> list[Any]: ...

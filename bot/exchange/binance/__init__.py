@@ -1,0 +1,1 @@
+"""Binance USDT-M: REST (:mod:`.rest`) and websocket streams (:mod:`.streams`)."""

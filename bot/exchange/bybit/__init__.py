@@ -1,0 +1,1 @@
+"""Bybit v5 linear: REST (:mod:`.rest`), wire formats (:mod:`.format`), streams (:mod:`.streams`)."""
