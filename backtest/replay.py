@@ -49,8 +49,8 @@ from backtest.data import Candles
 from backtest.engine import F_FEE, F_K, F_KIND, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
 from backtest.events import OutsideEvent, events_array
 from backtest.runner import run_backtest
-from backtest.venue.formats import decimals
 from backtest.venue.server import Venue, VenueConfig
+from backtest.venue.wire import decimals
 from bot.config import Config, warmup_candles
 from bot.core.account import unrealized_pnl
 from bot.core.params import KIND_LIQUIDATION, KIND_NAMES, KIND_OUTSIDE
@@ -305,7 +305,7 @@ async def replay(
         for k in range(start_index, n):
             # lockstep runs many candles per wall second: the venue's per-wall-minute weight
             # window is not under test here (and summing a huge window costs O(n) per call)
-            venue.rest.reset_rate_limit()
+            venue.ip_budget.reset()
             if k in kill_at:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -40,9 +40,11 @@ from typing import Any
 from backtest.data import Candles
 from backtest.replay import round_to_ticks
 from backtest.runner import warmup_candles
-from backtest.venue.bybit_rest import BybitError
+from backtest.venue.binance.errors import to_api_error
+from backtest.venue.bybit.rest import BybitError, to_bybit_error
 from backtest.venue.chaos import KINDS, Chaos, make_schedule
-from backtest.venue.matching import AccountUpdate, ApiError, OrderUpdate
+from backtest.venue.matching import AccountUpdate, OrderUpdate
+from backtest.venue.refusals import Refused
 from backtest.venue.server import AccountReset, Venue, VenueConfig
 from bot.config import Config, config_to_dict
 from bot.markets import market_spec
@@ -482,7 +484,8 @@ class VenueRecorder:
         balance = acct.balance
         try:
             order = self._place(api_key, symbol, side, type_, quantity, price, **kw)
-        except ApiError as err:
+        except Refused as refused:
+            err = to_api_error(refused)  # the report speaks Binance's codes
             attempt.code, attempt.msg = err.code, err.msg
             if err.code == -4061:
                 attempt.empty_for_s = min(attempt.empty_for_s, self.now() - self._mode_since)
@@ -513,7 +516,8 @@ class VenueRecorder:
             n = len(self.attempts)
             try:
                 return handler(params, key)
-            except (BybitError, ApiError) as err:
+            except (BybitError, Refused) as exc:
+                err = to_bybit_error(exc) if isinstance(exc, Refused) else exc
                 if len(self.attempts) == n and key == self.api_key:  # refused before the engine
                     self._check_mode()
                     idx = str(params.get("positionIdx") or "0")
@@ -856,7 +860,7 @@ async def _wait_ready(
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         binance = all(venue.streams.has_subscribers(f"{s.lower()}@kline_1m") for s in symbols)
-        bybit = all(venue.bybit_streams._subscribers(f"kline.1.{s}") for s in symbols)
+        bybit = all(venue.bybit_streams.has_subscribers(f"kline.1.{s}") for s in symbols)
         if binance or bybit:
             return True
         if bot.proc is not None and bot.proc.returncode is not None:

@@ -23,8 +23,9 @@ from backtest.soak import (
     phantom_orders,
     write_trades_csv,
 )
+from backtest.venue.binance.errors import to_api_error
 from backtest.venue.chaos import KINDS, make_schedule
-from backtest.venue.matching import ApiError
+from backtest.venue.refusals import Refused
 from backtest.venue.server import Venue, VenueConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,10 +241,10 @@ def test_flip_to_one_way_closes_everything_and_refuses_hedge_orders(venue):
     assert not acct.hedge_mode and not acct.open_orders
     assert all(p.amount == 0 for p in acct.positions.values())
     assert rec.rows[-1].kind == "outside" and rec.rows[-1].position_after == 0.0
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         eng.place_order("k", "DOGEUSDT", "SELL", "LIMIT", 50.0, round(price * 1.01, 5),
                         time_in_force="GTX", position_side="LONG", client_order_id="gbL-tp")  # fmt: skip
-    assert err.value.code == -4061
+    assert to_api_error(err.value).code == -4061
     assert rec.attempts[-1].code == -4061 and rec.attempts[-1].closing
     assert venue.flip_position_mode("k", True) == 0 and eng.account("k").hedge_mode
     assert not math.isnan(rec.rows[-1].balance_before)

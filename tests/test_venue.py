@@ -16,13 +16,14 @@ import ccxt.async_support
 import numpy as np
 import pytest
 
+from backtest.venue.binance.errors import to_api_error
 from backtest.venue.matching import (
     AccountUpdate,
-    ApiError,
     MatchingEngine,
     OrderUpdate,
     candle_trades,
 )
+from backtest.venue.refusals import Refused
 from bot.core.margin import maintenance_margin
 from bot.markets import market_spec
 
@@ -195,13 +196,13 @@ def test_order_rejections():
         ),
     ]
     for kw, code in cases:
-        with pytest.raises(ApiError) as exc:
+        with pytest.raises(Refused) as exc:
             eng.place_order(KEY, "BTCUSDT", **kw)
-        assert exc.value.code == code, kw
+        assert to_api_error(exc.value).code == code, kw
     eng.place_order(
         KEY, "BTCUSDT", "BUY", "LIMIT", 0.003, 49_000.0, time_in_force="GTC", client_order_id="x1"
     )
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(Refused) as exc:
         eng.place_order(
             KEY,
             "BTCUSDT",
@@ -212,14 +213,14 @@ def test_order_rejections():
             time_in_force="GTC",
             client_order_id="x1",
         )
-    assert exc.value.code == -4116
+    assert to_api_error(exc.value).code == -4116
     eng.reject_next_order_margin(KEY)
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(Refused) as exc:
         eng.place_order(KEY, "BTCUSDT", "BUY", "LIMIT", 0.003, 48_000.0, time_in_force="GTC")
-    assert exc.value.code == -2019
-    with pytest.raises(ApiError) as exc:
+    assert to_api_error(exc.value).code == -2019
+    with pytest.raises(Refused) as exc:
         eng.cancel_order(KEY, "BTCUSDT", order_id=12345)
-    assert exc.value.code == -2011
+    assert to_api_error(exc.value).code == -2011
 
 
 def test_hooks_partial_fill_and_change_position():

@@ -55,9 +55,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .formats import decimals
-from .matching import ApiError
+from .refusals import Refused
 from .server import Venue
+from .wire import decimals
 
 __all__ = ["KINDS", "Chaos", "Fault", "Killer", "make_schedule"]
 
@@ -374,7 +374,7 @@ class Chaos:
                     log.warning("the bot did not re-apply hedge mode within %.0f s", f.duration_s)
                 try:
                     v.flip_position_mode(self.api_key, True, tag="chaos")
-                except ApiError as exc:  # only a bug of ours can leave orders in one-way mode
+                except Refused as exc:  # only a bug of ours can leave orders in one-way mode
                     log.warning("could not switch the account back to hedge mode: %s", exc)
 
     async def _kill(self, f: Fault) -> None:

@@ -57,11 +57,12 @@ from bot.core.margin import maintenance_margin, stack_tiers
 from bot.core.rounding import is_on_step
 from bot.markets import MarketSpec, market_spec
 
+from .refusals import Refusal, Refused
+
 __all__ = [
     "FUNDING_INTERVAL_MS",
     "Account",
     "AccountUpdate",
-    "ApiError",
     "Fill",
     "MatchingEngine",
     "Order",
@@ -76,16 +77,6 @@ _EPS = 1e-12
 _MAX_CLOSED_ORDERS = 10_000  # per account: enough for queries, bounded for long replays
 _PSIDE = {"LONG": 1, "SHORT": -1}  # the core's tie-break: long before one-way before short
 ADL_CLIENT_ID = "adl_autoclose"  # Binance's client order id of an auto-deleverage order
-
-
-class ApiError(Exception):
-    """A refusal in Binance's terms: ``{"code": code, "msg": msg}`` with an HTTP status."""
-
-    def __init__(self, code: int, msg: str, http_status: int = 400) -> None:
-        super().__init__(f"{code}: {msg}")
-        self.code = code
-        self.msg = msg
-        self.http_status = http_status
 
 
 @dataclass
@@ -263,7 +254,9 @@ class MatchingEngine:
         try:
             return self.accounts[api_key]
         except KeyError:
-            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401) from None
+            raise Refused(
+                Refusal.BAD_API_KEY, "Invalid API-key, IP, or permissions for action."
+            ) from None
 
     def set_prices(self, prices: Mapping[str, float], now_ms: int) -> None:
         """Set the last trade prices and the replay clock (before the first candle)."""
@@ -277,7 +270,7 @@ class MatchingEngine:
 
     def spec(self, symbol: str) -> MarketSpec:
         if symbol not in self.specs:
-            raise ApiError(-1121, "Invalid symbol.")
+            raise Refused(Refusal.UNKNOWN_SYMBOL, "Invalid symbol.")
         return self.specs[symbol]
 
     def leverage(self, acct: Account, symbol: str) -> int:
@@ -341,7 +334,7 @@ class MatchingEngine:
         acct = self.account(api_key)
         spec = self.spec(symbol)
         if not 1 <= leverage <= int(spec.max_leverage):
-            raise ApiError(-4028, f"Leverage {leverage} is not valid")
+            raise Refused(Refusal.BAD_LEVERAGE, f"Leverage {leverage} is not valid")
         acct.leverage[symbol] = int(leverage)
         return int(leverage)
 
@@ -350,26 +343,38 @@ class MatchingEngine:
         self.spec(symbol)
         mt = margin_type.upper()
         if mt not in ("CROSSED", "ISOLATED"):
-            raise ApiError(
-                -1102,
+            raise Refused(
+                Refusal.MISSING_PARAMETER,
                 "Mandatory parameter 'marginType' was not sent, was empty/null, or malformed.",
             )
         if acct.margin_type.get(symbol, "CROSSED") == mt:
-            raise ApiError(-4046, "No need to change margin type.")
+            raise Refused(Refusal.MARGIN_TYPE_UNCHANGED, "No need to change margin type.")
         if any(o.symbol == symbol for o in acct.open_orders.values()):
-            raise ApiError(-4047, "Margin type cannot be changed if there exists open orders.")
+            raise Refused(
+                Refusal.MARGIN_TYPE_LOCKED_BY_ORDERS,
+                "Margin type cannot be changed if there exists open orders.",
+            )
         if any(p.symbol == symbol and p.amount != 0 for p in acct.positions.values()):
-            raise ApiError(-4048, "Margin type cannot be changed if there exists position.")
+            raise Refused(
+                Refusal.MARGIN_TYPE_LOCKED_BY_POSITION,
+                "Margin type cannot be changed if there exists position.",
+            )
         acct.margin_type[symbol] = mt  # the engine books everything as cross margin
 
     def set_position_mode(self, api_key: str, hedge_mode: bool) -> None:
         acct = self.account(api_key)
         if acct.hedge_mode == hedge_mode:
-            raise ApiError(-4059, "No need to change position side.")
+            raise Refused(Refusal.POSITION_MODE_UNCHANGED, "No need to change position side.")
         if acct.open_orders:
-            raise ApiError(-4067, "Position side cannot be changed if there exists open orders.")
+            raise Refused(
+                Refusal.POSITION_MODE_LOCKED_BY_ORDERS,
+                "Position side cannot be changed if there exists open orders.",
+            )
         if any(p.amount != 0 for p in acct.positions.values()):
-            raise ApiError(-4068, "Position side cannot be changed if there exists position.")
+            raise Refused(
+                Refusal.POSITION_MODE_LOCKED_BY_POSITION,
+                "Position side cannot be changed if there exists position.",
+            )
         acct.hedge_mode = hedge_mode
         acct.positions.clear()
 
@@ -395,60 +400,73 @@ class MatchingEngine:
         side = side.upper()
         type_ = type_.upper()
         if side not in ("BUY", "SELL"):
-            raise ApiError(-1117, "Invalid side.")
+            raise Refused(Refusal.BAD_SIDE, "Invalid side.")
         if type_ not in ("LIMIT", "MARKET"):
-            raise ApiError(-1116, "Invalid orderType.")
+            raise Refused(Refusal.BAD_ORDER_TYPE, "Invalid orderType.")
         ps = (position_side or "BOTH").upper()
         if acct.hedge_mode and ps not in ("LONG", "SHORT"):
-            raise ApiError(-4061, "Order's position side does not match user's setting.")
+            raise Refused(
+                Refusal.POSITION_SIDE_MISMATCH,
+                "Order's position side does not match user's setting.",
+            )
         if not acct.hedge_mode and ps != "BOTH":
-            raise ApiError(-4061, "Order's position side does not match user's setting.")
+            raise Refused(
+                Refusal.POSITION_SIDE_MISMATCH,
+                "Order's position side does not match user's setting.",
+            )
         if acct.hedge_mode and reduce_only:
-            raise ApiError(-1106, "Parameter 'reduceonly' sent when not required.")
+            raise Refused(
+                Refusal.REDUCE_ONLY_NOT_ALLOWED, "Parameter 'reduceonly' sent when not required."
+            )
         if not quantity or quantity <= 0:
-            raise ApiError(-4003, "Quantity less than or equal to zero.")
+            raise Refused(Refusal.BAD_QUANTITY, "Quantity less than or equal to zero.")
         if not is_on_step(quantity, spec.qty_step):
-            raise ApiError(-1111, "Precision is over the maximum defined for this asset.")
+            raise Refused(Refusal.OFF_STEP, "Precision is over the maximum defined for this asset.")
         if quantity < spec.min_qty - _EPS:
-            raise ApiError(-4003, f"Quantity less than minimum quantity {spec.min_qty:g}.")
+            raise Refused(
+                Refusal.BAD_QUANTITY, f"Quantity less than minimum quantity {spec.min_qty:g}."
+            )
         last = self.prices[symbol]
         if type_ == "LIMIT":
             if price is None or price <= 0:
-                raise ApiError(-4001, "Price less than 0.")
+                raise Refused(Refusal.BAD_PRICE, "Price less than 0.")
             if not is_on_step(price, spec.price_step):
-                raise ApiError(-1111, "Precision is over the maximum defined for this asset.")
+                raise Refused(
+                    Refusal.OFF_STEP, "Precision is over the maximum defined for this asset."
+                )
             tif = (time_in_force or "").upper()
             if tif not in ("GTC", "GTX", "IOC", "FOK"):
-                raise ApiError(
-                    -1102,
+                raise Refused(
+                    Refusal.MISSING_PARAMETER,
                     "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.",
                 )
         else:
             price, tif = last, "GTC"
         if math.isnan(last):
-            raise ApiError(
-                -1001, "Internal error; unable to process your request. Please try again.", 503
+            raise Refused(
+                Refusal.OVERLOADED,
+                "Internal error; unable to process your request. Please try again.",
             )
         closing = (
             reduce_only or (ps == "LONG" and side == "SELL") or (ps == "SHORT" and side == "BUY")
         )
         if not closing and quantity * price < spec.min_cost - 1e-9:
-            raise ApiError(
-                -4164,
+            raise Refused(
+                Refusal.NOTIONAL_TOO_SMALL,
                 f"Order's notional must be no smaller than {spec.min_cost:g} (unless you choose reduce only).",
             )
         if reduce_only:
             pos = acct.positions.get((symbol, "BOTH"))
             if pos is None or pos.amount * (1 if side == "BUY" else -1) >= 0:
-                raise ApiError(-2022, "ReduceOnly Order is rejected.")
+                raise Refused(Refusal.REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         if client_order_id is None:
             client_order_id = f"venue-{next(self._order_ids)}"
         if any(o.client_order_id == client_order_id for o in acct.open_orders.values()):
-            raise ApiError(-4116, "ClientOrderId is duplicated.")
+            raise Refused(Refusal.DUPLICATE_CLIENT_ID, "ClientOrderId is duplicated.")
         crosses = type_ == "MARKET" or (price > last if side == "BUY" else price < last)
         if crosses and tif == "GTX":
-            raise ApiError(
-                -5022,
+            raise Refused(
+                Refusal.POST_ONLY_WOULD_TAKE,
                 "Due to the order could not be executed as maker, the Post Only order will be rejected.",
             )
         order = Order(
@@ -469,9 +487,9 @@ class MatchingEngine:
         need = self._order_margin_qty(acct, margin_order) * price / self.leverage(acct, symbol)
         if acct.reject_next_margin > 0:
             acct.reject_next_margin -= 1
-            raise ApiError(-2019, "Margin is insufficient.")
+            raise Refused(Refusal.INSUFFICIENT_MARGIN, "Margin is insufficient.")
         if need > 0 and need > self.available_balance(acct) + 1e-9:
-            raise ApiError(-2019, "Margin is insufficient.")
+            raise Refused(Refusal.INSUFFICIENT_MARGIN, "Margin is insufficient.")
         if not crosses and tif in ("IOC", "FOK"):
             order.status = "EXPIRED"  # nothing to take at once: an IOC/FOK limit just expires
             self._close(acct, order)
@@ -496,8 +514,8 @@ class MatchingEngine:
         acct = self.account(api_key)
         self.spec(symbol)
         if order_id is None and client_order_id is None:
-            raise ApiError(
-                -1102,
+            raise Refused(
+                Refusal.MISSING_PARAMETER,
                 "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
             )
         return acct
@@ -519,7 +537,7 @@ class MatchingEngine:
                 order = o
                 break
         if order is None:
-            raise ApiError(-2011, "Unknown order sent.")
+            raise Refused(Refusal.CANCEL_UNKNOWN_ORDER, "Unknown order sent.")
         order.status = "CANCELED"
         order.update_time_ms = self.now_ms
         self._close(acct, order)
@@ -536,7 +554,39 @@ class MatchingEngine:
         acct = self._order_account(api_key, symbol, order_id, client_order_id)
         o = acct.find_order(order_id, None if order_id is not None else client_order_id)
         if o is None or o.symbol != symbol:
-            raise ApiError(-2013, "Order does not exist.")
+            raise Refused(Refusal.UNKNOWN_ORDER, "Order does not exist.")
+        return o
+
+    def cancel_at_once(
+        self,
+        acct: Account,
+        symbol: str,
+        side: str,
+        position_side: str,
+        qty: float,
+        price: float,
+        client_order_id: str | None,
+    ) -> Order:
+        """A post-only limit order that would take, accepted and cancelled at once (Bybit's
+        way; Binance refuses it instead): it gets an order id and a CANCELED update only."""
+        now = self.now_ms
+        o = Order(
+            order_id=next(self._order_ids),
+            client_order_id=client_order_id or f"venue-{next(self._order_ids)}",
+            symbol=symbol,
+            side=side.upper(),
+            position_side=position_side,
+            type="LIMIT",
+            time_in_force="GTX",
+            price=price,
+            orig_qty=qty,
+            reduce_only=False,
+            time_ms=now,
+            status="CANCELED",
+            update_time_ms=now,
+        )
+        self._close(acct, o)
+        self.events.append(OrderUpdate(acct.api_key, "CANCELED", replace(o), None, now))
         return o
 
     def _close(self, acct: Account, order: Order) -> None:
@@ -983,7 +1033,7 @@ class MatchingEngine:
         acct = self.account(api_key)
         order = acct.open_orders.get(order_id)
         if order is None:
-            raise ApiError(-2013, "Order does not exist.")
+            raise Refused(Refusal.UNKNOWN_ORDER, "Order does not exist.")
         qty = min(qty, order.remaining)
         return self._fill(
             acct, order, qty, order.price if price is None else price, maker=True, ts=self.now_ms

@@ -9,7 +9,7 @@ free-runs at ``speed`` times real time (a 1m candle every 60/speed s).
 For candle k, fills are booked first, then the account's user-stream events go out, then the
 market messages (aggTrades, kline with ``"x": true``, bookTicker, markPrice): a client that
 reacts to candle k's kline already sees candle k's fills in REST and in its user stream.
-The Bybit v5 face (``/v5/...``, see :mod:`.bybit_streams`) follows the same order on its
+The Bybit v5 face (``/v5/...``, see :mod:`.bybit.streams`) follows the same order on its
 separate public/private sockets; every frame of candle k is sent when ``advance`` returns.
 """
 
@@ -26,13 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
-from . import formats
-from .bybit_rest import BybitRestApi
-from .bybit_streams import BybitStreams
+from .binance import formats
+from .binance.rest import RestApi
+from .binance.streams import StreamServer
+from .bybit.rest import BybitRestApi
+from .bybit.streams import BybitStreams
 from .faults import Faults, RestFault
+from .hub import WsHub
 from .matching import Account, AccountUpdate, MatchingEngine, candle_trades
-from .rest import RestApi
-from .streams import StreamServer
+from .ratelimit import IpBudget
+from .wire import decimals
 
 __all__ = ["AccountReset", "Venue", "VenueConfig", "VenueThread"]
 
@@ -99,11 +102,15 @@ class Venue:
             self.replay_time_ms,
         )
         self.faults = Faults()
+        self.ip_budget = IpBudget(self.config)  # one budget for the IP, whichever dialect
         self.listen_keys: dict[str, str] = {}  # listenKey -> api key
+        self.hub = WsHub(self.config.ws_ping_interval_s, self.config.ws_ping_timeout_s)
         self.rest = RestApi(self)
         self.streams = StreamServer(self)
         self.bybit_rest = BybitRestApi(self)  # Bybit v5 under /v5/ on the same ports
-        self.bybit_streams = BybitStreams(self)
+        self.bybit_streams = BybitStreams(self, self.bybit_rest)
+        self.hub.route("/v5/", self.bybit_streams.handle)
+        self.hub.route("", self.streams.handle)
         self.rest_port = 0
         self.ws_port = 0
         self._runner: web.AppRunner | None = None
@@ -144,11 +151,11 @@ class Venue:
         site = web.TCPSite(self._runner, self.config.host, self.config.rest_port)
         await site.start()
         self.rest_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.ws_port = await self.streams.start(self.config.host, self.config.ws_port)
+        self.ws_port = await self.hub.start(self.config.host, self.config.ws_port)
         log.info("venue listening: REST %s, websockets %s", self.rest_url, self.ws_url)
 
     async def stop(self) -> None:
-        await self.streams.stop()
+        await self.hub.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -363,21 +370,21 @@ class Venue:
         self.faults.rest_delay_ms = 0.0
         self.faults.ws_silent = False
         self.faults.private_topic_delay_s.clear()
-        self.rest.reset_rate_limit()
+        self.ip_budget.reset()
 
     def drop_ws(self) -> int:
         """Abort every websocket connection abruptly (no close frame: the client sees 1006)."""
-        return self.streams.drop_all()
+        return self.hub.drop_all()
 
     async def close_ws(self, code: int = 1008, reason: str = "policy violation") -> int:
         """Close every websocket connection with ``code`` (1008 policy violation by default)."""
-        return await self.streams.close_all(code, reason)
+        return await self.hub.close_all(code, reason)
 
     def set_ws_silent(self, silent: bool = True, *, hang: bool = False) -> None:
         """Keep sockets open but send nothing; ``hang`` also stops answering pings."""
         self.faults.ws_silent = silent
         if silent and hang:
-            self.streams.hang_all()
+            self.hub.hang_all()
 
     def delay_private_topic(self, topic: str, seconds: float) -> None:
         """Hold back the Bybit private ``topic`` (execution, order, position, wallet) by
@@ -462,7 +469,7 @@ class Venue:
         for (symbol, ps), pos in list(acct.positions.items()):
             step = eng.specs[symbol].qty_step
             qty = round(abs(pos.amount) / step) * step
-            qty = float(f"{qty:.{formats.decimals(step)}f}")
+            qty = float(f"{qty:.{decimals(step)}f}")
             if qty > 0:
                 eng.place_order(
                     api_key,

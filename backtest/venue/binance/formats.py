@@ -8,26 +8,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from bot.core.margin import liquidation_price, maintenance_margin
+from bot.core.margin import maintenance_margin
 from bot.markets import MarketSpec
 
-from .matching import Account, AccountUpdate, Fill, MatchingEngine, Order, OrderUpdate, Position
+from ..matching import Account, AccountUpdate, Fill, MatchingEngine, Order, OrderUpdate, Position
+from ..wire import decimals, fmt, liquidation_price_of, num
 
 __all__ = [
     "account_json",
     "account_update_event",
     "agg_trade_event",
     "book_ticker_event",
-    "decimals",
     "exchange_info_json",
-    "fmt",
     "kline_event",
     "kline_row",
     "leverage_bracket_json",
     "mark_price_event",
-    "num",
     "order_json",
     "order_trade_update_event",
     "position_risk_json",
@@ -43,23 +39,6 @@ _ORDER_TYPES = [
     "TAKE_PROFIT_MARKET",
     "TRAILING_STOP_MARKET",
 ]
-
-
-def decimals(step: float) -> int:
-    """Decimals a step needs: 0.001 -> 3, 1.0 -> 0."""
-    return max(0, int(round(-math.log10(step)))) if step < 1 else 0
-
-
-def fmt(x: float, places: int = 8) -> str:
-    """A number as Binance sends it: a fixed-point string."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "0"
-    return f"{x:.{places}f}"
-
-
-def num(x: float) -> str:
-    """Shortest exact decimal of a data value (candle prices keep the file's precision)."""
-    return np.format_float_positional(float(x), trim="-")
 
 
 def _base(symbol: str) -> str:
@@ -234,27 +213,6 @@ def trade_json(f: Fill, spec: MarketSpec) -> dict:
     }
 
 
-def _liq_price(eng: MatchingEngine, acct: Account, symbol: str) -> float:
-    """Cross-margin liquidation price of ``symbol`` with the other coins held at their prices."""
-    ls = lp = ss = sp = 0.0
-    other_eq = other_mm = 0.0
-    for p in acct.positions.values():
-        if p.amount == 0.0:
-            continue
-        if p.symbol == symbol:
-            if p.amount > 0:
-                ls, lp = p.amount, p.entry_price
-            else:
-                ss, sp = -p.amount, p.entry_price
-        else:
-            other_eq += p.amount * (eng.prices[p.symbol] - p.entry_price)
-    other_mm = eng.maint_margin(acct) - eng.maint_margin(acct, symbol)
-    if ls == 0.0 and ss == 0.0:
-        return 0.0
-    p = liquidation_price(acct.balance, ls, lp, ss, sp, eng.specs[symbol].tiers, other_eq, other_mm)
-    return p if math.isfinite(p) and p > 0 else 0.0
-
-
 def position_risk_json(eng: MatchingEngine, acct: Account, p: Position) -> dict:
     spec = eng.specs[p.symbol]
     pd, qd = decimals(spec.price_step), decimals(spec.qty_step)
@@ -270,7 +228,7 @@ def position_risk_json(eng: MatchingEngine, acct: Account, p: Position) -> dict:
         "breakEvenPrice": fmt(p.entry_price, pd + 2),
         "markPrice": fmt(mark, pd + 2),
         "unRealizedProfit": fmt(p.amount * (mark - p.entry_price), 8),
-        "liquidationPrice": fmt(_liq_price(eng, acct, p.symbol), pd + 2),
+        "liquidationPrice": fmt(liquidation_price_of(eng, acct, p.symbol), pd + 2),
         "isolatedMargin": "0",
         "notional": fmt(notional, 8),
         "marginAsset": "USDT",

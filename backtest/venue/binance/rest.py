@@ -16,31 +16,26 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import time
 import urllib.parse
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
 from aiohttp import web
 
+from ..host import VenueHost
+from ..ratelimit import Limited
+from ..refusals import Refused
+from ..wire import wall_ms
 from . import formats
-from .matching import ApiError
+from .errors import ApiError, to_api_error
 
-if TYPE_CHECKING:
-    from .server import Venue
-
-__all__ = ["RestApi", "wall_ms"]
+__all__ = ["RestApi"]
 
 log = logging.getLogger("gridbot.venue.rest")
 
 Handler = Callable[[dict[str, str], str], Any]
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -96,12 +91,9 @@ def _kline_weight(limit: int) -> int:
 class RestApi:
     """aiohttp application serving ``/fapi`` for a :class:`Venue`."""
 
-    def __init__(self, venue: Venue) -> None:
+    def __init__(self, venue: VenueHost) -> None:
         self.venue = venue
         self.eng = venue.engine
-        self._weights: deque[tuple[float, int]] = deque()
-        self._recent_429: deque[float] = deque()
-        self._banned_until = 0.0
         # (method, path) -> (handler, weight, security) ; security: none / key / signed
         self.routes: dict[tuple[str, str], tuple[Handler, int, str]] = {}
         r = self._route
@@ -180,9 +172,9 @@ class RestApi:
             weight = _kline_weight(_int(params, "limit", 500) or 500)
         elif path.endswith("/openOrders") and "symbol" not in params:
             weight = 40
-        limited = self._rate_limit(weight)
+        limited = self.venue.ip_budget.charge(weight)
         if limited is not None:
-            return limited
+            return self._limited(limited)
         try:
             api_key = ""
             if security != "none":
@@ -190,9 +182,12 @@ class RestApi:
             result = handler(params, api_key)
             if asyncio.iscoroutine(result):
                 result = await result
-            return _json(result, headers={"X-MBX-USED-WEIGHT-1M": str(self._used_weight())})
+            used = self.venue.ip_budget.used_weight()
+            return _json(result, headers={"X-MBX-USED-WEIGHT-1M": str(used)})
         except ApiError as err:
             return _error(err)
+        except Refused as err:
+            return _error(to_api_error(err))
         finally:
             self.venue.flush_events()  # user-stream events of what this call changed
 
@@ -218,48 +213,24 @@ class RestApi:
             )
         return web.Response(status=status, text="Service Unavailable", content_type="text/plain")
 
-    def _used_weight(self) -> int:
-        return sum(w for _, w in self._weights)
-
-    def _rate_limit(self, weight: int) -> web.Response | None:
-        cfg = self.venue.config
-        now = time.monotonic()
-        while self._weights and now - self._weights[0][0] > 60.0:
-            self._weights.popleft()
-        while self._recent_429 and now - self._recent_429[0] > 60.0:
-            self._recent_429.popleft()
-        if now < self._banned_until:
-            until = wall_ms() + int((self._banned_until - now) * 1000)
-            retry = str(max(1, int(self._banned_until - now)))
-            return _json(
-                {
-                    "code": -1003,
-                    "msg": f"Way too many requests; IP(127.0.0.1) banned until {until}. Please use the websocket for live updates to avoid bans.",
-                },
-                418,
-                {"Retry-After": retry},
+    def _limited(self, limited: Limited) -> web.Response:
+        """The IP budget's refusal in Binance's terms: 418 while banned, else 429 (-1003)."""
+        retry = {"Retry-After": str(limited.retry_after_seconds)}
+        if limited.banned:
+            msg = (
+                f"Way too many requests; IP(127.0.0.1) banned until {limited.banned_until_ms}. "
+                "Please use the websocket for live updates to avoid bans."
             )
-        if self._used_weight() + weight > cfg.weight_limit_per_minute:
-            self._recent_429.append(now)
-            if len(self._recent_429) >= cfg.ban_after_429s:
-                self._banned_until = now + cfg.ban_seconds
-                log.warning("rate limit: banning 127.0.0.1 for %.0f s", cfg.ban_seconds)
-            retry = str(max(1, int(60 - (now - self._weights[0][0])) if self._weights else 1))
-            return _json(
-                {
-                    "code": -1003,
-                    "msg": f"Too many requests; current limit of IP(127.0.0.1) is {cfg.weight_limit_per_minute} requests per minute. Please use the websocket for live updates to avoid polling the API.",
-                },
-                429,
-                {"Retry-After": retry},
-            )
-        self._weights.append((now, weight))
-        return None
+            return _json({"code": -1003, "msg": msg}, 418, retry)
+        limit = self.venue.config.weight_limit_per_minute
+        msg = (
+            f"Too many requests; current limit of IP(127.0.0.1) is {limit} requests per "
+            "minute. Please use the websocket for live updates to avoid polling the API."
+        )
+        return _json({"code": -1003, "msg": msg}, 429, retry)
 
     def reset_rate_limit(self) -> None:
-        self._weights.clear()
-        self._recent_429.clear()
-        self._banned_until = 0.0
+        self.venue.ip_budget.reset()
 
     def _authenticate(
         self, request: web.Request, params: dict[str, str], body: str, *, signed: bool

@@ -1,4 +1,4 @@
-"""The venue's websocket server in Binance USDT-M formats (``websockets`` asyncio server).
+"""The venue's Binance USDT-M websocket streams (on the port of :class:`backtest.venue.hub.WsHub`).
 
 Paths: ``/ws``, ``/ws/<stream>[/<stream>...]`` (raw payloads), ``/stream?streams=a/b``
 (combined: ``{"stream": name, "data": payload}``), each also under the ``/market``, ``/public``
@@ -14,15 +14,13 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast
 
-from .rest import wall_ms
-
-if TYPE_CHECKING:
-    from .server import Venue
+from ..host import VenueHost
+from ..wire import wall_ms
 
 __all__ = ["StreamServer"]
 
@@ -39,45 +37,17 @@ class _Client:
 
 
 class StreamServer:
-    """Market and user-data streams for a :class:`Venue`."""
+    """Market and user-data streams for the venue."""
 
-    def __init__(self, venue: Venue) -> None:
+    def __init__(self, venue: VenueHost) -> None:
         self.venue = venue
         self.clients: set[_Client] = set()
-        self._server: Server | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        cfg = self.venue.config
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            ping_interval=cfg.ws_ping_interval_s,
-            ping_timeout=cfg.ws_ping_timeout_s,
-            max_size=2**20,
-            close_timeout=2,
-        )
-        return self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
     # ------------------------------------------------------------------ connections
 
-    async def _handle(self, conn: ServerConnection) -> None:
+    async def handle(self, conn: ServerConnection, path: str) -> None:
+        """Serve one connection (the hub's handler for Binance paths) until it ends."""
         url = urllib.parse.urlsplit(conn.request.path)
-        path = url.path.rstrip("/") or "/"
-        if path.startswith("/v5/"):  # Bybit v5 (bybit_streams); listed here for the fault hooks
-            placeholder = _Client(conn, combined=False)
-            self.clients.add(placeholder)
-            try:
-                await self.venue.bybit_streams.handle(conn, path)
-            finally:
-                self.clients.discard(placeholder)
-            return
         for prefix in _PREFIXES:
             if path.startswith(prefix + "/"):
                 path = path[len(prefix) :]
@@ -171,31 +141,7 @@ class StreamServer:
     def has_subscribers(self, stream: str) -> bool:
         return any(stream in c.streams for c in self.clients)
 
-    # ------------------------------------------------------------------ faults
-
-    def drop_all(self) -> int:
-        """Abort every connection: no close frame (the client sees 1006)."""
-        n = 0
-        for c in list(self.clients):
-            transport = c.conn.transport
-            if transport is not None:
-                transport.abort()
-                n += 1
-        return n
-
-    async def close_all(self, code: int = 1008, reason: str = "policy violation") -> int:
-        """Close every connection with a close frame ``code``."""
-        clients = list(self.clients)
-        for c in clients:
-            await c.conn.close(code, reason)
-        return len(clients)
-
-    def hang_all(self) -> int:
-        """Stop reading every connection (pings go unanswered): a hung socket."""
-        for c in self.clients:
-            if c.conn.transport is not None:
-                c.conn.transport.pause_reading()
-        return len(self.clients)
+    # ------------------------------------------------------------------ listen keys
 
     async def close_streams(self, stream: str) -> None:
         for c in list(self.clients):

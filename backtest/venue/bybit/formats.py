@@ -17,8 +17,8 @@ import numpy as np
 from bot.core.margin import maintenance_margin
 from bot.markets import MarketSpec
 
-from .formats import decimals, fmt, num
-from .matching import Account, Fill, MatchingEngine, Order, Position
+from ..matching import Account, Fill, MatchingEngine, Order, Position
+from ..wire import decimals, fmt, num
 
 __all__ = [
     "POSITION_IDX",

@@ -9,7 +9,7 @@ limits: HTTP 403 (ccxt: RateLimitExceeded).
 Signed requests: headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW``,
 ``X-BAPI-SIGN`` = hex HMAC-SHA256(secret, timestamp + key + recvWindow + (query string for GET
 | raw body for POST)); the timestamp must lie in [now - recvWindow, now + 1000) of the wall
-clock. Engine refusals (Binance codes) are translated to Bybit retCodes in :data:`RET_CODES`.
+clock. The core's neutral refusals are translated to Bybit retCodes in :data:`RET_CODES`.
 
 Deviations: a PostOnly order that would cross is accepted, then cancelled at once with
 ``rejectReason`` ``EC_PostOnlyWillTakeLiquidity`` (as Bybit does); the rate limit is one
@@ -24,48 +24,49 @@ import hmac
 import logging
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
 from aiohttp import web
 
-from . import bybit_formats as bf
-from .formats import _liq_price  # shared cross-margin liquidation price
-from .matching import Account, ApiError, Order, OrderUpdate, Position
-from .rest import wall_ms
+from ..host import VenueHost
+from ..matching import Account, Order, Position
+from ..refusals import Refusal, Refused
+from ..wire import liquidation_price_of, wall_ms
+from . import formats as bf
 
-if TYPE_CHECKING:
-    from .server import Venue
-
-__all__ = ["RET_CODES", "BybitRestApi", "Ledger"]
+__all__ = ["RET_CODES", "BybitError", "BybitRestApi", "Ledger", "to_bybit_error"]
 
 log = logging.getLogger("gridbot.venue.bybit")
 
 Handler = Callable[[dict[str, Any], str], Any]
 
-# engine (Binance) code -> (Bybit retCode, retMsg or None to keep the engine's message)
-RET_CODES: dict[int, tuple[int, str | None]] = {
-    -1111: (10001, "Qty or price has too many decimals."),
-    -4003: (10001, "The number of contracts exceeds minimum limit allowed"),
-    -4001: (10001, "Order price is invalid"),
-    -4164: (110094, "Order does not meet minimum order value 5USDT"),
-    -2019: (110007, "ab not enough for new order"),
-    -4116: (110072, "OrderLinkedID is duplicate"),
-    -2022: (110017, "Reduce-only rule not satisfied"),
-    -4061: (10001, "position idx not match position mode"),
-    -2013: (110001, "order not exists or too late to cancel"),
-    -2011: (110001, "order not exists or too late to cancel"),
-    -1121: (10001, "params error: symbol invalid"),
-    -4028: (10001, "leverage invalid"),
-    -1001: (10016, "Internal server error."),
-    -4059: (110025, "Position mode is not modified"),
-    -4067: (110028, "Open orders exist, so you cannot change position mode"),
-    -4068: (110024, "You have an existing position, so position mode cannot be switched"),
-    -4046: (110026, "Cross/isolated margin mode is not modified"),
-    -2015: (10003, "API key is invalid."),
-}
+# the core's refusal -> (Bybit retCode, retMsg or None to keep the core's message)
+RET_CODES: dict[Refusal, tuple[int, str | None]] = {
+    Refusal.OFF_STEP: (10001, "Qty or price has too many decimals."),
+    Refusal.BAD_QUANTITY: (10001, "The number of contracts exceeds minimum limit allowed"),
+    Refusal.BAD_PRICE: (10001, "Order price is invalid"),
+    Refusal.NOTIONAL_TOO_SMALL: (110094, "Order does not meet minimum order value 5USDT"),
+    Refusal.INSUFFICIENT_MARGIN: (110007, "ab not enough for new order"),
+    Refusal.DUPLICATE_CLIENT_ID: (110072, "OrderLinkedID is duplicate"),
+    Refusal.REDUCE_ONLY_REJECTED: (110017, "Reduce-only rule not satisfied"),
+    Refusal.POSITION_SIDE_MISMATCH: (10001, "position idx not match position mode"),
+    Refusal.UNKNOWN_ORDER: (110001, "order not exists or too late to cancel"),
+    Refusal.CANCEL_UNKNOWN_ORDER: (110001, "order not exists or too late to cancel"),
+    Refusal.UNKNOWN_SYMBOL: (10001, "params error: symbol invalid"),
+    Refusal.BAD_LEVERAGE: (10001, "leverage invalid"),
+    Refusal.OVERLOADED: (10016, "Internal server error."),
+    Refusal.POSITION_MODE_UNCHANGED: (110025, "Position mode is not modified"),
+    Refusal.POSITION_MODE_LOCKED_BY_ORDERS: (
+        110028, "Open orders exist, so you cannot change position mode"
+    ),
+    Refusal.POSITION_MODE_LOCKED_BY_POSITION: (
+        110024, "You have an existing position, so position mode cannot be switched"
+    ),
+    Refusal.MARGIN_TYPE_UNCHANGED: (110026, "Cross/isolated margin mode is not modified"),
+    Refusal.BAD_API_KEY: (10003, "API key is invalid."),
+}  # fmt: skip
 POST_ONLY_REJECT = "EC_PostOnlyWillTakeLiquidity"
 
 
@@ -76,8 +77,8 @@ class BybitError(Exception):
         self.msg = msg
 
 
-def _translate(err: ApiError) -> BybitError:
-    code, msg = RET_CODES.get(err.code, (10001, None))
+def to_bybit_error(err: Refused) -> BybitError:
+    code, msg = RET_CODES.get(err.reason, (10001, None))
     return BybitError(code, msg or err.msg)
 
 
@@ -169,7 +170,7 @@ class Ledger:
 class BybitRestApi:
     """Handlers for ``/v5/...`` on the venue's aiohttp app."""
 
-    def __init__(self, venue: Venue) -> None:
+    def __init__(self, venue: VenueHost) -> None:
         self.venue = venue
         self.eng = venue.engine
         self.ledger = Ledger()
@@ -211,7 +212,7 @@ class BybitRestApi:
         route = self.routes.get((request.method, path))
         if route is None:
             return web.Response(status=404, text="404 page not found", content_type="text/plain")
-        if self.venue.rest._rate_limit(1) is not None:  # the venue's one IP budget
+        if self.venue.ip_budget.charge(1) is not None:  # the venue's one IP budget
             return self._forced(403)
         body = await request.text() if request.can_read_body else ""
         handler, security = route
@@ -231,8 +232,8 @@ class BybitRestApi:
             result = handler(params, api_key)
             headers = {"X-Bapi-Limit": "20", "X-Bapi-Limit-Status": "19"} if api_key else None
             return _json(_envelope(result), headers=headers)
-        except ApiError as err:
-            e = _translate(err)
+        except Refused as err:
+            e = to_bybit_error(err)
             return _json(_envelope({}, e.code, e.msg))
         except BybitError as err:
             return _json(_envelope({}, err.code, err.msg))
@@ -503,7 +504,7 @@ class BybitRestApi:
             self.eng,
             acct,
             p,
-            liq_price=_liq_price(self.eng, acct, symbol),
+            liq_price=liquidation_price_of(self.eng, acct, symbol),
             cum_realised=self.ledger.position(acct, symbol, position_side),
         )
 
@@ -617,8 +618,8 @@ class BybitRestApi:
                 position_side=ps,
                 client_order_id=link,
             )
-        except ApiError as err:
-            if err.code != -5022:
+        except Refused as err:
+            if err.reason != Refusal.POST_ONLY_WOULD_TAKE:
                 raise
             o = self._post_only_cancelled(acct, symbol, side, qty, price or last, ps, link)
         if hedge_reduce:
@@ -636,26 +637,8 @@ class BybitRestApi:
         link: str | None,
     ) -> Order:
         """Bybit accepts a crossing PostOnly order, then cancels it (EC_PostOnlyWillTakeLiquidity)."""
-        eng = self.eng
-        now = eng.now_ms
-        o = Order(
-            order_id=next(eng._order_ids),
-            client_order_id=link or f"venue-{next(eng._order_ids)}",
-            symbol=symbol,
-            side=side.upper(),
-            position_side=ps,
-            type="LIMIT",
-            time_in_force="GTX",
-            price=price,
-            orig_qty=qty,
-            reduce_only=False,
-            time_ms=now,
-            status="CANCELED",
-            update_time_ms=now,
-        )
-        eng._close(acct, o)
+        o = self.eng.cancel_at_once(acct, symbol, side, ps, qty, price, link)
         self.reject_reasons[o.order_id] = POST_ONLY_REJECT
-        eng.events.append(OrderUpdate(acct.api_key, "CANCELED", replace(o), None, now))
         return o
 
     def cancel_order(self, params: dict[str, Any], key: str) -> dict:

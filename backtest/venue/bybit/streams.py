@@ -31,7 +31,7 @@ import itertools
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -39,13 +39,11 @@ from websockets.asyncio.server import ServerConnection, broadcast
 
 from bot.core.account import funding_payment
 
-from . import bybit_formats as bf
-from .formats import decimals, fmt, num
-from .matching import AccountUpdate, OrderUpdate
-from .rest import wall_ms
-
-if TYPE_CHECKING:
-    from .server import Venue
+from ..host import VenueHost
+from ..matching import AccountUpdate, OrderUpdate
+from ..wire import decimals, fmt, num, wall_ms
+from . import formats as bf
+from .rest import BybitRestApi
 
 __all__ = ["BybitStreams"]
 
@@ -74,10 +72,11 @@ class _Client:
 
 
 class BybitStreams:
-    """Bybit v5 public (linear) and private streams for a :class:`Venue`."""
+    """Bybit v5 public (linear) and private streams for the venue."""
 
-    def __init__(self, venue: Venue) -> None:
+    def __init__(self, venue: VenueHost, rest: BybitRestApi) -> None:
         self.venue = venue
+        self.rest = rest  # the tickers it answers are the ones the stream sends
         self.clients: set[_Client] = set()
         self._ids = itertools.count(1)
         self._cs = itertools.count(1)
@@ -196,11 +195,15 @@ class BybitStreams:
         if clients and not self.venue.faults.ws_silent:
             broadcast([c.conn for c in clients], orjson.dumps(data).decode())
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Some public socket subscribed to ``topic`` (e.g. ``kline.1.BTCUSDT``)."""
+        return bool(self._subscribers(topic))
+
     def _subscribers(self, topic: str, *, private: bool = False) -> list[_Client]:
         return [c for c in self.clients if c.private == private and topic in c.topics]
 
     def _ticker_snapshot(self, symbol: str) -> dict[str, Any]:
-        t = self.venue.bybit_rest.ticker(symbol, self._direction.get(symbol, "ZeroPlusTick"))
+        t = self.rest.ticker(symbol, self._direction.get(symbol, "ZeroPlusTick"))
         self._tickers[symbol] = t
         return {
             "topic": f"tickers.{symbol}",
@@ -266,7 +269,7 @@ class BybitStreams:
             self._tickers.pop(symbol, None)  # the next subscriber gets a fresh snapshot
             return
         old = self._tickers.get(symbol, {})
-        new = self.venue.bybit_rest.ticker(symbol, self._direction.get(symbol, "ZeroPlusTick"))
+        new = self.rest.ticker(symbol, self._direction.get(symbol, "ZeroPlusTick"))
         self._tickers[symbol] = new
         delta = {k: v for k, v in new.items() if old.get(k) != v}
         delta["symbol"] = symbol
@@ -299,7 +302,7 @@ class BybitStreams:
 
     def _private_messages(self, ev: OrderUpdate | AccountUpdate) -> list[tuple[str, list[dict]]]:
         eng = self.venue.engine
-        rest = self.venue.bybit_rest
+        rest = self.rest
         acct = eng.accounts[ev.api_key]
         out: list[tuple[str, list[dict]]] = []
         if isinstance(ev, OrderUpdate):
