@@ -561,7 +561,7 @@ def _resolve_files(path: Path, symbols: Sequence[str] | None) -> dict[str, Path]
 # --------------------------------------------------------------------------- entry points
 
 
-def load_candles_with_report(
+def load_candles_with_report(  # noqa: C901 -- the loader's checks in file order (debt)
     path: str | Path,
     symbols: Sequence[str] | None = None,
     *,

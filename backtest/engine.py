@@ -244,7 +244,7 @@ def _over_cap(balance, size, pprice, refs, s, price, qty, cap):  # noqa: ANN001,
 
 
 @njit(cache=True)
-def _kernel(  # noqa: PLR0913, PLR0915
+def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compiled function keeps it fast
     timestamps: np.ndarray,
     ohlcv: np.ndarray,
     markets: np.ndarray,

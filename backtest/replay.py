@@ -189,9 +189,9 @@ def first_divergence(
                 )
             ):
                 return {"what": name, "index": i, "live": a, "backtest": b}
-    for name, (a, b) in (finals or {}).items():
-        if not _same(a, b, 1e-8):
-            return {"what": name, "live": a, "backtest": b}
+    for name, (live_value, bt_value) in (finals or {}).items():
+        if not _same(live_value, bt_value, 1e-8):
+            return {"what": name, "live": live_value, "backtest": bt_value}
     return None
 
 
@@ -229,7 +229,7 @@ async def _wait_subscribed(venue: Venue, bot: LiveBot, timeout: float = 20.0) ->
     raise TimeoutError("the bot did not subscribe to the venue's streams")
 
 
-async def replay(
+async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (debt)
     config: Config,
     candles: Candles,
     *,

@@ -156,7 +156,7 @@ def _num(x: float) -> str:
 def _write_fills(run: BacktestRun, path: Path) -> None:
     f = run.output.fills
     ts = np.asarray(run.candles.timestamps, dtype=np.int64)
-    times = _iso(ts[f[:, F_K].astype(np.int64)]) if len(f) else []
+    times: np.ndarray | list[str] = _iso(ts[f[:, F_K].astype(np.int64)]) if len(f) else []
     syms = run.candles.symbols
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -185,7 +185,7 @@ def _margin_ok(config: Config, equity: float, size: np.ndarray, marks: np.ndarra
     return (eq - mm) / eq >= config.vault.margin_buffer_pct
 
 
-def run_stress(
+def run_stress(  # noqa: C901 -- the vault stress timeline in one pass (debt)
     config: Config,
     candles: Candles,
     requests: Sequence[StressRequest],
@@ -234,7 +234,7 @@ def run_stress(
     deposits: list[dict] = []
     all_rows: list[np.ndarray] = []
     held_all: list[tuple[int, np.ndarray]] = []
-    slice_info: list[tuple[np.ndarray, float]] = []
+    slice_info: list[tuple[np.ndarray, float, np.ndarray]] = []
     delay_ms = int(round(vc.payout_delay_hours * 3_600_000))
     rows_buf = np.zeros((2 * n_sym, N_R))
 
@@ -429,13 +429,15 @@ def run_stress(
         out = engine(events)
 
     # the whole account (stayers + slices in flight) during each unwind
-    for i, (ex, (k0, held), (sp, cs, sq)) in enumerate(
+    for i, (exit_row, (k0, held), (sp, cs, sq)) in enumerate(
         zip(exits, held_all, slice_info, strict=True)
     ):
         rows_i = np.vstack(all_rows)[:, :N_U] if all_rows else np.zeros((0, N_U))
         if all_rows:
             rows_i = rows_i[np.vstack(all_rows)[:, N_U] == i]
-        ex["liquidation_risk"] = _unwind_risk(out, k0, held, sq, sp, cs, rows_i, ohlcv, tiers, ts)
+        exit_row["liquidation_risk"] = _unwind_risk(
+            out, k0, held, sq, sp, cs, rows_i, ohlcv, tiers, ts
+        )
 
     # NAV per share of those who stay (nan once nobody holds a share)
     live_shares = shares > 1e-9
@@ -445,8 +447,8 @@ def run_stress(
     nav_t = nav_t[np.isfinite(nav_t)]
     dd = 0.0
     if len(nav_t):
-        peak = np.maximum.accumulate(nav_t)
-        dd = float(np.max(1.0 - nav_t / np.where(peak > 0, peak, np.nan), initial=0.0))
+        nav_peak = np.maximum.accumulate(nav_t)
+        dd = float(np.max(1.0 - nav_t / np.where(nav_peak > 0, nav_peak, np.nan), initial=0.0))
     liq = out.liquidated_k >= 0
     first = exits[0] if exits else {}
     report = {

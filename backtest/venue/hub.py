@@ -54,7 +54,8 @@ class WsHub:
             self._server = None
 
     async def _handle(self, conn: ServerConnection) -> None:
-        path = urllib.parse.urlsplit(conn.request.path).path.rstrip("/") or "/"
+        request_path = conn.request.path if conn.request is not None else "/"
+        path = urllib.parse.urlsplit(request_path).path.rstrip("/") or "/"
         handler = next((h for prefix, h in self._routes if path.startswith(prefix)), None)
         if handler is None:
             await conn.close(1008, "unknown path")

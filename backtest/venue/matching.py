@@ -380,36 +380,22 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ orders
 
-    def place_order(
-        self,
-        api_key: str,
-        symbol: str,
+    @staticmethod
+    def _check_shape(
+        acct: Account,
+        spec: MarketSpec,
         side: str,
         type_: str,
+        ps: str,
+        reduce_only: bool,
         quantity: float,
-        price: float | None = None,
-        *,
-        time_in_force: str | None = None,
-        reduce_only: bool = False,
-        position_side: str | None = None,
-        client_order_id: str | None = None,
-    ) -> Order:
-        """Validate and accept an order; a crossing order fills at once as taker."""
-        acct = self.account(api_key)
-        spec = self.spec(symbol)
-        side = side.upper()
-        type_ = type_.upper()
+    ) -> None:
+        """Side, type, position side (against the account's mode) and quantity."""
         if side not in ("BUY", "SELL"):
             raise Refused(Refusal.BAD_SIDE, "Invalid side.")
         if type_ not in ("LIMIT", "MARKET"):
             raise Refused(Refusal.BAD_ORDER_TYPE, "Invalid orderType.")
-        ps = (position_side or "BOTH").upper()
-        if acct.hedge_mode and ps not in ("LONG", "SHORT"):
-            raise Refused(
-                Refusal.POSITION_SIDE_MISMATCH,
-                "Order's position side does not match user's setting.",
-            )
-        if not acct.hedge_mode and ps != "BOTH":
+        if ps not in (("LONG", "SHORT") if acct.hedge_mode else ("BOTH",)):
             raise Refused(
                 Refusal.POSITION_SIDE_MISMATCH,
                 "Order's position side does not match user's setting.",
@@ -426,7 +412,12 @@ class MatchingEngine:
             raise Refused(
                 Refusal.BAD_QUANTITY, f"Quantity less than minimum quantity {spec.min_qty:g}."
             )
-        last = self.prices[symbol]
+
+    @staticmethod
+    def _check_price(
+        spec: MarketSpec, type_: str, price: float | None, time_in_force: str | None, last: float
+    ) -> tuple[float, str]:
+        """The order's price and time in force (a market order: the last price, GTC)."""
         if type_ == "LIMIT":
             if price is None or price <= 0:
                 raise Refused(Refusal.BAD_PRICE, "Price less than 0.")
@@ -447,6 +438,30 @@ class MatchingEngine:
                 Refusal.OVERLOADED,
                 "Internal error; unable to process your request. Please try again.",
             )
+        return price, tif
+
+    def place_order(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        type_: str,
+        quantity: float,
+        price: float | None = None,
+        *,
+        time_in_force: str | None = None,
+        reduce_only: bool = False,
+        position_side: str | None = None,
+        client_order_id: str | None = None,
+    ) -> Order:
+        """Validate and accept an order; a crossing order fills at once as taker."""
+        acct = self.account(api_key)
+        spec = self.spec(symbol)
+        side, type_ = side.upper(), type_.upper()
+        ps = (position_side or "BOTH").upper()
+        self._check_shape(acct, spec, side, type_, ps, reduce_only, quantity)
+        last = self.prices[symbol]
+        price, tif = self._check_price(spec, type_, price, time_in_force, last)
         closing = (
             reduce_only or (ps == "LONG" and side == "SELL") or (ps == "SHORT" and side == "BUY")
         )
@@ -698,7 +713,7 @@ class MatchingEngine:
     # ------------------------------------------------------------------ candles and trades
 
     def _resting(self, symbol: str) -> list[tuple[Account, Order]]:
-        out = []
+        out: list[tuple[Account, Order]] = []
         for acct in self.accounts.values():
             out.extend(
                 (acct, o)
@@ -710,9 +725,10 @@ class MatchingEngine:
     def step_candle(self, k: int) -> list[Fill]:
         """Apply candle ``k`` of every symbol of ``self.candles`` at once (lockstep)."""
         c = self.candles
-        ohlc = {
-            s: tuple(float(x) for x in c.ohlcv[c.symbols.index(s), k, :4]) for s in self.symbols
-        }
+        ohlc = {}
+        for s in self.symbols:
+            o, h, lo, cl = (float(x) for x in c.ohlcv[c.symbols.index(s), k, :4])
+            ohlc[s] = (o, h, lo, cl)
         return self.apply_candle(int(c.timestamps[k]), ohlc)
 
     def apply_candle(

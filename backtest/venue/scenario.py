@@ -140,7 +140,7 @@ def _trader(i: int, d: Any, names: set[str]) -> Trader:
     return Trader(name, side, size, entry, margin, lev, opened)
 
 
-def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
+def parse_scenario(data: Any, source: str = "scenario") -> Scenario:  # noqa: C901 -- checks every scenario key in order (debt)
     """Validate a scenario's decoded hjson; errors name the key."""
     d = _keys(data, _TOP, "scenario")
     sym = d.get("symbol")

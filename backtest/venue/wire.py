@@ -55,5 +55,7 @@ def liquidation_price_of(eng: MatchingEngine, acct: Account, symbol: str) -> flo
     other_mm = eng.maint_margin(acct) - eng.maint_margin(acct, symbol)
     if ls == 0.0 and ss == 0.0:
         return 0.0
-    p = liquidation_price(acct.balance, ls, lp, ss, sp, eng.specs[symbol].tiers, other_eq, other_mm)
-    return p if math.isfinite(p) and p > 0 else 0.0
+    price = liquidation_price(
+        acct.balance, ls, lp, ss, sp, eng.specs[symbol].tiers, other_eq, other_mm
+    )
+    return price if math.isfinite(price) and price > 0 else 0.0

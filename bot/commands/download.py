@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for r in results.values():
         span = (
             f"{format_ms(r.first_ms)} .. {format_ms(r.last_ms)}"
-            if r.first_ms is not None
+            if r.first_ms is not None and r.last_ms is not None
             else "empty"
         )
         print(

@@ -82,7 +82,7 @@ def _resolve(path: str, base: Path, what: str) -> Path:
     raise ConfigError(f"{what} = {path!r}: not found here or next to {base}")
 
 
-def run_scenario(
+def run_scenario(  # noqa: C901 -- rounds of backtest and risk engine until they agree (debt)
     scenario_path: str | Path,
     *,
     data: str | None = None,
@@ -124,8 +124,8 @@ def run_scenario(
         return RiskEngine(sc, spec)
 
     if sc.bot is None:
-        risk = run_candles(engine(), ts, ohlcv)
-        return ExchangeSimResult(risk.as_dict(), sc.symbol, len(ts))
+        alone = run_candles(engine(), ts, ohlcv)
+        return ExchangeSimResult(alone.as_dict(), sc.symbol, len(ts))
 
     from backtest.runner import run_backtest
     from bot.config import config_to_dict, load_config, parse_config

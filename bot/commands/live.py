@@ -25,10 +25,14 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import inputs
-from bot.config import load_config, with_overrides
+from bot.config import Config, load_config, with_overrides
 from bot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from backtest.venue.server import Venue
 
 __all__ = ["add_parser", "run"]
 
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(
-    config: object, symbols: list[str], dry: bool, args: argparse.Namespace, exchange: str
+    config: Config, symbols: list[str], dry: bool, args: argparse.Namespace, exchange: str
 ) -> int:
     from bot.exchange.registry import make_adapter
     from bot.live.bot import LiveBot
@@ -126,14 +130,15 @@ async def _main(
 
     venue = None
     feed: asyncio.Task | None = None
+    base_url: str | None
     if dry:
         venue, key, secret = await _start_venue(config, symbols)
         base_url, ws_url = venue.rest_url, venue.ws_url
     else:
-        key, secret = load_credentials(config.live)  # type: ignore[attr-defined]
-        base_url = config.live.base_url  # type: ignore[attr-defined]
-        ws_url = config.live.ws_url or DEFAULT_WS[exchange]  # type: ignore[attr-defined]
-    live_cfg = config.live  # type: ignore[attr-defined]
+        key, secret = load_credentials(config.live)
+        base_url = config.live.base_url
+        ws_url = config.live.ws_url or DEFAULT_WS[exchange]
+    live_cfg = config.live
     monitor_secrets = [key, secret]
     # "sim" speaks the venue's Binance format
     kind = "bybit" if exchange == "bybit" else "binance"
@@ -142,7 +147,7 @@ async def _main(
     # (each exchange its own state file: fill cursors and positions are per account)
     name = "live" if kind == "binance" else f"live-{kind}"
     name = f"dry-{secrets.token_hex(4)}" if dry else name
-    bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name)  # type: ignore[arg-type]
+    bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name)
     # the page, the log file, the heartbeat and the alerts (a dry run logs to its own file)
     log_file = live_cfg.log_file
     if dry and log_file:
@@ -190,7 +195,7 @@ async def _main(
         uninstall()
 
 
-async def _start_venue(config: object, symbols: list[str]) -> tuple[object, str, str]:
+async def _start_venue(config: Config, symbols: list[str]) -> tuple[Venue, str, str]:
     """The simulated venue on loopback, fed by the bundled sample (no internet here)."""
     from pathlib import Path
 
@@ -199,12 +204,12 @@ async def _start_venue(config: object, symbols: list[str]) -> tuple[object, str,
     from backtest.venue.server import Venue, VenueConfig
     from bot.config import warmup_candles
 
-    bt = config.backtest  # type: ignore[attr-defined]
+    bt = config.backtest
     from bot.commands.backtest import resolve_data_path
 
     path = resolve_data_path(bt.data, Path(getattr(config, "_source", ".")))
     candles = round_to_ticks(load_candles(path, symbols))
-    start = min(max(1, warmup_candles(config, 60_000)), len(candles.timestamps) - 1)  # type: ignore[arg-type]
+    start = min(max(1, warmup_candles(config, 60_000)), len(candles.timestamps) - 1)
     venue = Venue(
         candles,
         VenueConfig(maker_fee=bt.maker_fee, funding_rate=bt.funding_rate_8h, start_index=start),

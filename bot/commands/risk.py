@@ -84,7 +84,7 @@ def _finite(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def assess(
+def assess(  # noqa: C901 -- the risk calculator's inputs and report (debt)
     balance: float,
     long: tuple[float, float] | None = None,
     short: tuple[float, float] | None = None,

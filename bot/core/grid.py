@@ -119,7 +119,7 @@ def _sized_entry(
 
 
 @njit(cache=True)
-def entry_grid(
+def entry_grid(  # noqa: C901 -- njit: the grid's cases in one compiled function
     side: int,
     balance: float,
     pos_size: float,

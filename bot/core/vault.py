@@ -120,7 +120,7 @@ def impact_fraction(qty: float, daily_volatility: float, daily_volume: float, co
 
 
 @njit(cache=True)
-def unwind(  # noqa: PLR0913
+def unwind(  # noqa: PLR0913, C901 -- njit: the unwind loop in one compiled function
     slice_qty: np.ndarray,
     slice_price: np.ndarray,
     k0: int,

@@ -30,6 +30,11 @@ class AccountSnapshot:
     balance: float
     positions: dict[str, tuple[float, float, float, float]]
 
+    @classmethod
+    def from_rows(cls, balance: float, rows: dict[str, list[float]]) -> AccountSnapshot:
+        """From rows [long_size, long_price, short_size, short_price] by symbol."""
+        return cls(balance, {k: (r[0], r[1], r[2], r[3]) for k, r in rows.items()})
+
 
 class ExchangeAdapter(Protocol):
     """One account on one exchange, spoken in gridbot terms; errors are :mod:`bot.errors`."""

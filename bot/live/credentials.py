@@ -40,7 +40,11 @@ def load_credentials(live: LiveConfig) -> tuple[str, str]:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            detail = f" ({exc.msg} at line {exc.lineno})" if hasattr(exc, "lineno") else ""
+            detail = (
+                f" ({exc.msg} at line {exc.lineno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
             raise ConfigError(
                 f'{where}: not JSON{detail}; expected {{"apiKey": ..., "secret": ...}}'
             ) from None

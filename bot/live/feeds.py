@@ -75,7 +75,7 @@ class Feeds:
                 on_state=lambda up: self.on_stream_state("market", up),
             )  # fmt: skip
             private = BybitPrivateStream(
-                self.bot.ws_url, self.adapter.ws_auth_args, self.on_events,  # type: ignore[attr-defined]
+                self.bot.ws_url, self.adapter.ws_auth_args, self.on_events,
                 silence_timeout_s=silence, ping_interval_s=ping,
                 time_offset_ms=lambda: self.clock_offset_ms,
                 on_state=lambda up: self.on_stream_state("user", up),
@@ -151,7 +151,7 @@ class Feeds:
 
     # ------------------------------------------------------------------ events
 
-    async def on_events(self, events: list[Event]) -> None:
+    async def on_events(self, events: list[Event]) -> None:  # noqa: C901 -- one branch per stream event kind (debt)
         """Stream events, already normalized (:mod:`bot.exchange.events`), in arrival order."""
         bot = self.bot
         book = bot.book
@@ -209,6 +209,7 @@ class Feeds:
         elif self.apply_kline(c, k.open_ms, k.close):
             if self.candle_snapshots:
                 try:
+                    assert self.bot.reconciler is not None  # built before the streams run
                     await self.bot.reconciler.candle_state(k.open_ms)
                 except ExchangeError as exc:  # the cycle must not run without the fills
                     log.warning("REST state for the candle failed: %s; recovering", exc)

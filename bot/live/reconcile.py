@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.errors import ExchangeError, TransientExchangeError
+from bot.exchange.base import AccountSnapshot
 from bot.live.coin import Coin
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Reconciler:
             new += self.bot.book_fill(f)
         return new
 
-    async def consistent_snapshot(self, tries: int = 3) -> tuple[Any | None, int, bool]:
+    async def consistent_snapshot(self, tries: int = 3) -> tuple[AccountSnapshot, int, bool]:
         """(the last balance-and-positions snapshot, fills booked, whether it is consistent).
 
         Catch up our fills, take the snapshot, catch up again: when the second catch-up finds
@@ -85,6 +86,7 @@ class Reconciler:
                 "snapshot not consistent: %d late fills, %d changes booked during it",
                 late, self.book.changes - changes - late,
             )  # fmt: skip
+        assert snap is not None  # tries >= 1
         return snap, booked, False
 
     async def _open_orders(self) -> None:

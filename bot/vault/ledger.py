@@ -190,7 +190,7 @@ class Ledger:
                 (depositor, time_ms, shares, shares / total, nav, marked, mode,
                  time_ms + payout_delay_ms),
             )  # fmt: skip
-            exit_id = int(cur.lastrowid)
+            exit_id = int(cur.lastrowid or 0)  # always set after an INSERT
             self._db.execute(
                 "INSERT INTO history (time_ms, kind, depositor, amount, shares, nav_per_share, "
                 "exit_id) VALUES (?, 'withdraw_request', ?, ?, ?, ?, ?)",

@@ -305,10 +305,11 @@ class RestApi:
         row = c.symbols.index(symbol)
         pd = formats.decimals(self.eng.specs[symbol].price_step)
         data = c.ohlcv[row]
-        return [
-            formats.kline_row(int(ts[i]), *(float(x) for x in data[i]), tf, pd)
-            for i in range(i0, max(i0, i1))
-        ]
+        rows = []
+        for i in range(i0, max(i0, i1)):
+            o, h, lo, cl, v = (float(x) for x in data[i][:5])
+            rows.append(formats.kline_row(int(ts[i]), o, h, lo, cl, v, tf, pd))
+        return rows
 
     def _symbols(self, params: dict[str, str]) -> list[str]:
         return [self._symbol(params)] if params.get("symbol") else list(self.eng.symbols)

@@ -47,7 +47,7 @@ class StreamServer:
 
     async def handle(self, conn: ServerConnection, path: str) -> None:
         """Serve one connection (the hub's handler for Binance paths) until it ends."""
-        url = urllib.parse.urlsplit(conn.request.path)
+        url = urllib.parse.urlsplit(conn.request.path if conn.request is not None else path)
         for prefix in _PREFIXES:
             if path.startswith(prefix + "/"):
                 path = path[len(prefix) :]
@@ -80,7 +80,7 @@ class StreamServer:
         log.debug(
             "ws client %s on %s streams=%s",
             conn.remote_address,
-            conn.request.path,
+            url.geturl(),
             sorted(client.streams),
         )
         try:

@@ -244,7 +244,7 @@ def order_json(
     liq = o.type == "LIQUIDATION"
     status = order_status(o)
     leaves = 0.0 if status not in ("New", "PartiallyFilled") else o.remaining
-    d = {
+    d: dict[str, Any] = {
         "orderId": order_id(o.order_id),
         "orderLinkId": link_id(o),
         "blockTradeId": "",

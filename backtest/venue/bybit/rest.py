@@ -560,11 +560,8 @@ class BybitRestApi:
 
     # ------------------------------------------------------------------ orders
 
-    def create_order(self, params: dict[str, Any], key: str) -> dict:
-        self._category(params)
-        symbol = self._symbol(params)
-        assert symbol is not None
-        acct = self.eng.account(key)
+    def _order_terms(self, params: dict[str, Any]) -> tuple[str, str, float, float | None, str]:
+        """side, orderType, qty, price (None for Market) and the engine's time in force."""
         side = _required(params, "side")
         if side not in ("Buy", "Sell"):
             raise BybitError(10001, "params error: side invalid")
@@ -581,11 +578,10 @@ class BybitRestApi:
         engine_tif = {"GTC": "GTC", "PostOnly": "GTX", "IOC": "IOC", "FOK": "FOK"}.get(tif)
         if engine_tif is None:
             raise BybitError(10001, "params error: timeInForce invalid")
-        idx = _int(params, "positionIdx", 0)
-        if idx not in (0, 1, 2) or (idx == 0) == acct.hedge_mode:
-            raise BybitError(10001, "position idx not match position mode")
-        ps = ("BOTH", "LONG", "SHORT")[idx or 0]
-        reduce_only = _bool(params, "reduceOnly")
+        return side, otype, qty, price, engine_tif
+
+    @staticmethod
+    def _link_id(params: dict[str, Any], acct: Account) -> str | None:
         link = _str(params, "orderLinkId")
         if link is not None:
             if len(link) > 36:
@@ -593,6 +589,20 @@ class BybitRestApi:
             # Bybit: an orderLinkId is unique among all the account's orders, not only open ones
             if any(o.client_order_id == link for o in acct.closed_orders.values()):
                 raise BybitError(110072, "OrderLinkedID is duplicate")
+        return link
+
+    def create_order(self, params: dict[str, Any], key: str) -> dict:
+        self._category(params)
+        symbol = self._symbol(params)
+        assert symbol is not None
+        acct = self.eng.account(key)
+        side, otype, qty, price, engine_tif = self._order_terms(params)
+        idx = _int(params, "positionIdx", 0)
+        if idx not in (0, 1, 2) or (idx == 0) == acct.hedge_mode:
+            raise BybitError(10001, "position idx not match position mode")
+        ps = ("BOTH", "LONG", "SHORT")[idx or 0]
+        reduce_only = _bool(params, "reduceOnly")
+        link = self._link_id(params, acct)
         hedge_reduce = False
         if reduce_only and acct.hedge_mode:
             # Bybit accepts reduceOnly in hedge mode on the closing side of the idx's position;

@@ -143,7 +143,7 @@ class BinanceAdapter(CcxtBase):
                 row[0], row[1] = abs(amt), price if amt else 0.0
             elif ps == "SHORT" or (ps == "BOTH" and amt < 0):
                 row[2], row[3] = abs(amt), price if amt else 0.0
-        return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
+        return AccountSnapshot.from_rows(balance, positions)
 
     async def latest_fill_cursor(self, symbol: str) -> int:
         """The cursor of the account's latest fill on ``symbol`` (0: none yet)."""

@@ -87,7 +87,9 @@ class BinanceStreams:
         def state(name: str) -> Callable[[bool], None]:
             return lambda up: self.on_state(name, up) if self.on_state else None
 
-        kw = dict(silence_timeout_s=self.silence_timeout_s, max_age_s=self.max_age_s)
+        kw: dict[str, Any] = dict(
+            silence_timeout_s=self.silence_timeout_s, max_age_s=self.max_age_s
+        )
         self.clients = [
             StreamClient("market", self._market_url, self._dispatch, on_state=state("market"), **kw)
         ]

@@ -184,7 +184,7 @@ class BybitAdapter(CcxtBase):
             row = positions.setdefault(p.symbol, [0.0, 0.0, 0.0, 0.0])
             j = 0 if p.pside > 0 else 2
             row[j], row[j + 1] = p.size, p.price
-        return AccountSnapshot(balance, {k: tuple(v) for k, v in positions.items()})
+        return AccountSnapshot.from_rows(balance, positions)
 
     async def latest_fill_cursor(self, symbol: str) -> int:
         q = {"category": CATEGORY, "symbol": self.market_id(symbol), "limit": 1}
@@ -230,6 +230,7 @@ class BybitAdapter(CcxtBase):
         sid = self.market_id(symbol)
         q: dict[str, Any] = {"category": CATEGORY, "symbol": sid, "interval": "1"}
         got: dict[int, list[float]] = {}
+        end: int | None = end_ms
         if start_ms is not None:
             since = int(start_ms)
             for _ in range(_MAX_PAGES):
@@ -243,7 +244,6 @@ class BybitAdapter(CcxtBase):
                     break
                 since = max(int(r[0]) for r in page) + 60_000
         else:
-            end = end_ms
             for _ in range(_MAX_PAGES):
                 n = min(KLINE_PAGE, limit - len(got))
                 page = await self._klines({**q, "limit": n, **({"end": end} if end else {})})
