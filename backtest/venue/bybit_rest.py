@@ -499,13 +499,20 @@ class BybitRestApi:
         p = acct.positions.get((symbol, position_side))
         if p is None:
             p = Position(symbol, position_side)
-        return bf.position_json(
+        row = bf.position_json(
             self.eng,
             acct,
             p,
             liq_price=_liq_price(self.eng, acct, symbol),
             cum_realised=self.ledger.position(acct, symbol, position_side),
         )
+        if p.amount != 0.0:  # 1..5 (5: deleveraged first) from the venue's ranking; 0: none
+            from .risk_loop import adl_quantile
+
+            side = 1 if p.amount > 0 else -1
+            q = adl_quantile(self.venue, acct.api_key, symbol, side)[0]
+            row["adlRankIndicator"] = q + 1
+        return row
 
     def position_list(self, params: dict[str, Any], key: str) -> dict:
         self._category(params)

@@ -120,6 +120,7 @@ class RestApi:
         r("GET", "/fapi/v2/balance", self.balance, 5, "signed")
         r("GET", "/fapi/v3/balance", self.balance, 5, "signed")
         r("GET", "/fapi/v2/positionRisk", self.position_risk, 5, "signed")
+        r("GET", "/fapi/v1/adlQuantile", self.adl_quantile, 5, "signed")
         r("GET", "/fapi/v3/positionRisk", self.position_risk, 5, "signed")
         r("POST", "/fapi/v1/order", self.new_order, 1, "signed")
         r("GET", "/fapi/v1/order", self.query_order, 1, "signed")
@@ -437,6 +438,15 @@ class RestApi:
             if (want is None or p.symbol == want) and p.amount != 0.0:
                 out.append(formats.position_risk_json(self.eng, acct, p))
         return out
+
+    def adl_quantile(self, params: dict[str, str], key: str) -> list:
+        """Binance's ADL quantile (0..4, 4 = deleveraged first) of each symbol with a position,
+        from the venue's ranking (:func:`.risk_loop.adl_quantile`)."""
+        from .risk_loop import binance_adl_quantile
+
+        acct = self.eng.account(key)
+        want = self._symbol(params) if params.get("symbol") else None
+        return binance_adl_quantile(self.venue, acct, key, want)
 
     def new_order(self, params: dict[str, str], key: str) -> dict:
         symbol = self._symbol(params)

@@ -29,7 +29,7 @@ from .scenario import Scenario
 if TYPE_CHECKING:
     from .server import Venue
 
-__all__ = ["VenueRisk", "adl_quantile", "quantile_of_rank"]
+__all__ = ["VenueRisk", "adl_quantile", "binance_adl_quantile", "quantile_of_rank"]
 
 log = logging.getLogger("gridbot.venue.risk")
 
@@ -162,3 +162,26 @@ def adl_quantile(venue: Venue, api_key: str, symbol: str, side: int) -> tuple[in
         if key == api_key:
             return quantile_of_rank(i, len(scores), score), i, len(scores)
     return 0, 0, 0
+
+
+def binance_adl_quantile(venue: Venue, acct: Any, api_key: str, symbol: str | None) -> list:
+    """``GET /fapi/v1/adlQuantile``: for each symbol with a position, ``LONG`` and ``SHORT``
+    (hedge mode; ``HEDGE`` is only a sign) or ``BOTH`` (one-way mode, LONG and SHORT 0)."""
+    out = []
+    for s in venue.engine.symbols:
+        if symbol is not None and s != symbol:
+            continue
+        held = {1: False, -1: False}
+        for (ps_sym, _), pos in acct.positions.items():
+            if ps_sym == s and pos.amount != 0.0:
+                held[1 if pos.amount > 0 else -1] = True
+        if not any(held.values()):
+            continue
+        q = {side: adl_quantile(venue, api_key, s, side)[0] if held[side] else 0
+             for side in (1, -1)}  # fmt: skip
+        if acct.hedge_mode:
+            row = {"LONG": q[1], "SHORT": q[-1], "HEDGE": 0}
+        else:
+            row = {"LONG": 0, "SHORT": 0, "BOTH": q[1] if held[1] else q[-1]}
+        out.append({"symbol": s, "adlQuantile": row})
+    return out
