@@ -55,7 +55,7 @@ import numpy as np
 from backtest.data import Candles
 from backtest.engine import F_FEE, F_K, F_KIND, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
 from backtest.events import OutsideEvent, events_array
-from backtest.runner import run_backtest
+from backtest.runner import funding_plan, run_backtest
 from backtest.venue.formats import decimals
 from backtest.venue.matching import ADL_CLIENT_ID
 from backtest.venue.risk_loop import VenueRisk
@@ -296,6 +296,9 @@ async def replay(
     venue.add_account(api_key, api_secret, config.backtest.starting_balance)
     if events:
         venue.engine.schedule_events(api_key, events_array(events, candles.symbols))
+    plan = funding_plan(config, candles)
+    if "history" in plan.source.values():  # charged as the backtest charges it
+        venue.engine.funding_table = plan.rates
     if scenario is not None:
         venue.risk = VenueRisk(venue, scenario)
     await venue.start()

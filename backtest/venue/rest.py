@@ -113,6 +113,7 @@ class RestApi:
         r("GET", "/fapi/v2/ticker/price", self.ticker_price, 1)
         r("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker, 2)
         r("GET", "/fapi/v1/premiumIndex", self.premium_index, 1)
+        r("GET", "/fapi/v1/fundingRate", self.funding_rate_history, 1)
         r("GET", "/fapi/v1/depth", self.depth, 2)
         r("GET", "/fapi/v1/leverageBracket", self.leverage_bracket, 1, "signed")
         r("GET", "/fapi/v2/account", self.account, 5, "signed")
@@ -383,6 +384,34 @@ class RestApi:
             "bids": [[p, "1000"]],
             "asks": [[p, "1000"]],
         }
+
+    def funding_rate_history(self, params: dict[str, str], _: str) -> list:
+        """``GET /fapi/v1/fundingRate``: the funding the venue charged (its funding table, else
+        the constant rate every 8 h) at the candles already replayed, oldest first."""
+        symbol = self._symbol(params)
+        limit = _int(params, "limit", 100) or 100
+        if not 1 <= limit <= 1000:
+            raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
+        start, end = _int(params, "startTime"), _int(params, "endTime")
+        ts = self.venue.candles.timestamps[: self.venue.index]
+        rows = []
+        for t in ts:
+            t = int(t)
+            if (start is not None and t < start) or (end is not None and t > end):
+                continue
+            rate = self.eng.funding_due(t).get(symbol)
+            if rate is not None:
+                rows.append((t, rate))
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        c = self.venue.candles
+        row = list(c.symbols).index(symbol)
+        pd = formats.decimals(self.eng.specs[symbol].price_step)
+        k_of = {int(t): k for k, t in enumerate(ts)}
+        return [
+            {"symbol": symbol, "fundingTime": t, "fundingRate": formats.fmt(r, 8),
+             "markPrice": formats.fmt(float(c.ohlcv[row, k_of[t], 0]), pd + 2)}
+            for t, r in rows
+        ]  # fmt: skip
 
     def premium_index(self, params: dict[str, str], _: str) -> Any:
         nxt = (self.eng.now_ms // 28_800_000 + 1) * 28_800_000

@@ -198,6 +198,13 @@ def run(args: argparse.Namespace) -> int:
         bt_run = run_backtest(config, candles, events)
     elapsed = time.perf_counter() - t0
     metrics = compute_metrics(bt_run)
+    funding = bt_run.funding.as_dict(bt.funding_rate_8h) if bt_run.funding else None
+    if funding is not None:
+        console.print("funding: " + ", ".join(
+            f"{s} exchange history (every {funding['interval_hours'][s]:g} h)" if v == "history"
+            else f"{s} constant {bt.funding_rate_8h:g} per 8 h"
+            for s, v in funding["source"].items()
+        ))  # fmt: skip
 
     with console.status("writing the report" + ("" if args.no_plots else " and plots") + " ..."):
         folder = write_report(
@@ -206,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(_summary(metrics, candles.symbols))
     console.print(f"backtest took {elapsed:.2f} s; report: [bold]{folder}[/bold]")
     if args.json:
-        payload = {**metrics, "report_dir": str(folder), "symbols": list(candles.symbols)}
+        payload = {**metrics, "report_dir": str(folder), "symbols": list(candles.symbols),
+                   "funding": funding}  # fmt: skip
         print(orjson.dumps(payload).decode(), flush=True)
     return 0

@@ -186,6 +186,12 @@ def run(args: argparse.Namespace) -> int:
         start_index=start_index,
     )
     venue = Venue(candles, config)
+    from backtest.funding import funding_matrix
+
+    funding = funding_matrix(candles.symbols, candles.timestamps, candles.timeframe_ms,
+                             args.funding_rate, candles.sources)  # fmt: skip
+    if "history" in funding.source.values():  # the exchange's history next to the candles
+        venue.engine.funding_table = funding.rates
     if args.scenario:
         from backtest.venue.risk_loop import VenueRisk
         from backtest.venue.scenario import load_scenario
@@ -201,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  symbols {', '.join(candles.symbols)}; {venue.n_candles - venue.index} candles to replay "
               f"at {args.speed:g}x; history {venue.index} candles (served as klines for the EMAs)",
               file=err)  # fmt: skip
+        print("  funding: " + ", ".join(
+            f"{s} {'the exchange history' if v == 'history' else f'{args.funding_rate:g} per 8 h'}"
+            for s, v in funding.source.items()), file=err)  # fmt: skip
         if key_file is not None:
             key_file_abs = key_file.resolve()
             print(f"  API key and secret written to {key_file_abs} (mode 0600)", file=err)
