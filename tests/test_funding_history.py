@@ -96,6 +96,15 @@ def test_venue_serves_its_history_and_ccxt_downloads_it_resumably(data, tmp_path
         assert got == {"BTCUSDT": 3}
         got = download_funding(["BTCUSDT", "ETHUSDT"], DAY, DAY + 6 * HOUR, out, **kw)
         assert got == {"BTCUSDT": 3, "ETHUSDT": 1}  # only the missing hours; ETH at 00:00
+        # Bybit's face serves the same history, newest first
+        import json
+        import urllib.request
+
+        q = "category=linear&symbol=BTCUSDT&limit=2"
+        with urllib.request.urlopen(f"{v.rest_url}/v5/market/funding/history?{q}") as r:
+            bybit = json.loads(r.read())["result"]["list"]
+        assert [int(x["fundingRateTimestamp"]) for x in bybit] == [DAY + 5 * HOUR, DAY + 4 * HOUR]
+        assert [float(x["fundingRate"]) for x in bybit] == [0.0003, -0.0002]
     times, rates = read_funding(out / "funding" / "BTCUSDT.csv")
     src_t, src_r = read_funding(data / "funding" / "BTCUSDT.csv")
     inside = (src_t >= DAY) & (src_t < DAY + 6 * HOUR)

@@ -134,3 +134,21 @@ def test_cli_replay_with_a_scenario_reports_the_venues_deleverage(tmp_path):
     argv[argv.index(str(scen))] = str(bad)
     proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "ETHUSDT is not among the replayed symbols" in proc.stderr
+
+
+def test_cli_venue_refuses_a_scenario_on_a_symbol_it_does_not_serve(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "eth.hjson"
+    bad.write_text(json.dumps({**SCENARIO, "symbol": "ETHUSDT"}))
+    argv = [sys.executable, "-m", "bot.cli", "venue", "--data", "data/sample/binance_spot_1m",
+            "--symbols", "BTCUSDT", "--port", "0", "--ws-port", "0", "--results",
+            str(tmp_path / "results"), "--scenario", str(bad)]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "ETHUSDT is not among the venue's symbols (BTCUSDT)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "results").exists()

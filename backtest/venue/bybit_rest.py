@@ -182,6 +182,7 @@ class BybitRestApi:
         r("GET", "/v5/market/kline", self.kline)
         r("GET", "/v5/market/tickers", self.tickers)
         r("GET", "/v5/market/risk-limit", self.risk_limit)
+        r("GET", "/v5/market/funding/history", self.funding_history)
         r("GET", "/v5/user/query-api", self.query_api, "signed")
         r("GET", "/v5/account/info", self.account_info, "signed")
         r("GET", "/v5/account/wallet-balance", self.wallet_balance, "signed")
@@ -405,6 +406,23 @@ class BybitRestApi:
             if want in (None, s):
                 rows.extend(bf.risk_limit_json(spec))
         return {"category": "linear", "list": rows, "nextPageCursor": ""}
+
+    def funding_history(self, params: dict[str, Any], _: str) -> dict:
+        """The funding the venue charged (as ``GET /fapi/v1/fundingRate``), newest first."""
+        self._category(params)
+        symbol = self._symbol(params)
+        limit = _int(params, "limit", 200) or 200
+        if not 1 <= limit <= 200:
+            raise BybitError(10001, "params error: limit must be 1..200")
+        start, end = _int(params, "startTime"), _int(params, "endTime")
+        rows = []
+        for t in self.venue.candles.timestamps[: self.venue.index]:
+            t = int(t)
+            rate = self.eng.funding_due(t).get(symbol)
+            if rate is not None and (start is None or t >= start) and (end is None or t <= end):
+                rows.append({"symbol": symbol, "fundingRate": bf.fmt(rate, 8),
+                             "fundingRateTimestamp": str(t)})  # fmt: skip
+        return {"category": "linear", "list": rows[::-1][:limit]}
 
     # ------------------------------------------------------------------ account
 
