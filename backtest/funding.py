@@ -12,6 +12,7 @@ at 00:00, 08:00 and 16:00 UTC, and :class:`FundingPlan` says which was used.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,17 @@ def funding_dir(data: str | Path) -> Path:
 
 def read_funding(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(funding times in ms, rates) from one symbol's file, sorted; empty when missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    # the optimizer backtests the same candles thousands of times: parse each file once
+    return _read_funding(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _read_funding(name: str, _mtime_ns: int, _size: int) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(name)
     if not path.is_file():
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     times, rates = [], []
@@ -93,15 +105,15 @@ def funding_matrix(
     end = int(ts[-1]) + int(timeframe_ms) if len(ts) else 0
     for i, s in enumerate(symbols):
         src = sources.get(s)
-        times, r = read_funding(funding_dir(src) / f"{s}.csv") if src else ((), ())
-        inside = [(t, x) for t, x in zip(times, r, strict=True) if int(ts[0]) <= t < end]
-        if len(ts) and inside:
-            for t, x in inside:
-                k = int(np.searchsorted(ts, t))  # the first candle opening at or after it
-                if k < len(ts):
-                    rates[i, k] += x
+        none = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        times, r = read_funding(funding_dir(src) / f"{s}.csv") if src else none
+        inside = (times >= int(ts[0])) & (times < end) if len(ts) else times < 0
+        if inside.any():
+            ks = np.searchsorted(ts, times[inside])  # the first candle opening at or after it
+            keep = ks < len(ts)
+            np.add.at(rates[i], ks[keep], r[inside][keep])
             plan.source[s] = "history"
-            gaps = np.diff(np.asarray(times, dtype=np.int64))
+            gaps = np.diff(times)
             plan.interval_hours[s] = float(np.median(gaps)) / 3.6e6 if len(gaps) else 8.0
         else:
             rates[i, ts % EIGHT_HOURS_MS == 0] = constant_rate_8h
