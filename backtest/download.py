@@ -1,9 +1,9 @@
 """Download 1m candles of Binance USDT-M perpetuals with ccxt into ``OUT/SYMBOL.csv.gz``.
 
 Same layout as the bundled sample (header ``timestamp_ms,open,high,low,close,volume``, candle
-open time in UTC ms). Resumable: a rerun appends after the last timestamp already in the
-file. The file is only ever replaced whole (temp file + ``os.replace``) at checkpoints, so an
-interruption loses at most the pages since the last checkpoint and never corrupts the file.
+open time in UTC ms). Resumable: a rerun fetches only what the file lacks (before its first
+and after its last candle). The file is only ever replaced whole (temp file + ``os.replace``) at
+checkpoints, so an interruption loses at most the pages since the last checkpoint and never corrupts the file.
 Values are kept as the exchange's decimal strings (trailing zeros trimmed), never re-formatted
 floats, so a download of the same candles is byte-identical.
 
@@ -15,7 +15,6 @@ of times.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import logging
 import math
@@ -71,7 +70,7 @@ def make_exchange(
 
     ex = ccxt.binanceusdm({"enableRateLimit": enable_rate_limit, "timeout": timeout_ms})
     if base_url:
-        from bot.exchange.rewire import point_ccxt_at
+        from bot.exchange.local import point_ccxt_at
 
         point_ccxt_at(ex, base_url)
     return ex
@@ -149,7 +148,7 @@ def _call_with_retry(
     raise AssertionError("unreachable")
 
 
-def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bounded loop (debt)
+def download_candles(
     symbols: Sequence[str],
     start_ms: int,
     end_ms: int | None = None,
@@ -197,9 +196,11 @@ def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bound
     for s in wanted:
         path = out / f"{s}.csv.gz"
         rows = read_rows(path)
-        since = max(start_ms, max(rows) + MINUTE_MS) if rows else start_ms
-        plans.append((s, path, rows, since))
-    total = sum(max(0, math.ceil((end_ms - since) / MINUTE_MS)) for _, _, _, since in plans)
+        # only what the file lacks: before its first candle, and after its last
+        spans = [(start_ms, min(min(rows), end_ms))] if rows and start_ms < min(rows) else []
+        spans.append((max(start_ms, max(rows) + MINUTE_MS) if rows else start_ms, end_ms))
+        plans.append((s, path, rows, [(a, b) for a, b in spans if a < b]))
+    total = sum(math.ceil((b - a) / MINUTE_MS) for *_, spans in plans for a, b in spans)
 
     from rich.console import Console
     from rich.progress import (
@@ -221,42 +222,43 @@ def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bound
     results: dict[str, DownloadResult] = {}
     with bar:
         task = bar.add_task("download 1m", total=total)
-        for symbol, path, rows, since in plans:
+        for symbol, path, rows, spans in plans:
             before = len(rows)
             bar.update(task, description=f"{symbol}")
             last_write = time.monotonic()
             dirty = False
             try:
-                max_pages = math.ceil(max(0, end_ms - since) / MINUTE_MS / PAGE_LIMIT) + 2
-                for _ in range(max_pages):  # bounded: the range's pages and a little slack
-                    if since >= end_ms:
-                        break
-                    params = {
-                        "symbol": symbol,
-                        "interval": "1m",
-                        "startTime": since,
-                        "endTime": end_ms - 1,
-                        "limit": PAGE_LIMIT,
-                    }
-                    page = _call_with_retry(
-                        functools.partial(ex.fapiPublicGetKlines, params),
-                        max_retries=max_retries,
-                        backoff_s=backoff_s,
-                        what=f"{symbol} klines from {since}",
-                        on_retry=bump,
-                    )
-                    page = [k for k in page if since <= int(k[0]) < end_ms]
-                    if not page:
-                        break  # nothing more on the exchange yet
-                    for k in page:
-                        rows[int(k[0])] = ",".join(_clean(v) for v in k[1:6])
-                    dirty = True
-                    nxt = int(page[-1][0]) + MINUTE_MS
-                    bar.advance(task, (nxt - since) // MINUTE_MS)
-                    since = nxt
-                    if time.monotonic() - last_write > CHECKPOINT_SECONDS:
-                        write_rows(path, rows)
-                        last_write, dirty = time.monotonic(), False
+                for since, until in spans:
+                    max_pages = math.ceil((until - since) / MINUTE_MS / PAGE_LIMIT) + 2
+                    for _ in range(max_pages):  # bounded: the range's pages and a little slack
+                        if since >= until:
+                            break
+                        params = {
+                            "symbol": symbol,
+                            "interval": "1m",
+                            "startTime": since,
+                            "endTime": until - 1,
+                            "limit": PAGE_LIMIT,
+                        }
+                        page = _call_with_retry(
+                            lambda p=params: ex.fapiPublicGetKlines(p),
+                            max_retries=max_retries,
+                            backoff_s=backoff_s,
+                            what=f"{symbol} klines from {since}",
+                            on_retry=bump,
+                        )
+                        page = [k for k in page if since <= int(k[0]) < until]
+                        if not page:
+                            break  # nothing more on the exchange yet
+                        for k in page:
+                            rows[int(k[0])] = ",".join(_clean(v) for v in k[1:6])
+                        dirty = True
+                        nxt = int(page[-1][0]) + MINUTE_MS
+                        bar.advance(task, (nxt - since) // MINUTE_MS)
+                        since = nxt
+                        if time.monotonic() - last_write > CHECKPOINT_SECONDS:
+                            write_rows(path, rows)
+                            last_write, dirty = time.monotonic(), False
             finally:
                 if dirty:
                     write_rows(path, rows)  # save what was fetched, also on errors and Ctrl-C

@@ -116,6 +116,9 @@ class EngineInputs:
     trade_start: int  # candles before this only warm up the EMAs
     # outside events, (n_events, bot.core.book.N_E) sorted by time; backtest.events builds them
     events: np.ndarray = field(default_factory=lambda: np.zeros((0, N_E)))
+    # the funding rate charged at the top of each candle, (n_symbols, n), 0: none
+    # (backtest.funding: the exchange's history); None: funding_rate every 8 h
+    funding: np.ndarray | None = None
     # A vault's risk-aware sizing (`gridbot stress`; the defaults change nothing): the core
     # sizes from balance x sizing_fraction (the cash buffer kept out), and new entries are
     # blocked (never resized) while total notional / equity at the previous closes exceeds
@@ -255,7 +258,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     n_positions_short: int,
     starting_balance: float,
     maker_fee: float,
-    funding_rate: float,
+    funding: np.ndarray,
     trade_start: int,
     events: np.ndarray,
     fills: np.ndarray,
@@ -320,7 +323,6 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     c_kind = np.zeros(2 * MAX_ORDERS)
     c_order = np.zeros(2 * MAX_ORDERS, dtype=np.int64)
     rows = np.zeros((2 * n_sym, N_R))
-    ts_mod = timestamps % FUNDING_INTERVAL_MS
 
     for k in range(n):
         if k > 0:
@@ -363,11 +365,13 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_OUTSIDE)
                 ei += 1
             dirty = True
-        if trading and ts_mod[k] == 0:
+        if trading:
             for s in range(n_sym):
+                if funding[s, k] == 0.0:
+                    continue
                 for j in range(2):
                     if size[j, s] > 0.0:
-                        pay = funding_payment(sides[j], size[j, s], ohlcv[s, k, 0], funding_rate)
+                        pay = funding_payment(sides[j], size[j, s], ohlcv[s, k, 0], funding[s, k])
                         balance -= pay
                         funding_paid += pay
                         dirty = True
@@ -540,6 +544,11 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
     """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed."""
     capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
+    rates = inp.funding
+    if rates is None:  # the constant rate at 00:00, 08:00 and 16:00 UTC
+        due = (inp.timestamps % FUNDING_INTERVAL_MS) == 0
+        rates = np.where(due[None, :], inp.funding_rate, 0.0) * np.ones((inp.ohlcv.shape[0], 1))
+    rates = np.ascontiguousarray(rates, dtype=np.float64)
     while True:
         fills = np.zeros((capacity, N_F))
         nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
@@ -553,7 +562,7 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
             inp.n_positions_short,
             inp.starting_balance,
             inp.maker_fee,
-            inp.funding_rate,
+            rates,
             inp.trade_start,
             events,
             fills,

@@ -20,6 +20,13 @@ Outside events (``events``, :mod:`backtest.events`) are scheduled on the venue's
 given to the backtester: both apply them at the top of the same candle through
 ``bot.core.book.apply_event``; the venue reports them on the user streams as an exchange does.
 
+``scenario`` (:mod:`backtest.venue.scenario`) runs the venue's risk engine in its candle loop
+(:mod:`backtest.venue.risk_loop`): the scenario's traders are liquidated step by step, the
+insurance fund pays or fills, and deleverage events close the bot's profitable positions at the
+bankrupt trader's price. Those deleverages are not the bot's fills: the backtester gets each as
+an outside event (a ``reduce`` at its price, applied at the top of the next candle, where the
+venue's booking leaves the bot too), and the comparison leaves them out.
+
 Then the backtester runs on the same candles and the runs are compared:
 - the live bot's fills against the backtester's, in order (candle, symbol, side, price, qty);
   reductions by outside events are not fills of the bot's and are left out;
@@ -48,7 +55,10 @@ import numpy as np
 from backtest.data import Candles
 from backtest.engine import F_FEE, F_K, F_KIND, F_PRICE, F_QTY, F_SIDE, F_SYMBOL
 from backtest.events import OutsideEvent, events_array
-from backtest.runner import run_backtest
+from backtest.runner import funding_plan, run_backtest
+from backtest.venue.matching import ADL_CLIENT_ID
+from backtest.venue.risk_loop import VenueRisk
+from backtest.venue.scenario import Scenario
 from backtest.venue.server import Venue, VenueConfig
 from backtest.venue.wire import decimals
 from bot.config import Config, warmup_candles
@@ -62,6 +72,8 @@ from bot.markets import market_spec
 __all__ = ["ReplayResult", "compare_fills", "first_divergence", "replay", "round_to_ticks"]
 
 log = logging.getLogger("gridbot.live.replay")
+
+ADL_IDS = (ADL_CLIENT_ID, "AdlTrade")  # how each dialect names an exchange's deleverage fill
 
 StepHook = Callable[[int, Venue, LiveBot], Awaitable[None] | None]
 
@@ -85,6 +97,7 @@ class ReplayResult:
     liquidated_live: bool = False
     liquidated_backtest: bool = False
     first_divergence: dict[str, Any] | None = None
+    risk: dict[str, Any] | None = None  # the venue's risk engine (--scenario): its events
 
     @property
     def ok(self) -> bool:
@@ -113,6 +126,7 @@ class ReplayResult:
             "bot_errors": self.bot_errors,
             "open_orders_ok": self.open_orders_ok,
             "trades_venue": self.trades_venue,
+            **({"risk": self.risk} if self.risk is not None else {}),
         }
 
 
@@ -245,6 +259,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
     live_overrides: dict[str, Any] | None = None,
     exchange: str = "binance",
     events: list[OutsideEvent] | tuple[OutsideEvent, ...] = (),
+    scenario: Scenario | None = None,
 ) -> ReplayResult:
     """Run the live bot in lockstep over ``candles`` and compare with the backtester.
 
@@ -281,6 +296,11 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
     venue.add_account(api_key, api_secret, config.backtest.starting_balance)
     if events:
         venue.engine.schedule_events(api_key, events_array(events, candles.symbols))
+    plan = funding_plan(config, candles)
+    if "history" in plan.source.values():  # charged as the backtest charges it
+        venue.engine.funding_table = plan.rates
+    if scenario is not None:
+        venue.risk = VenueRisk(venue, scenario)
     await venue.start()
     adapter = make_adapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
 
@@ -361,6 +381,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
                 "liquidation": f.client_order_id.startswith("autoclose"),
             }
             for f in acct.trades
+            if f.client_order_id != ADL_CLIENT_ID  # the exchange's deleverage: not ours
         ]
     finally:
         bot.stop()
@@ -384,10 +405,18 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
         }
         for b in bots
         for f in b.fills
+        if f.client_id not in ADL_IDS  # the exchange's deleverage: an outside event
     ]
     fills_bt: list[dict[str, Any]] = []
     bal_bt = eq_bt = math.nan
     liq_bt = False
+    if venue.risk is not None:  # the venue's deleverages of the bot, for the backtester
+        events = [*events, *(
+            OutsideEvent(d["time_ms"], "reduce", amount=d["qty"], symbol=venue.risk.symbol,
+                         side=1 if d["side"] == "long" else -1, price=d["price"])
+            for d in venue.risk.booked
+        )]  # fmt: skip
+    result_risk = venue.risk.result() if venue.risk is not None else None
     if compare:
         out = run_backtest(config, candles, events).output
         fills_bt = [
@@ -438,6 +467,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
         liquidated_live,
         liq_bt,
         divergence,
+        result_risk,
     )
 
 

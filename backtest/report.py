@@ -223,6 +223,10 @@ def _analysis(run: BacktestRun, metrics: dict, equity_rows: int) -> dict:
         "warmup_candles": k0,
         "filled_candles": {s: int(v) for s, v in c.filled_candles.items()},
         "data_sources": dict(c.sources),
+        # which symbols paid the exchange's funding history, which the constant rate
+        "funding": run.funding.as_dict(run.config.backtest.funding_rate_8h)
+        if run.funding is not None
+        else None,
         "equity_csv_rows": equity_rows,
     }
 

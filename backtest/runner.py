@@ -11,11 +11,12 @@ import numpy as np
 from backtest.data import Candles
 from backtest.engine import EngineInputs, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
+from backtest.funding import FundingPlan, funding_matrix
 from bot.config import Config, side_params_array, warmup_candles
 from bot.core.margin import stack_tiers
 from bot.markets import market_spec
 
-__all__ = ["BacktestRun", "build_inputs", "run_backtest", "warmup_candles"]
+__all__ = ["BacktestRun", "build_inputs", "funding_plan", "run_backtest", "warmup_candles"]
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,22 @@ class BacktestRun:
     candles: Candles
     inputs: EngineInputs
     output: EngineOutput
+    funding: FundingPlan | None = None  # which symbols were charged the exchange's history
+
+
+def funding_plan(config: Config, candles: Candles) -> FundingPlan:
+    """The exchange's funding history next to the candle files, else the constant rate."""
+    return funding_matrix(
+        candles.symbols, candles.timestamps, candles.timeframe_ms,
+        config.backtest.funding_rate_8h, candles.sources,
+    )  # fmt: skip
 
 
 def build_inputs(
-    config: Config, candles: Candles, events: Sequence[OutsideEvent] = ()
+    config: Config,
+    candles: Candles,
+    events: Sequence[OutsideEvent] = (),
+    funding: FundingPlan | None = None,
 ) -> EngineInputs:
     """Arrays for the kernel from a validated config, loaded candles and outside events."""
     specs = [market_spec(s) for s in candles.symbols]
@@ -53,6 +66,7 @@ def build_inputs(
         funding_rate=config.backtest.funding_rate_8h,
         trade_start=min(warmup_candles(config, candles.timeframe_ms), len(candles.timestamps) - 1),
         events=events_array(events, candles.symbols),
+        funding=(funding or funding_plan(config, candles)).rates,
     )
 
 
@@ -60,5 +74,6 @@ def run_backtest(
     config: Config, candles: Candles, events: Sequence[OutsideEvent] = ()
 ) -> BacktestRun:
     """Run the engine over ``candles`` with ``config`` (and outside events, if any)."""
-    inputs = build_inputs(config, candles, events)
-    return BacktestRun(config, candles, inputs, run_engine(inputs))
+    plan = funding_plan(config, candles)
+    inputs = build_inputs(config, candles, events, plan)
+    return BacktestRun(config, candles, inputs, run_engine(inputs), plan)

@@ -231,6 +231,11 @@ class MatchingEngine:
         self.default_leverage = default_leverage
         self.timeframe_ms = timeframe_ms
         self.candles = candles  # Candles-like (symbols, timestamps, ohlcv) for step_candle
+        # the rate charged at each candle's top, (n_symbols, n) aligned with ``candles``
+        # (backtest.funding: the exchange's history, as the backtest charges it); None: the
+        # constant funding_rate every 8 h
+        self.funding_table: np.ndarray | None = None
+        self.last_funding: dict[str, float] = {}
         self.tiers = stack_tiers([self.specs[s].tiers for s in self.symbols])
         self.price_steps = np.array([self.specs[s].price_step for s in self.symbols])
         self.qty_steps = np.array([self.specs[s].qty_step for s in self.symbols])
@@ -744,8 +749,9 @@ class MatchingEngine:
                 self.prices[s] = float(ohlc[s][0])
         ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
         self._apply_due_events(ts_ms, ref)
-        if ts_ms % FUNDING_INTERVAL_MS == 0:
-            self._funding({s: ohlc[s][0] for s in self.symbols}, ts_ms)
+        rates = self.funding_due(ts_ms)
+        if rates:
+            self._funding({s: ohlc[s][0] for s in self.symbols}, ts_ms, rates)
         lows = np.array([ohlc[s][2] for s in self.symbols], dtype=np.float64)
         highs = np.array([ohlc[s][1] for s in self.symbols], dtype=np.float64)
         # As the backtester: liquidation with the positions held coming into the candle (their
@@ -790,8 +796,9 @@ class MatchingEngine:
         ref = np.array([self.prices[s] for s in self.symbols], dtype=np.float64)
         if not np.isnan(ref).any():
             self._apply_due_events(ts_ms, ref)
-        if ts_ms % FUNDING_INTERVAL_MS == 0:
-            self._funding(dict(open_prices), ts_ms)
+        rates = self.funding_due(ts_ms)
+        if rates:
+            self._funding(dict(open_prices), ts_ms, rates)
 
     def apply_trade(self, symbol: str, price: float, ts_ms: int) -> list[Fill]:
         """Trade-by-trade mode: resting orders this trade crosses strictly fill at their price."""
@@ -802,14 +809,30 @@ class MatchingEngine:
         self.now_ms = max(self.now_ms, ts_ms)
         return fills
 
-    def _funding(self, marks: Mapping[str, float], ts: int) -> None:
+    def funding_due(self, ts_ms: int) -> dict[str, float]:
+        """The symbols charged funding at the candle opening at ``ts_ms``, with their rates
+        (empty: none): the funding table's nonzero rates, else every symbol at 00:00, 08:00 and
+        16:00 UTC at the constant rate."""
+        if self.funding_table is None or self.candles is None:
+            due = ts_ms % FUNDING_INTERVAL_MS == 0
+            return {s: self.funding_rate for s in self.symbols} if due else {}
+        ts = self.candles.timestamps
+        k = int(np.searchsorted(ts, ts_ms))
+        if k >= len(ts) or int(ts[k]) != ts_ms:
+            return {}
+        col = {s: list(self.candles.symbols).index(s) for s in self.symbols}
+        rates = {s: float(self.funding_table[col[s], k]) for s in self.symbols}
+        return {s: r for s, r in rates.items() if r != 0.0}
+
+    def _funding(self, marks: Mapping[str, float], ts: int, rates: Mapping[str, float]) -> None:
+        self.last_funding = dict(rates)  # what the streams report with the FUNDING update
         for acct in self.accounts.values():
             keys, total = [], 0.0
             for (s, ps), pos in acct.positions.items():
-                if pos.amount == 0.0 or s not in marks:
+                if pos.amount == 0.0 or s not in marks or s not in rates:
                     continue
                 side = 1 if pos.amount > 0 else -1
-                total -= funding_payment(side, abs(pos.amount), marks[s], self.funding_rate)
+                total -= funding_payment(side, abs(pos.amount), marks[s], rates[s])
                 keys.append((s, ps))
             if keys:
                 acct.balance += total

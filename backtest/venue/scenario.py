@@ -214,13 +214,15 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:  # noqa: C9
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    from bot.inputs import MAX_CONFIG_BYTES, decode_text, read_file
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read scenario: {exc.strerror}") from None
+    # a device, a folder, a huge or binary file: one message naming the file, never a hang
+    text = decode_text(read_file(p, what="scenario", limit=MAX_CONFIG_BYTES), str(p), "scenario")
     try:
         data = hjson.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{p}: scenario nests too deep to be a scenario") from None
     except hjson.HjsonDecodeError as exc:
         raise ConfigError(
             f"{p}: not valid hjson at line {exc.lineno}, column {exc.colno}: {exc.msg}"

@@ -119,6 +119,8 @@ class Venue:
         self._starting_balance: dict[str, float] = {}
         # called with each batch of engine events (and AccountReset) before clients get them
         self.observers: list[Observer] = []
+        # a scenario's risk engine (risk_loop.VenueRisk, --scenario): runs at each candle's top
+        self.risk: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -199,6 +201,8 @@ class Venue:
             if self.index >= self.n_candles:
                 break
             k = self.index
+            if self.risk is not None:
+                self.risk.at_candle(k)
             if self.config.fill_mode == "candle":
                 self.engine.step_candle(k)
                 self.index += 1

@@ -7,6 +7,7 @@ carries exactly one JSON object: the metrics plus ``report_dir`` and ``symbols``
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for the report (default: backtest.results_dir)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    p.add_argument("--download", action="store_true",
+                   help="download the coins and dates the --data folder lacks first (ccxt, "
+                   "Binance USDT-M; resumable, with a progress bar; funding history too)")  # fmt: skip
+    p.add_argument("--download-url", type=inputs.url,
+                   help="download from this Binance-compatible REST URL (implies --download; "
+                   "e.g. a `gridbot venue`)")  # fmt: skip
+    p.add_argument("--download-retries", type=inputs.integer(0, 100), default=5,
+                   help="retries per request when downloading (default 5)")  # fmt: skip
     p.add_argument(
         "--event",
         action="append",
@@ -164,11 +173,27 @@ def run(args: argparse.Namespace) -> int:
     events = parse_events(getattr(args, "event", None))
     bt = config.backtest
     start_ms, end_ms = _dates(config, args)
-    data_path = resolve_data_path(bt.data, config_path)
+    download = args.download or args.download_url is not None
+    if download and not Path(bt.data).expanduser().exists():
+        data_path = Path(bt.data).expanduser()  # a new cache folder: created by the download
+    else:
+        data_path = resolve_data_path(bt.data, config_path)
     # Where the report goes is checked before the long part, not after it.
     results_dir = inputs.writable_dir(bt.results_dir, "backtest.results_dir")  # + the cache
     out_dir = results_dir if args.out is None else inputs.writable_dir(args.out, "--out")
 
+    if download:
+        from backtest.on_demand import ensure_data
+
+        if data_path.is_file():
+            raise ConfigError(f"--download: backtest.data {str(data_path)!r} is a file; "
+                              "give --data FOLDER")  # fmt: skip
+        fetched = ensure_data(
+            data_path, bt.symbols, start_ms, end_ms, base_url=args.download_url,
+            max_retries=args.download_retries, progress=sys.stderr.isatty(),
+        )  # fmt: skip
+        if fetched:
+            console.print(f"downloaded into {data_path}: {', '.join(fetched)}")
     with console.status(f"loading candles of {', '.join(bt.symbols)} from {data_path} ..."):
         candles, report = load_candles_with_report(
             data_path,
@@ -198,6 +223,13 @@ def run(args: argparse.Namespace) -> int:
         bt_run = run_backtest(config, candles, events)
     elapsed = time.perf_counter() - t0
     metrics = compute_metrics(bt_run)
+    funding = bt_run.funding.as_dict(bt.funding_rate_8h) if bt_run.funding else None
+    if funding is not None:
+        console.print("funding: " + ", ".join(
+            f"{s} exchange history (every {funding['interval_hours'][s]:g} h)" if v == "history"
+            else f"{s} constant {bt.funding_rate_8h:g} per 8 h"
+            for s, v in funding["source"].items()
+        ))  # fmt: skip
 
     with console.status("writing the report" + ("" if args.no_plots else " and plots") + " ..."):
         folder = write_report(
@@ -206,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(_summary(metrics, candles.symbols))
     console.print(f"backtest took {elapsed:.2f} s; report: [bold]{folder}[/bold]")
     if args.json:
-        payload = {**metrics, "report_dir": str(folder), "symbols": list(candles.symbols)}
+        payload = {**metrics, "report_dir": str(folder), "symbols": list(candles.symbols),
+                   "funding": funding}  # fmt: skip
         print(orjson.dumps(payload).decode(), flush=True)
     return 0

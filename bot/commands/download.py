@@ -63,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
         max_retries=args.retries,
         progress=not args.quiet and sys.stderr.isatty(),
     )
+    from backtest.download_funding import download_funding
+
+    end_ms = max((r.last_ms or 0) for r in results.values()) + 60_000 if results else 0
+    funding = download_funding(
+        list(results), parse_date_ms(args.start), end_ms, out,
+        base_url=args.base_url, max_retries=args.retries,
+    ) if end_ms else {}  # fmt: skip
     for r in results.values():
         span = (
             f"{format_ms(r.first_ms)} .. {format_ms(r.last_ms)}"
@@ -70,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             else "empty"
         )
         print(
-            f"{r.symbol}: +{r.rows_added} candles, {r.rows_total} in {r.path} ({span})",
+            f"{r.symbol}: +{r.rows_added} candles, {r.rows_total} in {r.path} ({span}); "
+            f"+{funding.get(r.symbol, 0)} funding rates",
             file=sys.stderr,
         )
     return 0

@@ -27,6 +27,7 @@ from rich.console import Console
 
 from bot import inputs
 from bot.config import load_config
+from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -63,6 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME, "
         "deleverage:FRACTION|PCT%%@TIME (profitable positions only)",
     )
+    p.add_argument("--scenario", metavar="FILE",
+                   help="an exchange-sim scenario (hjson) run in the venue's candle loop: its "
+                   "deleverage events reach the bot, and the backtest gets them as outside "
+                   "events")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -76,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     config = load_config(args.config)
     events = parse_events(getattr(args, "event", None))
+    scenario = None
+    if args.scenario:
+        from backtest.venue.scenario import load_scenario
+
+        scenario = load_scenario(args.scenario)
     symbols = list(args.symbols) if args.symbols else list(config.backtest.symbols)
     start = parse_date_ms(args.start) if args.start else None
     end = parse_date_ms(args.end) if args.end else None
@@ -89,7 +99,14 @@ def run(args: argparse.Namespace) -> int:
         f"replaying {len(candles.timestamps)} candles of {', '.join(candles.symbols)} "
         f"through the live bot on the venue's {args.exchange} API (lockstep) ..."
     )
-    result = asyncio.run(replay(config, candles, exchange=args.exchange, events=events))
+    if scenario is not None and scenario.symbol not in candles.symbols:
+        raise ConfigError(
+            f"--scenario {args.scenario}: symbol {scenario.symbol} is not among the replayed "
+            f"symbols ({', '.join(candles.symbols)})"
+        )
+    result = asyncio.run(
+        replay(config, candles, exchange=args.exchange, events=events, scenario=scenario)
+    )
     console.print(
         f"fills: live {len(result.fills_live)}, backtest {len(result.fills_backtest)}, "
         f"matched {result.matched}, mismatches {len(result.mismatches)} "
@@ -102,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
     )
     for m in result.mismatches[:20]:
         console.print(f"[red]mismatch[/red] {m}")
+    if result.risk is not None:
+        evs = result.risk["deleverage_events"]
+        mine = result.risk["venue_deleverages"]
+        console.print(f"scenario: {len(evs)} deleverage event(s), {len(mine)} on the bot: "
+                      + ", ".join(f"{d['side']} {d['qty']:g} at {d['price']:.8g}" for d in mine))  # fmt: skip
     if result.first_divergence is not None:
         console.print(f"[red]first divergence[/red] {result.first_divergence}")
     if args.json:

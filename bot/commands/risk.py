@@ -14,6 +14,7 @@ import math
 import sys
 from typing import Any
 
+from bot import inputs
 from bot.errors import ConfigError
 
 __all__ = ["add_parser", "assess", "run"]
@@ -56,8 +57,8 @@ def add_parser(subparsers: Any) -> None:
             "of one coin together) and the leverage check, from a balance and positions."
         ),
     )
-    p.add_argument("--balance", required=True, type=_positive, metavar="USDT",
-                   help="unleveraged wallet balance")  # fmt: skip
+    p.add_argument("--balance", type=_positive, metavar="USDT",
+                   help="unleveraged wallet balance (required unless --exchange reads it)")  # fmt: skip
     p.add_argument("--long", type=_position, metavar="SIZE@PRICE",
                    help="long position: coins @ average entry price")  # fmt: skip
     p.add_argument("--short", type=_position, metavar="SIZE@PRICE",
@@ -72,6 +73,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--scenario", metavar="FILE",
                    help="an exchange-sim scenario: where the position ranks among its traders' "
                    "for deleverage at the reference price")  # fmt: skip
+    p.add_argument("--exchange", choices=("binance", "bybit"),
+                   help="read the balance, the position on --symbol, its price and the "
+                   "exchange's published ADL quantile from this exchange (keys as for "
+                   "`gridbot live`: --key-file or $GRIDBOT_API_KEY / $GRIDBOT_API_SECRET)")  # fmt: skip
+    p.add_argument("--base-url", type=inputs.url,
+                   help="with --exchange: its REST URL (e.g. a `gridbot venue`'s)")  # fmt: skip
+    p.add_argument("--key-file", help="with --exchange: a mode-0600 JSON key file")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -312,6 +320,8 @@ def _table(r: dict[str, Any]) -> None:
         rank = r[f"deleverage_rank_{key}"]
         if rank is not None:
             t.add_row(f"  rank in scenario ({key})", f"{rank['rank']} of {rank['of']}")
+        if r.get(f"adl_queue_{key}"):
+            t.add_row(f"  {r['adl_exchange']} ADL ({key})", r[f"adl_queue_{key}"])
     console = Console(stderr=True)
     console.print(t)
     for line in [*r["notes"], r["leverage_reason"]]:
@@ -321,17 +331,37 @@ def _table(r: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute and print the report; bad input raises ConfigError (exit 2)."""
+    balance, long, short, price, adl = args.balance, args.long, args.short, args.price, None
+    if args.exchange is None:
+        if args.base_url or args.key_file:
+            raise ConfigError("--base-url and --key-file read an exchange: give --exchange too")
+        if balance is None:
+            raise ConfigError("--balance: required (or --exchange to read it from the account)")
+    else:
+        from bot.commands.risk_exchange import adl_report, read_exchange
+
+        view = read_exchange(args.exchange, args.base_url, args.key_file, args.symbol)
+        # what is given on the command line wins; the rest is the account's
+        balance = balance if balance is not None else view.balance
+        if long is None and short is None:
+            long, short = view.long, view.short
+        price = price if price is not None else view.price
+        adl = adl_report(view, args.exchange)
+        if balance <= 0:
+            raise ConfigError("--exchange: the account's wallet balance is 0; give --balance")
     report = assess(
-        args.balance,
-        args.long,
-        args.short,
+        balance,
+        long,
+        short,
         symbol=args.symbol,
         leverage=args.leverage,
-        price=args.price,
+        price=price,
         config_path=args.config,
         ranking=args.ranking,
         scenario_path=args.scenario,
     )
+    if adl is not None:
+        report.update(adl)
     if args.json:
         import orjson
 

@@ -99,6 +99,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--results", default="results", help="folder for the generated key file (default results/)"
     )
+    p.add_argument("--scenario", metavar="FILE",
+                   help="an exchange-sim scenario (hjson): its traders, liquidity provider and "
+                   "insurance fund trade beside the account; liquidations step by step, "
+                   "deleverage events close its profitable positions")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -182,6 +186,17 @@ def run(args: argparse.Namespace) -> int:
         start_index=start_index,
     )
     venue = Venue(candles, config)
+    from backtest.funding import funding_matrix
+
+    funding = funding_matrix(candles.symbols, candles.timestamps, candles.timeframe_ms,
+                             args.funding_rate, candles.sources)  # fmt: skip
+    if "history" in funding.source.values():  # the exchange's history next to the candles
+        venue.engine.funding_table = funding.rates
+    if args.scenario:
+        from backtest.venue.risk_loop import VenueRisk
+        from backtest.venue.scenario import load_scenario
+
+        venue.risk = VenueRisk(venue, load_scenario(args.scenario))
     key, secret, key_file = _credentials(args)
     venue.add_account(key, secret, args.balance, hedge_mode=args.hedge)
 
@@ -192,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  symbols {', '.join(candles.symbols)}; {venue.n_candles - venue.index} candles to replay "
               f"at {args.speed:g}x; history {venue.index} candles (served as klines for the EMAs)",
               file=err)  # fmt: skip
+        print("  funding: " + ", ".join(
+            f"{s} {'the exchange history' if v == 'history' else f'{args.funding_rate:g} per 8 h'}"
+            for s, v in funding.source.items()), file=err)  # fmt: skip
         if key_file is not None:
             key_file_abs = key_file.resolve()
             print(f"  API key and secret written to {key_file_abs} (mode 0600)", file=err)
@@ -216,6 +234,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             n = await venue.run(args.speed)
             print(f"gridbot venue: replay finished after {n} candles", file=err)
+            if venue.risk is not None:
+                r = venue.risk.result()
+                print(f"  scenario: {len(r['liquidations'])} account(s) liquidated, "
+                      f"{len(r['deleverage_events'])} deleverage event(s), "
+                      f"{len(r['venue_deleverages'])} of them on this account; insurance fund "
+                      f"{r['insurance_fund'][-1]['balance']:.2f} USDT", file=err)  # fmt: skip
         finally:
             await venue.stop()
         return 0

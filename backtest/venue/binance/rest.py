@@ -105,6 +105,7 @@ class RestApi:
         r("GET", "/fapi/v2/ticker/price", self.ticker_price, 1)
         r("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker, 2)
         r("GET", "/fapi/v1/premiumIndex", self.premium_index, 1)
+        r("GET", "/fapi/v1/fundingRate", self.funding_rate_history, 1)
         r("GET", "/fapi/v1/depth", self.depth, 2)
         r("GET", "/fapi/v1/leverageBracket", self.leverage_bracket, 1, "signed")
         r("GET", "/fapi/v2/account", self.account, 5, "signed")
@@ -112,6 +113,7 @@ class RestApi:
         r("GET", "/fapi/v2/balance", self.balance, 5, "signed")
         r("GET", "/fapi/v3/balance", self.balance, 5, "signed")
         r("GET", "/fapi/v2/positionRisk", self.position_risk, 5, "signed")
+        r("GET", "/fapi/v1/adlQuantile", self.adl_quantile, 5, "signed")
         r("GET", "/fapi/v3/positionRisk", self.position_risk, 5, "signed")
         r("POST", "/fapi/v1/order", self.new_order, 1, "signed")
         r("GET", "/fapi/v1/order", self.query_order, 1, "signed")
@@ -355,6 +357,34 @@ class RestApi:
             "asks": [[p, "1000"]],
         }
 
+    def funding_rate_history(self, params: dict[str, str], _: str) -> list:
+        """``GET /fapi/v1/fundingRate``: the funding the venue charged (its funding table, else
+        the constant rate every 8 h) at the candles already replayed, oldest first."""
+        symbol = self._symbol(params)
+        limit = _int(params, "limit", 100) or 100
+        if not 1 <= limit <= 1000:
+            raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
+        start, end = _int(params, "startTime"), _int(params, "endTime")
+        ts = self.venue.candles.timestamps[: self.venue.index]
+        rows = []
+        for t in ts:
+            t = int(t)
+            if (start is not None and t < start) or (end is not None and t > end):
+                continue
+            rate = self.eng.funding_due(t).get(symbol)
+            if rate is not None:
+                rows.append((t, rate))
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        c = self.venue.candles
+        row = list(c.symbols).index(symbol)
+        pd = formats.decimals(self.eng.specs[symbol].price_step)
+        k_of = {int(t): k for k, t in enumerate(ts)}
+        return [
+            {"symbol": symbol, "fundingTime": t, "fundingRate": formats.fmt(r, 8),
+             "markPrice": formats.fmt(float(c.ohlcv[row, k_of[t], 0]), pd + 2)}
+            for t, r in rows
+        ]  # fmt: skip
+
     def premium_index(self, params: dict[str, str], _: str) -> Any:
         nxt = (self.eng.now_ms // 28_800_000 + 1) * 28_800_000
         out = []
@@ -409,6 +439,15 @@ class RestApi:
             if (want is None or p.symbol == want) and p.amount != 0.0:
                 out.append(formats.position_risk_json(self.eng, acct, p))
         return out
+
+    def adl_quantile(self, params: dict[str, str], key: str) -> list:
+        """Binance's ADL quantile (0..4, 4 = deleveraged first) of each symbol with a position,
+        from the venue's ranking (:func:`.risk_loop.adl_quantile`)."""
+        from .risk_loop import binance_adl_quantile
+
+        acct = self.eng.account(key)
+        want = self._symbol(params) if params.get("symbol") else None
+        return binance_adl_quantile(self.venue, acct, key, want)
 
     def new_order(self, params: dict[str, str], key: str) -> dict:
         symbol = self._symbol(params)

@@ -183,6 +183,7 @@ class BybitRestApi:
         r("GET", "/v5/market/kline", self.kline)
         r("GET", "/v5/market/tickers", self.tickers)
         r("GET", "/v5/market/risk-limit", self.risk_limit)
+        r("GET", "/v5/market/funding/history", self.funding_history)
         r("GET", "/v5/user/query-api", self.query_api, "signed")
         r("GET", "/v5/account/info", self.account_info, "signed")
         r("GET", "/v5/account/wallet-balance", self.wallet_balance, "signed")
@@ -407,6 +408,23 @@ class BybitRestApi:
                 rows.extend(bf.risk_limit_json(spec))
         return {"category": "linear", "list": rows, "nextPageCursor": ""}
 
+    def funding_history(self, params: dict[str, Any], _: str) -> dict:
+        """The funding the venue charged (as ``GET /fapi/v1/fundingRate``), newest first."""
+        self._category(params)
+        symbol = self._symbol(params)
+        limit = _int(params, "limit", 200) or 200
+        if not 1 <= limit <= 200:
+            raise BybitError(10001, "params error: limit must be 1..200")
+        start, end = _int(params, "startTime"), _int(params, "endTime")
+        rows = []
+        for t in self.venue.candles.timestamps[: self.venue.index]:
+            t = int(t)
+            rate = self.eng.funding_due(t).get(symbol)
+            if rate is not None and (start is None or t >= start) and (end is None or t <= end):
+                rows.append({"symbol": symbol, "fundingRate": bf.fmt(rate, 8),
+                             "fundingRateTimestamp": str(t)})  # fmt: skip
+        return {"category": "linear", "list": rows[::-1][:limit]}
+
     # ------------------------------------------------------------------ account
 
     def query_api(self, params: dict[str, Any], key: str) -> dict:
@@ -500,13 +518,20 @@ class BybitRestApi:
         p = acct.positions.get((symbol, position_side))
         if p is None:
             p = Position(symbol, position_side)
-        return bf.position_json(
+        row = bf.position_json(
             self.eng,
             acct,
             p,
             liq_price=liquidation_price_of(self.eng, acct, symbol),
             cum_realised=self.ledger.position(acct, symbol, position_side),
         )
+        if p.amount != 0.0:  # 1..5 (5: deleveraged first) from the venue's ranking; 0: none
+            from .risk_loop import adl_quantile
+
+            side = 1 if p.amount > 0 else -1
+            q = adl_quantile(self.venue, acct.api_key, symbol, side)[0]
+            row["adlRankIndicator"] = q + 1
+        return row
 
     def position_list(self, params: dict[str, Any], key: str) -> dict:
         self._category(params)

@@ -330,13 +330,14 @@ class BybitStreams:
             for p in ev.positions:
                 price = self._open_price(p.symbol, ev.time_ms)
                 side = 1 if p.amount > 0 else -1
-                fee = funding_payment(side, abs(p.amount), price, eng.funding_rate)
+                rate = eng.last_funding.get(p.symbol, eng.funding_rate)
+                fee = funding_payment(side, abs(p.amount), price, rate)
                 execs.append(
                     bf.funding_execution_json(
                         p,
                         eng.specs[p.symbol],
                         price,
-                        eng.funding_rate,
+                        rate,
                         fee,
                         ev.time_ms,
                         next(self._ids),

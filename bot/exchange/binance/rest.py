@@ -145,6 +145,27 @@ class BinanceAdapter(CcxtBase):
                 row[2], row[3] = abs(amt), price if amt else 0.0
         return AccountSnapshot.from_rows(balance, positions)
 
+    #: the exchange's ADL number: (lowest, highest); the highest is deleveraged first
+    adl_scale = (0, 4)
+
+    async def fetch_adl_quantiles(self, symbol: str) -> dict[str, int | None]:
+        """The exchange's published ADL quantile of the account's ``long`` and ``short`` on
+        ``symbol`` (Binance ``GET /fapi/v1/adlQuantile``, 0..4); None: no position there."""
+        sid = self.market_id(symbol)
+        raw = await self._call(self.ex.fapiPrivateGetAdlQuantile, {"symbol": sid})
+        q: dict[str, Any] = {}
+        for r in raw if isinstance(raw, list) else [raw]:
+            if r.get("symbol") == sid:
+                q = r.get("adlQuantile") or {}
+        # a side without a position reads 0 like the safest bucket: the position says which
+        ls, _, ss, _ = (await self.fetch_account([sid])).positions.get(sid, (0.0,) * 4)
+        if "BOTH" in q:  # one-way mode: one number, for the side it holds
+            q = {"LONG": q["BOTH"], "SHORT": q["BOTH"]}
+        return {
+            "long": int(q.get("LONG", 0)) if ls > 0 else None,
+            "short": int(q.get("SHORT", 0)) if ss > 0 else None,
+        }
+
     async def latest_fill_cursor(self, symbol: str) -> int:
         """The cursor of the account's latest fill on ``symbol`` (0: none yet)."""
         raw = await self._call(

@@ -186,6 +186,21 @@ class BybitAdapter(CcxtBase):
             row[j], row[j + 1] = p.size, p.price
         return AccountSnapshot.from_rows(balance, positions)
 
+    adl_scale = (1, 5)  # adlRankIndicator; 0 means no position
+
+    async def fetch_adl_quantiles(self, symbol: str) -> dict[str, int | None]:
+        """``adlRankIndicator`` (1..5, 5 deleveraged first) of the account's ``long`` and
+        ``short`` on ``symbol`` from ``/v5/position/list``; None: no position there."""
+        q = {"category": CATEGORY, "symbol": self.market_id(symbol)}
+        rows = _result(await self._call(self.ex.privateGetV5PositionList, q)).get("list") or []
+        out: dict[str, int | None] = {"long": None, "short": None}
+        for d in rows:
+            side = {"Buy": "long", "Sell": "short"}.get(d.get("side", ""))
+            rank = int(d.get("adlRankIndicator") or 0)
+            if side is not None and rank > 0:
+                out[side] = rank
+        return out
+
     async def latest_fill_cursor(self, symbol: str) -> int:
         q = {"category": CATEGORY, "symbol": self.market_id(symbol), "limit": 1}
         res = _result(await self._call(self.ex.privateGetV5ExecutionList, q))
