@@ -15,6 +15,7 @@ of times.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import math
@@ -70,7 +71,7 @@ def make_exchange(
 
     ex = ccxt.binanceusdm({"enableRateLimit": enable_rate_limit, "timeout": timeout_ms})
     if base_url:
-        from bot.exchange.local import point_ccxt_at
+        from bot.exchange.rewire import point_ccxt_at
 
         point_ccxt_at(ex, base_url)
     return ex
@@ -148,7 +149,7 @@ def _call_with_retry(
     raise AssertionError("unreachable")
 
 
-def download_candles(
+def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bounded loop (debt)
     symbols: Sequence[str],
     start_ms: int,
     end_ms: int | None = None,
@@ -241,7 +242,7 @@ def download_candles(
                             "limit": PAGE_LIMIT,
                         }
                         page = _call_with_retry(
-                            lambda p=params: ex.fapiPublicGetKlines(p),
+                            functools.partial(ex.fapiPublicGetKlines, params),
                             max_retries=max_retries,
                             backoff_s=backoff_s,
                             what=f"{symbol} klines from {since}",

@@ -9,6 +9,7 @@ them for the backtest (each symbol at its own times: 1 h, 4 h or 8 h apart).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,11 @@ def download_funding(
     """Fetch each symbol's funding times and rates in ``[start_ms, end_ms)``; returns the rows
     added per symbol."""
     ex = exchange or make_exchange("binance", base_url, enable_rate_limit=enable_rate_limit)
-    kw = {"max_retries": max_retries, "backoff_s": backoff_s, "on_retry": lambda: None}
+    kw: dict[str, Any] = {
+        "max_retries": max_retries,
+        "backoff_s": backoff_s,
+        "on_retry": lambda: None,
+    }
     _call_with_retry(ex.load_markets, what="load_markets", **kw)
     added: dict[str, int] = {}
     for s in symbols:
@@ -63,8 +68,8 @@ def download_funding(
                 if since >= until:
                     break
                 page = _call_with_retry(
-                    lambda since=since, until=until, u=unified: ex.fetch_funding_rate_history(
-                        u, since, PAGE, {"endTime": until - 1}
+                    functools.partial(
+                        ex.fetch_funding_rate_history, unified, since, PAGE, {"endTime": until - 1}
                     ),
                     what=f"{sid} funding from {since}",
                     **kw,

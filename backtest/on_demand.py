@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from backtest.download import MINUTE_MS, read_rows
 
@@ -75,7 +76,7 @@ def ensure_data(
     from backtest.download_funding import download_funding
 
     folder.mkdir(parents=True, exist_ok=True)
-    kw = {"base_url": base_url, "max_retries": max_retries}
+    kw: dict[str, Any] = {"base_url": base_url, "max_retries": max_retries}
     download_candles(todo, start_ms, end, folder, progress=progress, **kw)
     download_funding(todo, start_ms, end, folder, **kw)
     return todo

@@ -27,6 +27,7 @@ from .risk import Party, RiskEngine
 from .scenario import Scenario
 
 if TYPE_CHECKING:
+    from .host import VenueHost
     from .server import Venue
 
 __all__ = ["VenueRisk", "adl_quantile", "binance_adl_quantile", "quantile_of_rank"]
@@ -133,7 +134,7 @@ class VenueRisk:
         return {**self.engine.result(close).as_dict(), "venue_deleverages": self.booked}
 
 
-def adl_quantile(venue: Venue, api_key: str, symbol: str, side: int) -> tuple[int, int, int]:
+def adl_quantile(venue: VenueHost, api_key: str, symbol: str, side: int) -> tuple[int, int, int]:
     """(Binance quantile 0..4, rank 1 = first, of how many) of the account's position on
     ``side`` of ``symbol``: among the scenario's positions on that side when the venue runs
     one on this symbol, else among the venue's accounts. (0, 0, 0) without a position."""
@@ -164,7 +165,7 @@ def adl_quantile(venue: Venue, api_key: str, symbol: str, side: int) -> tuple[in
     return 0, 0, 0
 
 
-def binance_adl_quantile(venue: Venue, acct: Any, api_key: str, symbol: str | None) -> list:
+def binance_adl_quantile(venue: VenueHost, acct: Any, api_key: str, symbol: str | None) -> list:
     """``GET /fapi/v1/adlQuantile``: for each symbol with a position, ``LONG`` and ``SHORT``
     (hedge mode; ``HEDGE`` is only a sign) or ``BOTH`` (one-way mode, LONG and SHORT 0)."""
     out = []

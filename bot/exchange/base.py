@@ -45,6 +45,8 @@ class ExchangeAdapter(Protocol):
     fill_cursor: str
     #: True when the private stream needs a REST listen key (Binance)
     uses_listen_key: bool
+    #: (lowest, highest) of the exchange's published ADL rank; the highest is deleveraged first
+    adl_scale: tuple[int, int]
     #: REST calls made (for tests and the log)
     requests: int
     #: our client ids on the wire (generations where the exchange never reuses an id)

@@ -443,7 +443,7 @@ class RestApi:
     def adl_quantile(self, params: dict[str, str], key: str) -> list:
         """Binance's ADL quantile (0..4, 4 = deleveraged first) of each symbol with a position,
         from the venue's ranking (:func:`.risk_loop.adl_quantile`)."""
-        from .risk_loop import binance_adl_quantile
+        from backtest.venue.risk_loop import binance_adl_quantile
 
         acct = self.eng.account(key)
         want = self._symbol(params) if params.get("symbol") else None

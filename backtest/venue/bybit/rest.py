@@ -412,6 +412,7 @@ class BybitRestApi:
         """The funding the venue charged (as ``GET /fapi/v1/fundingRate``), newest first."""
         self._category(params)
         symbol = self._symbol(params)
+        assert symbol is not None  # required=True raised otherwise
         limit = _int(params, "limit", 200) or 200
         if not 1 <= limit <= 200:
             raise BybitError(10001, "params error: limit must be 1..200")
@@ -526,7 +527,7 @@ class BybitRestApi:
             cum_realised=self.ledger.position(acct, symbol, position_side),
         )
         if p.amount != 0.0:  # 1..5 (5: deleveraged first) from the venue's ranking; 0: none
-            from .risk_loop import adl_quantile
+            from backtest.venue.risk_loop import adl_quantile
 
             side = 1 if p.amount > 0 else -1
             q = adl_quantile(self.venue, acct.api_key, symbol, side)[0]
