@@ -545,6 +545,7 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_UNSTUCK_LOSS_ALLOWANCE_PCT] = side.unstuck_loss_allowance_pct
     a[P.P_EMA_SPAN_0] = side.ema_span_0
     a[P.P_EMA_SPAN_1] = side.ema_span_1
+    a[P.P_TOTAL_WALLET_EXPOSURE_LIMIT] = side.total_wallet_exposure_limit
     return a
 
 

@@ -27,7 +27,9 @@ P_UNSTUCK_EMA_DIST = 12
 P_UNSTUCK_LOSS_ALLOWANCE_PCT = 13
 P_EMA_SPAN_0 = 14
 P_EMA_SPAN_1 = 15
-N_PARAMS = 16
+# The side's total limit (all its positions): Passivbot scales the unstuck loss allowance by it.
+P_TOTAL_WALLET_EXPOSURE_LIMIT = 16
+N_PARAMS = 17
 
 # Market (exchange) constraints: market[...]
 M_QTY_STEP = 0
