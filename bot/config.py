@@ -44,6 +44,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_config",
+    "read_hjson",
     "check_config_leverage",
     "side_params_array",
 ]
@@ -474,6 +475,12 @@ def load_config(path: str | Path) -> Config:
 
     Bounded: only a regular file of at most MAX_CONFIG_BYTES is read; binary or UTF-16 text,
     a key given twice, absurd numbers and absurd nesting are ConfigErrors naming the file."""
+    return parse_config(read_hjson(path), str(path))
+
+
+def read_hjson(path: str | Path) -> Any:
+    """The parsed content of an hjson (or JSON) file, read with :func:`load_config`'s bounds
+    and checks but not validated as a gridbot config (``gridbot import`` reads Passivbot's)."""
     p = Path(path)
     raw = read_file(p, what="config", limit=MAX_CONFIG_BYTES)
     text = decode_text(raw, str(p), "config")
@@ -491,7 +498,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: a number too large for a float{where} (like 1e999)") from None
     except Exception as exc:  # the parser's own failure on garbage: still not valid hjson
         raise ConfigError(f"{p}: not valid hjson: {type(exc).__name__}: {exc}") from None
-    return parse_config(data, str(p))
+    return data
 
 
 def config_to_dict(config: Config) -> dict:
