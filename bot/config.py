@@ -56,6 +56,7 @@ KNOWN_METRICS = (
     "final_equity",
     "gain",
     "adg",
+    "daily_gain_mean",
     "mdg",
     "sharpe_ratio",
     "sortino_ratio",
