@@ -50,6 +50,7 @@ from bot.core.book import (
     liquidation_prices,
 )
 from bot.core.ema import ema_alphas, ema_update
+from bot.core.enforce import exposure_close
 from bot.core.grid import (
     close_grid,
     entry_grid,
@@ -451,6 +452,12 @@ def _kernel(  # noqa: PLR0913, PLR0915
                                 prev_close, prev_close, emas[s, j], markets[s], prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
+                                hit_side[j] = True
+                            eq, ep = exposure_close(
+                                side, ord_balance, osz[j, s], opp[j, s], prev_close, prev_close,
+                                markets[s], prm,
+                            )  # fmt: skip
+                            if eq > 0.0 and ((side > 0 and hi > ep) or (side < 0 and lo < ep)):
                                 hit_side[j] = True
                     if not (hit_side[0] or hit_side[1]):
                         continue

@@ -117,6 +117,7 @@ class SideConfig(_Strict):
     unstuck_close_pct: float = Field(0.05, ge=0.0, le=1.0)
     unstuck_ema_dist: float = Field(0.0, ge=-0.1, le=0.5)
     unstuck_loss_allowance_pct: float = Field(0.02, ge=0.0, le=1.0)
+    enforce_exposure_limit: bool = False
 
     @property
     def wallet_exposure_limit(self) -> float:
@@ -554,6 +555,7 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_EMA_SPAN_0] = side.ema_span_0
     a[P.P_EMA_SPAN_1] = side.ema_span_1
     a[P.P_TOTAL_WALLET_EXPOSURE_LIMIT] = side.total_wallet_exposure_limit
+    a[P.P_ENFORCE_EXPOSURE_LIMIT] = 1.0 if side.enforce_exposure_limit else 0.0
     return a
 
 

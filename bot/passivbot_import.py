@@ -93,11 +93,8 @@ def _side(src: dict, side: str, notes: list[str]) -> dict:
                 f"{where}.{kind}_trailing_grid_ratio = {ratio!r}: trailing {kind}s are not "
                 f"supported (the {kind}_trailing_* keys are dropped; the grid alone is used)"
             )
-    if src.get("enforce_exposure_limit") not in (None, False):
-        notes.append(
-            f"{where}.enforce_exposure_limit = {src['enforce_exposure_limit']!r}: no auto-reduce "
-            f"of a position past its limit (entries never pass it)"
-        )
+    if "enforce_exposure_limit" in src:
+        out["enforce_exposure_limit"] = src["enforce_exposure_limit"]
     done.add("enforce_exposure_limit")
     for key in sorted(set(src) - done):
         if key.startswith("filter_"):

@@ -15,6 +15,7 @@ from bot.core.params import (
     KIND_CLOSE_GRID,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
+    KIND_EXPOSURE_LIMIT,
     KIND_UNSTUCK,
     LONG,
     MAX_ORDERS,
@@ -273,3 +274,32 @@ def test_ideal_orders_unstuck_then_the_close_grid_over_the_rest() -> None:
     # up), 4.447 -> 100.95 (.9447), 1.947 -> 100.70 (.6947)
     assert c[:, 1].tolist() == [100.70, 100.95, 101.2, 101.45]
     assert round(-c[:, 0].sum(), 9) == 9.447
+
+
+# ---------------------------------------------------------------------------------------------
+# enforce_exposure_limit: a position more than 1% past its WEL is brought back to it.
+
+
+def test_exposure_limit_enforced_at_the_book() -> None:
+    from bot.core.enforce import exposure_close
+
+    on = params_of(enforce_exposure_limit=True)
+    off = params_of()
+    # Balance fell to 900 under long 10 @ 100 (WE 1.111 > 1.01 x WEL 1): 10 - 900 / 100 = 1.0
+    # coin closes at the ask.
+    assert exposure_close(LONG, 900.0, 10.0, 100.0, 95.0, 95.01, FINE, on) == (1.0, 95.01)
+    assert exposure_close(SHORT, 900.0, 10.0, 100.0, 105.0, 105.01, FINE, on) == (1.0, 105.0)
+    # Off (the default), or within the 1% tolerance (balance 992: WE 1.008): nothing.
+    assert exposure_close(LONG, 900.0, 10.0, 100.0, 95.0, 95.01, FINE, off) == (0.0, 0.0)
+    assert exposure_close(LONG, 992.0, 10.0, 100.0, 95.0, 95.01, FINE, on) == (0.0, 0.0)
+    # 10 - 985 / 100 = 0.15 past at WE 1.0152: rounded up to the qty step, 0.15.
+    assert exposure_close(LONG, 985.0, 10.0, 100.0, 95.0, 95.01, FINE, on) == (0.15, 95.01)
+    # In the order set: the exposure close first, then the close grid over the 9 coins left.
+    rows = ideal_orders(
+        LONG, 900.0, 900.0, 10.0, 100.0, 95.0, 95.01, np.full(3, 100.0), FINE, on
+    )  # fmt: skip
+    kinds = rows[:, 2].tolist()
+    assert KIND_EXPOSURE_LIMIT in kinds
+    assert not any(k in (KIND_ENTRY_INITIAL, KIND_ENTRY_GRID) for k in kinds)
+    closes_left = rows[rows[:, 2] == KIND_CLOSE_GRID]
+    assert round(-closes_left[:, 0].sum(), 9) == 9.0

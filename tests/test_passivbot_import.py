@@ -185,12 +185,13 @@ def test_what_cannot_carry_over_is_named(tmp_path: Path) -> None:
     for text in (
         "bot.long.entry_grid_spacing_volatility_weight = 2.5",
         "bot.long.entry_trailing_grid_ratio = 0.5",
-        "bot.long.enforce_exposure_limit = True",
         "bot.long.close_grid_markup_end 0.005 < close_grid_markup_start 0.02",
         "live.approved_coins: different coins per side",
     ):
         assert text in err, (text, err)
     assert out.startswith("# imported from Passivbot config")
+    (tmp_path / "ours.hjson").write_text(out)
+    assert load_config(tmp_path / "ours.hjson").bot.long.enforce_exposure_limit is True
 
 
 def test_strict_refuses_and_writes_nothing(tmp_path: Path) -> None:

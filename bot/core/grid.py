@@ -15,10 +15,12 @@ import numpy as np
 from numba import njit
 
 from bot.core.ema import ema_band
+from bot.core.enforce import exposure_close
 from bot.core.params import (
     KIND_CLOSE_GRID,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
+    KIND_EXPOSURE_LIMIT,
     KIND_UNSTUCK,
     M_MIN_COST,
     M_MIN_QTY,
@@ -436,16 +438,23 @@ def ideal_orders_into(
             side, balance, pos_size, pos_price, bid, ask, emas, market, params, out, 0,
             entry_stop_price,
         )  # fmt: skip
-    uq, up = unstuck_order(
-        side, balance, balance_peak, pos_size, pos_price, bid, ask, emas, market, params
-    )
     left = pos_size
+    eq, ep = exposure_close(side, balance, pos_size, pos_price, bid, ask, market, params)
+    if eq > 0.0:
+        out[n, 0] = -eq * side
+        out[n, 1] = ep
+        out[n, 2] = KIND_EXPOSURE_LIMIT
+        n += 1
+        left = round_nearest(pos_size - eq, market[M_QTY_STEP])
+    uq, up = unstuck_order(
+        side, balance, balance_peak, left, pos_price, bid, ask, emas, market, params
+    )
     if uq > 0.0:
         out[n, 0] = -uq * side
         out[n, 1] = up
         out[n, 2] = KIND_UNSTUCK
         n += 1
-        left = round_nearest(pos_size - uq, market[M_QTY_STEP])
+        left = round_nearest(left - uq, market[M_QTY_STEP])
     return close_grid(side, balance, left, pos_price, bid, ask, market, params, out, n)
 
 
@@ -465,8 +474,8 @@ def ideal_orders(
 ) -> np.ndarray:
     """The orders one position side should have open now: rows [signed qty, price, kind].
 
-    Entries (nearest first), then the unstuck close if any, then the close grid over what the
-    unstuck close leaves. A disabled side places no entries but still closes what it holds;
+    Entries (nearest first), then the exposure-limit close if any (:mod:`bot.core.enforce`),
+    then the unstuck close if any, then the close grid over what those leave. A disabled side places no entries but still closes what it holds;
     a flat side with ``may_open`` False (no free position slot, see :func:`opening_slots`)
     places nothing. This is the function both the live bot and the backtester call.
     """
