@@ -38,6 +38,7 @@ from bot.core.params import (
     KIND_CLOSE_GRID,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
+    KIND_EXPOSURE_LIMIT,
     KIND_UNSTUCK,
     LONG,
     M_MIN_COST,
@@ -56,7 +57,7 @@ PROPS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 ENTRY_KINDS = (KIND_ENTRY_INITIAL, KIND_ENTRY_GRID)
-CLOSE_KINDS = (KIND_CLOSE_GRID, KIND_UNSTUCK)
+CLOSE_KINDS = (KIND_CLOSE_GRID, KIND_UNSTUCK, KIND_EXPOSURE_LIMIT)
 REL = 1e-9  # float noise allowed on money comparisons
 
 
@@ -98,6 +99,8 @@ def side_configs(draw: st.DrawFn) -> SideConfig:
     for name, field in SideConfig.model_fields.items():
         if name == "enabled":
             kw[name] = draw(st.sampled_from([True, True, True, False]))
+        elif name == "enforce_exposure_limit":
+            kw[name] = draw(st.booleans())
         elif name == "n_positions":
             kw[name] = draw(st.one_of(st.integers(1, 10), st.integers(1, 1000)))
         elif name == "total_wallet_exposure_limit":
@@ -242,13 +245,14 @@ def test_entries_and_closes_sit_on_the_right_side_in_order(s: dict) -> None:
     orders = orders_of(s)
     entries = orders[np.isin(orders[:, 2], ENTRY_KINDS)]
     closes = orders[orders[:, 2] == KIND_CLOSE_GRID]
-    unstuck = orders[orders[:, 2] == KIND_UNSTUCK]
+    # the unstuck and exposure-limit closes, both at the book
+    unstuck = orders[np.isin(orders[:, 2], (KIND_UNSTUCK, KIND_EXPOSURE_LIMIT))]
     assert len(entries) + len(closes) + len(unstuck) == len(orders)
     # Entries add to the position (long buys, short sells), closes reduce it.
     assert np.all(np.sign(entries[:, 0]) == side)
     assert np.all(np.sign(closes[:, 0]) == -side)
     assert np.all(np.sign(unstuck[:, 0]) == -side)
-    assert len(unstuck) <= 1
+    assert len(unstuck) <= 2
     ep, cp = entries[:, 1], closes[:, 1]
     if side == LONG:
         assert np.all(ep <= s["bid"])
