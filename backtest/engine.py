@@ -50,16 +50,19 @@ from bot.core.book import (
     liquidation_prices,
 )
 from bot.core.ema import ema_alphas, ema_update
+from bot.core.enforce import exposure_close
 from bot.core.grid import (
     close_grid,
     entry_grid,
     ideal_orders_into,
     initial_entry_price,
     opening_slots,
+    partial_entry_bound,
     unstuck_order,
 )
 from bot.core.margin import account_at_risk, account_equity_margin
 from bot.core.params import (
+    KIND_ENTRY_INITIAL,
     KIND_LIQUIDATION,
     KIND_OUTSIDE,
     M_MIN_COST,
@@ -155,8 +158,8 @@ def _triggers(
     market: np.ndarray,
     params: np.ndarray,
     buf: np.ndarray,
-) -> tuple[float, float]:
-    """(nearest entry, nearest close) of a position before the book clamp, from the core.
+) -> tuple[float, float, float]:
+    """(nearest entry, nearest close, partial bound) of a position before the book clamp.
 
     The core places a long's entries at min(bid, level) and its closes at max(ask, level)
     (a short mirrored). The levels depend only on the position and the balance, so they are
@@ -164,7 +167,8 @@ def _triggers(
     (see :func:`_reached`). When no entry level fits under the limit at the unclamped price
     but the position is below its limit, one might at a better clamped price: the entry is
     then "at the bid" (inf for a long, 0 for a short), so any candle below the previous close
-    asks the core.
+    asks the core. Below the partial bound (:func:`partial_entry_bound`) the next entry is the
+    rest of the initial entry, priced off the EMAs, which move every candle: see :func:`_reached`.
     """
     no_entry = _NO_ORDER_LOW if side > 0 else _NO_ORDER_HIGH
     no_close = _NO_ORDER_HIGH if side > 0 else _NO_ORDER_LOW
@@ -174,7 +178,9 @@ def _triggers(
         side, balance, size, pos_price, np.inf, 0.0, emas, market, params, buf, 0, stop, 1
     )
     room = params[P_WALLET_EXPOSURE_LIMIT] * balance - size * pos_price  # quote under the limit
-    if n > 0:
+    if n > 0 and buf[0, 2] == KIND_ENTRY_INITIAL:
+        entry = np.inf if side > 0 else 0.0  # a partial initial entry: priced off the EMAs
+    elif n > 0:
         entry = buf[0, 1]
     elif room >= market[M_MIN_COST] * (1.0 - 1e-6) and room > 0.0:
         entry = np.inf if side > 0 else 0.0
@@ -184,19 +190,24 @@ def _triggers(
         entry = no_entry
     n = close_grid(side, balance, size, pos_price, np.inf, 0.0, market, params, buf, 0)
     close = buf[0, 1] if n > 0 else no_close
-    return entry, close
+    return entry, close, partial_entry_bound(balance, size, market, params)
 
 
 @njit(cache=True)
 def _reached(
-    side: int, entry: float, close: float, prev_close: float, high: float, low: float
-) -> bool:
+    side: int, entry: float, close: float, partial: float, prev_close: float, high: float,
+    low: float,
+) -> bool:  # fmt: skip
     """Can the candle fill the position's nearest entry or close (cached levels clamped to the
     previous close, as the core clamps them to bid / ask)? Conservative: a clamped order sits
     at or beyond the previous close, so asking when the candle passes it never misses a fill;
-    an unclamped one is exactly the cached level."""
+    an unclamped one is exactly the cached level. A partial initial entry sits below the
+    partial bound (long; at or beyond the book) or at or above the previous close (short, when
+    the bound lies above it), wherever the EMAs put it."""
     if side > 0:
-        return low < min(entry, prev_close) or high > max(close, prev_close)
+        return low < min(max(entry, partial), prev_close) or high > max(close, prev_close)
+    if partial > prev_close:
+        entry = prev_close
     return high > max(entry, prev_close) or low < min(close, prev_close)
 
 
@@ -300,6 +311,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     # cached triggers, valid while ``dirty`` is False
     entry_trig = np.zeros((n_sym, 2))
     close_trig = np.zeros((n_sym, 2))
+    part_trig = np.zeros((n_sym, 2))
     dirty = True
 
     out_balance = np.empty(n)
@@ -429,11 +441,14 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                                 hit_side[j] = True
                             continue
                         if recompute:
-                            entry_trig[s, j], close_trig[s, j] = _triggers(
+                            entry_trig[s, j], close_trig[s, j], part_trig[s, j] = _triggers(
                                 side, ord_balance, osz[j, s], opp[j, s], emas[s, j],
                                 markets[s], prm, buf,
                             )  # fmt: skip
-                        if _reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
+                        if _reached(
+                            side, entry_trig[s, j], close_trig[s, j], part_trig[s, j],
+                            prev_close, hi, lo,
+                        ):  # fmt: skip
                             hit_side[j] = True
                         else:
                             uq, up = unstuck_order(
@@ -441,6 +456,12 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                                 prev_close, prev_close, emas[s, j], markets[s], prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
+                                hit_side[j] = True
+                            eq, ep = exposure_close(
+                                side, ord_balance, osz[j, s], opp[j, s], prev_close, prev_close,
+                                markets[s], prm,
+                            )  # fmt: skip
+                            if eq > 0.0 and ((side > 0 and hi > ep) or (side < 0 and lo < ep)):
                                 hit_side[j] = True
                     if not (hit_side[0] or hit_side[1]):
                         continue

@@ -11,13 +11,16 @@ taken at each candle's close. Definitions (the README quotes them):
 - final_balance: wallet balance (realized) at the last candle's close.
 - final_equity: balance + unrealized pnl at the last candle's close.
 - gain: final_equity / starting_balance.
-- adg: average daily gain, the mean of daily equity returns: equity at each UTC day's last
+- adg: average daily gain as Passivbot defines it, geometric: gain ** (1 / n_days) - 1, the
+  constant daily return that compounds to the final equity (-1 when equity ended at or below
+  zero; 0 with no trading day).
+- daily_gain_mean: the arithmetic mean of daily equity returns: equity at each UTC day's last
   candle vs the previous day's (the first day vs the starting balance). Partial first and last
-  days count as days.
+  days count as days. (gridbot's adg before it took Passivbot's meaning.)
 - mdg: median of the same daily returns.
-- sharpe_ratio: mean / standard deviation (population) of the daily returns, not annualized;
+- sharpe_ratio: daily_gain_mean / standard deviation (population) of the daily returns, not annualized;
   0 when the deviation is 0 (e.g. a single day, or no trade).
-- sortino_ratio: mean / downside deviation sqrt(mean(min(r, 0)^2)) of the daily returns, not
+- sortino_ratio: daily_gain_mean / downside deviation sqrt(mean(min(r, 0)^2)) of the daily returns, not
   annualized; 0 when there is no losing day (undefined, like sharpe with zero deviation).
 - drawdown_worst: max over candles of 1 - equity / running max of equity (the running max
   starts at the starting balance); 0..1, above 1 only if equity went negative.
@@ -71,6 +74,7 @@ __all__ = [
     "bankruptcy_prices",
     "compute_metrics",
     "daily_returns",
+    "geometric_daily_gain",
     "longest_runs",
     "wallet_exposures",
 ]
@@ -208,6 +212,15 @@ def _safe(x: object) -> float | int | bool | str | None:
     return f if math.isfinite(f) else None
 
 
+def geometric_daily_gain(gain: float, n_days: float) -> float:
+    """Passivbot's adg: the daily return that compounds to ``gain`` over ``n_days``."""
+    if n_days <= 0.0:
+        return 0.0
+    if gain <= 0.0:
+        return -1.0  # everything lost (or more): no real root
+    return gain ** (1.0 / n_days) - 1.0
+
+
 def compute_metrics(run: BacktestRun) -> Metrics:
     """KNOWN_METRICS of ``bot.config`` plus EXTRA_METRICS for one run (see the module doc)."""
     out = run.output
@@ -225,12 +238,15 @@ def compute_metrics(run: BacktestRun) -> Metrics:
 
     # returns and drawdown
     r = daily_returns(ts, equity, sb)
-    adg = float(r.mean()) if r.size else 0.0
+    mean_gain = float(r.mean()) if r.size else 0.0
     mdg = float(np.median(r)) if r.size else 0.0
     std = float(r.std()) if r.size else 0.0
-    sharpe = adg / std if std > 0.0 else 0.0
+    sharpe = mean_gain / std if std > 0.0 else 0.0
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if r.size else 0.0
-    sortino = adg / downside if downside > 0.0 else 0.0
+    sortino = mean_gain / downside if downside > 0.0 else 0.0
+    n_days = len(ts) * tf / DAY_MS
+    gain = (float(out.equity[-1]) if len(out.equity) else sb) / sb
+    adg = geometric_daily_gain(gain, n_days)
     peak = np.maximum.accumulate(np.r_[sb, equity])[1:]
     with np.errstate(divide="ignore", invalid="ignore"):
         dd = np.where(peak > 0.0, 1.0 - equity / peak, 0.0)
@@ -267,6 +283,7 @@ def compute_metrics(run: BacktestRun) -> Metrics:
         "final_balance": float(out.balance[-1]) if len(out.balance) else sb,
         "final_equity": float(out.equity[-1]) if len(out.equity) else sb,
         "adg": adg,
+        "daily_gain_mean": mean_gain,
         "mdg": mdg,
         "sharpe_ratio": sharpe,
         "sortino_ratio": sortino,
@@ -284,8 +301,8 @@ def compute_metrics(run: BacktestRun) -> Metrics:
         "liquidated": liq_k >= 0,
         "liquidation_time": format_ms(int(ts_all[liq_k])) if liq_k >= 0 else None,
         "starting_balance": sb,
-        "n_days": len(ts) * tf / DAY_MS,
+        "n_days": n_days,
         "realized_pnl": float(out.realized_pnl),
     }
-    values["gain"] = values["final_equity"] / sb  # type: ignore[operator]
+    values["gain"] = gain
     return {k: _safe(values[k]) for k in (*KNOWN_METRICS, *EXTRA_METRICS)}

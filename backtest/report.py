@@ -50,6 +50,7 @@ from bot.core.params import (
     KIND_CLOSE_GRID,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
+    KIND_EXPOSURE_LIMIT,
     KIND_LIQUIDATION,
     KIND_NAMES,
     KIND_UNSTUCK,
@@ -415,7 +416,7 @@ def worst_day(run: BacktestRun, s: int) -> tuple[int, str]:
 _MARKERS = (  # kinds, label, marker, color
     ((KIND_ENTRY_INITIAL, KIND_ENTRY_GRID), "entry", "^", "tab:green"),
     ((KIND_CLOSE_GRID,), "close", "v", "tab:red"),
-    ((KIND_UNSTUCK,), "unstuck", "D", "tab:orange"),
+    ((KIND_UNSTUCK, KIND_EXPOSURE_LIMIT), "unstuck / exposure limit", "D", "tab:orange"),
     ((KIND_LIQUIDATION,), "liquidation", "X", "black"),
 )
 

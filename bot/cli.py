@@ -32,7 +32,10 @@ COMMANDS = (
     "vault",
     "exchange-sim",
     "soak",
+    "import",
 )
+# Commands whose module is not named after them (``import`` is a Python keyword).
+_MODULES = {"import": "pb_import"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
-            mod_name = f"bot.commands.{name.replace('-', '_')}"
+            mod_name = f"bot.commands.{_MODULES.get(name, name.replace('-', '_'))}"
             module = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
             if exc.name == mod_name:

@@ -45,6 +45,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_config",
+    "read_hjson",
     "check_config_leverage",
     "side_params_array",
 ]
@@ -56,6 +57,7 @@ KNOWN_METRICS = (
     "final_equity",
     "gain",
     "adg",
+    "daily_gain_mean",
     "mdg",
     "sharpe_ratio",
     "sortino_ratio",
@@ -116,6 +118,7 @@ class SideConfig(_Strict):
     unstuck_close_pct: float = Field(0.05, ge=0.0, le=1.0)
     unstuck_ema_dist: float = Field(0.0, ge=-0.1, le=0.5)
     unstuck_loss_allowance_pct: float = Field(0.02, ge=0.0, le=1.0)
+    enforce_exposure_limit: bool = False
 
     @property
     def wallet_exposure_limit(self) -> float:
@@ -477,6 +480,12 @@ def load_config(path: str | Path) -> Config:
 
     Bounded: only a regular file of at most MAX_CONFIG_BYTES is read; binary or UTF-16 text,
     a key given twice, absurd numbers and absurd nesting are ConfigErrors naming the file."""
+    return parse_config(read_hjson(path), str(path))
+
+
+def read_hjson(path: str | Path) -> Any:
+    """The parsed content of an hjson (or JSON) file, read with :func:`load_config`'s bounds
+    and checks but not validated as a gridbot config (``gridbot import`` reads Passivbot's)."""
     p = Path(path)
     raw = read_file(p, what="config", limit=MAX_CONFIG_BYTES)
     text = decode_text(raw, str(p), "config")
@@ -494,7 +503,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: a number too large for a float{where} (like 1e999)") from None
     except Exception as exc:  # the parser's own failure on garbage: still not valid hjson
         raise ConfigError(f"{p}: not valid hjson: {type(exc).__name__}: {exc}") from None
-    return parse_config(data, str(p))
+    return data
 
 
 def config_to_dict(config: Config) -> dict:
@@ -548,6 +557,8 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_UNSTUCK_LOSS_ALLOWANCE_PCT] = side.unstuck_loss_allowance_pct
     a[P.P_EMA_SPAN_0] = side.ema_span_0
     a[P.P_EMA_SPAN_1] = side.ema_span_1
+    a[P.P_TOTAL_WALLET_EXPOSURE_LIMIT] = side.total_wallet_exposure_limit
+    a[P.P_ENFORCE_EXPOSURE_LIMIT] = 1.0 if side.enforce_exposure_limit else 0.0
     return a
 
 

@@ -409,3 +409,28 @@ def url(text: str) -> str:
         return check_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def new_file(text: str) -> str:
+    """An argparse ``type``: a path to write a new file at (its folder exists, nothing is there
+    yet: an existing file is never overwritten)."""
+    if not text.strip() or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+    try:
+        p = Path(text).expanduser()
+        resolved = p.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a usable path: {exc}") from None
+    for sysdir in _SYSTEM_DIRS:
+        if resolved.is_relative_to(sysdir):
+            raise argparse.ArgumentTypeError(f"{text!r}: {sysdir} is a system folder")
+    try:
+        if p.exists() or p.is_symlink():
+            raise argparse.ArgumentTypeError(f"{text!r} already exists; give a new file name")
+        if not resolved.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r}: folder {resolved.parent} does not exist")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc.strerror or exc}") from None
+    if not os.access(resolved.parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write into {resolved.parent}")
+    return text

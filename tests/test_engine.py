@@ -62,7 +62,7 @@ def test_entry_reentry_and_take_profit_worked_by_hand():
             (1000, 1000, 1000, 1000),  # EMAs start at 1000
             (1000, 1000, 999, 999),  # initial entry: min(bid 1000, ema 1000) = 1000, low 999 < 1000
             (999, 1000, 975, 990),  # re-entry at 1000 * (1 - 0.02) = 980 fills; 970.1 does not
-            (990, 1005, 988, 1000),  # take-profit at 989.90099 * 1.012 -> 1001.8 fills
+            (990, 1005, 988, 1000),  # take-profit at 989.99500 * 1.012 -> 1001.9 fills
             (1000, 1000, 1000, 1000),  # flat again; the new initial entry is not reached
         ]
     )
@@ -73,19 +73,21 @@ def test_entry_reentry_and_take_profit_worked_by_hand():
     assert f[0, F_QTY] == pytest.approx(1.0) and f[0, F_PRICE] == pytest.approx(1000.0)
     assert f[0, F_FEE] == pytest.approx(0.2)
     assert f[0, F_BALANCE] == pytest.approx(9999.8)
-    # re-entry: qty = max(round(9999.8 * 0.1 / 980, 0.001) = 1.02, 1.0 * ddf 1) = 1.02 at 980
-    assert f[1, F_QTY] == pytest.approx(1.02) and f[1, F_PRICE] == pytest.approx(980.0)
-    assert f[1, F_FEE] == pytest.approx(1.02 * 980 * 0.0002)
-    assert f[1, F_POS_SIZE] == pytest.approx(2.02)
-    assert f[1, F_POS_PRICE] == pytest.approx(1999.6 / 2.02)
-    # bankruptcy price of that position: (2.02 * 989.90 - 9999.60008) / 2.02 < 0 -> 0
-    assert bankruptcy_price(f[1, F_BALANCE], 2.02, f[1, F_POS_PRICE], 0.0, 0.0) == 0.0
-    # take-profit: 2.02 sold at 1001.8; pnl = 2.02 * 1001.8 - 1999.6 = 24.036
-    assert f[2, F_QTY] == pytest.approx(-2.02) and f[2, F_PRICE] == pytest.approx(1001.8)
-    assert f[2, F_PNL] == pytest.approx(24.036)
-    fees = 0.2 + 1.02 * 980 * 0.0002 + 2.02 * 1001.8 * 0.0002
+    # re-entry at 980: qty = max(1.0 * ddf 1, the initial qty at the book's price (the previous
+    # close, 999, as Passivbot): round(9999.8 * 0.1 / 999, 0.001) = 1.001) = 1.001
+    assert f[1, F_QTY] == pytest.approx(1.001) and f[1, F_PRICE] == pytest.approx(980.0)
+    assert f[1, F_FEE] == pytest.approx(1.001 * 980 * 0.0002)
+    assert f[1, F_POS_SIZE] == pytest.approx(2.001)
+    assert f[1, F_POS_PRICE] == pytest.approx(1980.98 / 2.001)
+    # bankruptcy price of that position: (2.001 * 989.995 - 9999.6) / 2.001 < 0 -> 0
+    assert bankruptcy_price(f[1, F_BALANCE], 2.001, f[1, F_POS_PRICE], 0.0, 0.0) == 0.0
+    # take-profit (markup range 0: all at the minimum markup): 989.995 * 1.012 = 1001.87494
+    # -> 1001.9 (BTCUSDT's 0.1 step, up); pnl = 2.001 * 1001.9 - 1980.98 = 23.8219
+    assert f[2, F_QTY] == pytest.approx(-2.001) and f[2, F_PRICE] == pytest.approx(1001.9)
+    assert f[2, F_PNL] == pytest.approx(23.8219)
+    fees = 0.2 + 1.001 * 980 * 0.0002 + 2.001 * 1001.9 * 0.0002
     assert run.output.fees_paid == pytest.approx(fees)
-    assert run.output.balance[-1] == pytest.approx(10_000 + 24.036 - fees)
+    assert run.output.balance[-1] == pytest.approx(10_000 + 23.8219 - fees)
     assert run.output.equity[-1] == pytest.approx(run.output.balance[-1])
     assert run.output.liquidated_k == -1
 

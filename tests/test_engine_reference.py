@@ -124,6 +124,24 @@ CASES = {
         },
     ),
     "default config, 3 coins": (["BTCUSDT", "ETHUSDT", "DOGEUSDT"], "configs/default.hjson"),
+    # unstuck losses shrink the balance under full positions: the enforcer brings them back
+    "exposure limit enforced": (
+        ["BTCUSDT", "ETHUSDT", "DOGEUSDT"],
+        {
+            "bot": {
+                "long": tight_grid(
+                    n_positions=3,
+                    total_wallet_exposure_limit=1.5,
+                    unstuck_threshold=0.5,
+                    unstuck_close_pct=0.3,
+                    unstuck_ema_dist=-0.002,
+                    unstuck_loss_allowance_pct=0.1,
+                    enforce_exposure_limit=True,
+                ),
+                "short": {"enabled": False},
+            }
+        },
+    ),
 }
 
 
@@ -131,6 +149,7 @@ CASES_KINDS = {
     "default config, 3 coins": {"entry_initial", "entry_grid", "close"},
     "tight grid both sides, BTC+DOGE": {"entry_initial", "entry_grid", "close"},
     "unstuck and n_positions 1 of 3": {"entry_initial", "entry_grid", "close", "unstuck"},
+    "exposure limit enforced": {"entry_grid", "close", "unstuck", "exposure_limit"},
 }
 
 

@@ -137,6 +137,14 @@ def backtest_config() -> Path:
     return path
 
 
+def passivbot_config() -> Path:
+    path = SCRATCH / "fuzz-passivbot.json"
+    if not path.exists():
+        side = {"n_positions": 2, "total_wallet_exposure_limit": 1.0, "filter_rolling_window": 60}
+        path.write_text(json.dumps({"bot": {"long": side}, "live": {"approved_coins": ["BTC"]}}))
+    return path
+
+
 MISSING = str(SCRATCH / "no-such-config.hjson")
 NOWHERE = str(SCRATCH / "no-such-candles")
 # What keeps each command bounded: before the fuzzed flags (which may override it) and after
@@ -161,6 +169,7 @@ COMMANDS = {
     "vault": (["status"], [str(SCRATCH / "no-such-ledger.db")]),
     "exchange-sim": ([MISSING], ["--data", NOWHERE]),
     "soak": ([MISSING], ["--data", NOWHERE]),
+    "import": ([str(passivbot_config())], []),
 }
 
 

@@ -151,13 +151,16 @@ def test_daily_gains_on_three_days():
     eq[23], eq[24:47], eq[47] = 110.0, 104.0, 99.0
     eq[48:71], eq[71] = 103.0, 108.9
     m = compute_metrics(make_run(n=72, equity=eq))
-    # daily returns +10 %, -10 %, +10 %
-    assert m["adg"] == pytest.approx(0.1 / 3)
+    # daily returns +10 %, -10 %, +10 %: arithmetic mean 0.1 / 3
+    assert m["daily_gain_mean"] == pytest.approx(0.1 / 3)
+    # Passivbot's adg is geometric: 1.089 ** (1/3) - 1 = 0.0288276 (1.1 x 0.9 x 1.1 = 1.089)
+    assert m["adg"] == pytest.approx(1.089 ** (1 / 3) - 1)
+    assert m["adg"] == pytest.approx(0.0288276, abs=1e-7)
     assert m["mdg"] == pytest.approx(0.1)
     assert m["sharpe_ratio"] == pytest.approx((0.1 / 3) / math.sqrt(0.08 / 9))
     assert m["sortino_ratio"] == pytest.approx((0.1 / 3) / math.sqrt(0.01 / 3))
     assert m["drawdown_worst"] == pytest.approx(1 - 99 / 110)
-    assert m["calmar_ratio"] == pytest.approx((0.1 / 3) / (1 - 99 / 110))
+    assert m["calmar_ratio"] == pytest.approx((1.089 ** (1 / 3) - 1) / (1 - 99 / 110))
     assert m["n_days"] == pytest.approx(3.0)
     assert m["gain"] == pytest.approx(1.089)
 
@@ -166,6 +169,7 @@ def test_two_days_of_equal_gain_have_zero_deviation():
     eq = np.r_[np.full(24, 110.0), np.full(24, 121.0)]
     m = compute_metrics(make_run(n=48, equity=eq))
     assert m["adg"] == pytest.approx(0.1) and m["mdg"] == pytest.approx(0.1)
+    assert m["daily_gain_mean"] == pytest.approx(0.1)  # equal days: both means agree
     assert m["sharpe_ratio"] == 0.0  # std 0: defined as 0
     assert m["sortino_ratio"] == 0.0  # no losing day: defined as 0
 
@@ -175,7 +179,15 @@ def test_warmup_days_are_not_counted():
     eq = np.r_[np.full(24, 100.0), np.full(24, 110.0), np.full(24, 104.5)]
     m = compute_metrics(make_run(n=72, equity=eq, trade_start=24))
     assert m["n_days"] == pytest.approx(2.0)
-    assert m["adg"] == pytest.approx((0.10 - 0.05) / 2)
+    assert m["daily_gain_mean"] == pytest.approx((0.10 - 0.05) / 2)
+    assert m["adg"] == pytest.approx(1.045**0.5 - 1)  # 1.1 x 0.95 over 2 days
+
+
+def test_adg_of_a_total_loss_is_minus_one():
+    eq = np.r_[np.full(24, 50.0), np.full(24, -5.0)]
+    m = compute_metrics(make_run(n=48, equity=eq))
+    assert m["adg"] == -1.0
+    assert m["daily_gain_mean"] == pytest.approx((-0.5 + -1.1) / 2)
 
 
 def test_daily_returns_split_on_utc_midnight():

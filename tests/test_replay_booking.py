@@ -39,6 +39,9 @@ OVER_LEVERED = {
             "n_positions": 1,
             "entry_grid_spacing_pct": 0.005,
             "entry_initial_qty_pct": 0.05,
+            # no unstucking: its loss allowance (x TWEL 8, as Passivbot's) would sell the
+            # position down before the crash, and this scenario is about the liquidation
+            "unstuck_close_pct": 0.0,
         }
     },
 }

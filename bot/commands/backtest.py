@@ -139,7 +139,7 @@ def _fmt(key: str, v: object) -> str:
     if isinstance(v, bool):
         return "YES" if v else "no"
     if isinstance(v, float):
-        if key in ("adg", "mdg", "drawdown_worst"):
+        if key in ("adg", "daily_gain_mean", "mdg", "drawdown_worst"):
             return f"{v * 100:.4f} %"
         if key.endswith("_hours_max") or key.startswith("hours_"):
             return f"{v:.1f} h"

@@ -30,6 +30,7 @@ from bot.core.grid import (
     ideal_orders_into,
     initial_entry_price,
     opening_slots,
+    partial_entry_bound,
     unstuck_order,
 )
 from bot.core.guard import entries_within_limit, exposure_if_filled
@@ -80,6 +81,7 @@ __all__ = [
     "min_entry_qty",
     "opening_slots",
     "order_fills",
+    "partial_entry_bound",
     "round_dn",
     "round_nearest",
     "round_up",

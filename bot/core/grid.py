@@ -15,10 +15,12 @@ import numpy as np
 from numba import njit
 
 from bot.core.ema import ema_band
+from bot.core.enforce import exposure_close
 from bot.core.params import (
     KIND_CLOSE_GRID,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
+    KIND_EXPOSURE_LIMIT,
     KIND_UNSTUCK,
     M_MIN_COST,
     M_MIN_QTY,
@@ -36,6 +38,7 @@ from bot.core.params import (
     P_ENTRY_GRID_SPACING_WEIGHT,
     P_ENTRY_INITIAL_EMA_DIST,
     P_ENTRY_INITIAL_QTY_PCT,
+    P_TOTAL_WALLET_EXPOSURE_LIMIT,
     P_UNSTUCK_CLOSE_PCT,
     P_UNSTUCK_EMA_DIST,
     P_UNSTUCK_LOSS_ALLOWANCE_PCT,
@@ -44,18 +47,13 @@ from bot.core.params import (
 )
 from bot.core.rounding import min_entry_qty, round_dn, round_nearest, round_up
 
-# A position within this fraction of its limit counts as full (float noise on WE == WEL).
-_FULL = 1.0 - 1e-9
+# A position within 0.1% of its limit counts as full: no more entries (Passivbot's rule).
+_FULL = 0.999
 
 
 @njit(cache=True)
 def _entry_round(side: int, price: float, step: float) -> float:
     return round_dn(price, step) if side > 0 else round_up(price, step)
-
-
-@njit(cache=True)
-def _close_round(side: int, price: float, step: float) -> float:
-    return round_up(price, step) if side > 0 else round_dn(price, step)
 
 
 @njit(cache=True)
@@ -94,7 +92,7 @@ def _initial_qty(balance: float, price: float, market: np.ndarray, params: np.nd
 
 
 @njit(cache=True)
-def _sized_entry(
+def _crop_to_limit(
     qty: float,
     balance: float,
     size: float,
@@ -103,19 +101,120 @@ def _sized_entry(
     market: np.ndarray,
     wel: float,
 ) -> float:
-    """Crop ``qty`` so that WE lands on the limit; 0.0 when no valid order fits under it.
-
-    When what would remain under the limit after this entry is too small for another order,
-    this entry takes it all now (so the grid ends exactly on the limit, not just short of it).
-    """
+    """``qty`` cropped so that WE lands on the limit, never past it; 0.0 when no valid order
+    fits under it (Passivbot lets a cropped entry end up to 1% past the limit, or further when
+    the exchange minimum is larger: we never pass it)."""
     step = market[M_QTY_STEP]
     min_q = min_entry_qty(price, step, market[M_MIN_QTY], market[M_MIN_COST])
     room = _room_qty(balance, wel, size, pos_price, price, step)
     if room < min_q:
         return 0.0
-    if qty >= room or room - qty < min_q:
-        return room
-    return max(qty, min_q)
+    return min(max(qty, min_q), room)
+
+
+@njit(cache=True)
+def _reentry_price(
+    side: int, balance: float, size: float, pos_price: float, book: float, params: np.ndarray,
+    pstep: float,
+) -> float:  # fmt: skip
+    """Passivbot's grid re-entry price: spacing widened by WE / WEL x weight, never beyond the book."""
+    wel = params[P_WALLET_EXPOSURE_LIMIT]
+    we = size * pos_price / balance
+    dist = params[P_ENTRY_GRID_SPACING_PCT] * (1.0 + we / wel * params[P_ENTRY_GRID_SPACING_WEIGHT])
+    if side > 0:
+        return min(book, round_dn(pos_price * (1.0 - dist), pstep))
+    return max(book, round_up(pos_price * (1.0 + dist), pstep))
+
+
+@njit(cache=True)
+def _reentry_qty(
+    balance: float, size: float, price: float, book: float, market: np.ndarray, params: np.ndarray
+) -> float:
+    """max(position x double_down_factor, the initial qty at the book's price), at least the
+    exchange minimum. The book is the bid (long) / ask (short) for the nearest level and the
+    previous level's price further down a ladder (Passivbot moves its book there)."""
+    qstep = market[M_QTY_STEP]
+    by_ddf = round_nearest(size * params[P_ENTRY_GRID_DOUBLE_DOWN_FACTOR], qstep)
+    min_q = min_entry_qty(price, qstep, market[M_MIN_QTY], market[M_MIN_COST])
+    # No book (0 / inf: the backtester asking for unclamped levels): the level's own price.
+    ref = book if 0.0 < book < np.inf else price
+    return max(min_q, by_ddf, _initial_qty(balance, ref, market, params))
+
+
+@njit(cache=True)
+def _next_entry(
+    side: int,
+    balance: float,
+    size: float,
+    pos_price: float,
+    book: float,
+    emas: np.ndarray,
+    market: np.ndarray,
+    params: np.ndarray,
+) -> tuple[float, float, float]:
+    """(qty magnitude, price, kind) of the one next entry, Passivbot's rules; qty 0.0 for none.
+
+    Flat: the initial entry. A position below 0.8 x the initial qty (a partly filled initial
+    entry, or what closes left): the rest of the initial qty, at the initial entry's price.
+    Otherwise the grid re-entry; when the level after it would be cropped by the limit to less
+    than a quarter of double_down_factor x the position, this one is inflated to reach the
+    limit instead. ``book`` is the bid (long) / ask (short).
+    """
+    wel = params[P_WALLET_EXPOSURE_LIMIT]
+    pstep = market[M_PRICE_STEP]
+    qstep = market[M_QTY_STEP]
+    if size > 0.0 and size * pos_price / balance >= wel * _FULL:
+        return 0.0, 0.0, 0.0
+    p0 = initial_entry_price(side, book, book, emas, market, params)
+    if p0 <= pstep:
+        return 0.0, 0.0, 0.0
+    q0 = _initial_qty(balance, p0, market, params)
+    if size <= 0.0 or size < 0.8 * q0:
+        if size > 0.0:
+            q0 = round_dn(q0 - size, qstep)
+        q = _crop_to_limit(q0, balance, size, pos_price, p0, market, wel)
+        return q, p0, KIND_ENTRY_INITIAL
+    price = _reentry_price(side, balance, size, pos_price, book, params, pstep)
+    if price <= pstep:
+        return 0.0, 0.0, 0.0
+    want = _reentry_qty(balance, size, price, book, market, params)
+    q = _crop_to_limit(want, balance, size, pos_price, price, market, wel)
+    if q < want:
+        return q, price, KIND_ENTRY_GRID  # cropped (or nothing fits)
+    # Preview the level after this one: if the limit would crop it to a sliver, take that
+    # room now (Passivbot's inflated re-entry), so a ladder does not end on a tiny order.
+    size2 = size + q
+    price2 = (size * pos_price + q * price) / size2
+    if size2 * price2 / balance >= wel * _FULL:
+        return q, price, KIND_ENTRY_GRID
+    nxt_price = _reentry_price(side, balance, size2, price2, price, params, pstep)
+    if nxt_price <= pstep:
+        return q, price, KIND_ENTRY_GRID
+    nxt_want = _reentry_qty(balance, size2, nxt_price, price, market, params)
+    nxt_q = _crop_to_limit(nxt_want, balance, size2, price2, nxt_price, market, wel)
+    if nxt_q < nxt_want and nxt_q / size2 < params[P_ENTRY_GRID_DOUBLE_DOWN_FACTOR] * 0.25:
+        q = _room_qty(balance, wel, size, pos_price, price, qstep)
+    return q, price, KIND_ENTRY_GRID
+
+
+@njit(cache=True)
+def partial_entry_bound(
+    balance: float, size: float, market: np.ndarray, params: np.ndarray
+) -> float:
+    """A price bound for :func:`_next_entry`'s partial-initial rule: the position counts as a
+    partly filled initial entry (size < 0.8 x the initial qty at the entry price) only at entry
+    prices below this bound (inf: at any price). The initial qty grows as the price falls, so a
+    fall alone can switch a position to that rule; the backtester uses the bound to know when
+    the EMAs (which price the initial entry) matter between fills."""
+    qstep = market[M_QTY_STEP]
+    if size < 0.8 * round_up(market[M_MIN_QTY], qstep) + qstep:
+        return np.inf
+    cost = max(
+        balance * params[P_WALLET_EXPOSURE_LIMIT] * params[P_ENTRY_INITIAL_QTY_PCT],
+        market[M_MIN_COST],
+    )
+    # round_nearest / round_up add at most one step to the initial qty: a bound, not an equality
+    return 0.8 * cost / (size - 0.8 * qstep) * (1.0 + 1e-9)
 
 
 @njit(cache=True)
@@ -136,72 +235,57 @@ def entry_grid(  # noqa: C901 -- njit: the grid's cases in one compiled function
 ) -> int:
     """Write the entry ladder into ``out[start:]`` nearest first; return the row after the last.
 
-    Each level is computed from the position as it would be after every nearer level filled, so
-    the whole ladder ends on the wallet exposure limit and never passes it. Levels at or beyond
-    ``stop_price`` (long: at or below; short: at or above) are left out: the backtester passes
-    the candle's extreme, which they cannot reach; the live bot passes 0 / inf for the whole
-    ladder. At most ``max_levels`` levels (the backtester asks for 1 to learn the nearest).
+    Each level is :func:`_next_entry` of the position as it would be after every nearer level
+    filled, with the book moved to the nearer level's price (as Passivbot does); the ladder
+    stops when a level repeats the previous price or nothing fits under the limit, so it ends
+    on the wallet exposure limit and never passes it. Levels at or beyond ``stop_price``
+    (long: at or below; short: at or above) are left out: the backtester passes the candle's
+    extreme, which they cannot reach; the live bot passes 0 / inf for the whole ladder. At most
+    ``max_levels`` levels (the backtester asks for 1 to learn the nearest).
     """
     wel = params[P_WALLET_EXPOSURE_LIMIT]
     n = start
     if params[P_ENABLED] == 0.0 or wel <= 0.0 or balance <= 0.0:
         return n
-    pstep = market[M_PRICE_STEP]
     size = pos_size
     price_avg = pos_price
+    book = bid if side > 0 else ask
     last_price = 0.0
-    if size <= 0.0:
-        price = initial_entry_price(side, bid, ask, emas, market, params)
-        if price <= 0.0:
-            return n
-        qty = _sized_entry(
-            _initial_qty(balance, price, market, params), balance, 0.0, 0.0, price, market, wel
-        )
-        if qty <= 0.0 or _beyond(side, price, stop_price):
-            return n
-        out[n, 0] = qty * side
-        out[n, 1] = price
-        out[n, 2] = KIND_ENTRY_INITIAL
-        n += 1
-        size = qty
-        price_avg = price
-        last_price = price
-    spacing = params[P_ENTRY_GRID_SPACING_PCT]
-    weight = params[P_ENTRY_GRID_SPACING_WEIGHT]
-    ddf = params[P_ENTRY_GRID_DOUBLE_DOWN_FACTOR]
-    for _ in range(MAX_ENTRY_LEVELS):
-        if n - start >= min(max_levels, MAX_ENTRY_LEVELS):
-            break
-        we = size * price_avg / balance
-        if we >= wel * _FULL:
-            break
-        dist = spacing * (1.0 + we / wel * weight)
-        if side > 0:
-            price = min(bid, price_avg * (1.0 - dist))
-            if last_price > 0.0:
-                price = min(price, last_price - pstep)  # strictly below the previous level
-        else:
-            price = max(ask, price_avg * (1.0 + dist))
-            if last_price > 0.0:
-                price = max(price, last_price + pstep)
-        price = _entry_round(side, price, pstep)
-        if price <= 0.0 or _beyond(side, price, stop_price):
-            break
-        qty = max(
-            _initial_qty(balance, price, market, params),
-            round_nearest(size * ddf, market[M_QTY_STEP]),
-        )
-        qty = _sized_entry(qty, balance, size, price_avg, price, market, wel)
-        if qty <= 0.0:
+    for _ in range(min(max_levels, MAX_ENTRY_LEVELS)):
+        qty, price, kind = _next_entry(side, balance, size, price_avg, book, emas, market, params)
+        if qty <= 0.0 or price == last_price or _beyond(side, price, stop_price):
             break
         out[n, 0] = qty * side
         out[n, 1] = price
-        out[n, 2] = KIND_ENTRY_GRID
+        out[n, 2] = kind
         n += 1
         price_avg = (size * price_avg + qty * price) / (size + qty)
         size += qty
+        book = min(book, price) if side > 0 else max(book, price)
         last_price = price
     return n
+
+
+@njit(cache=True)
+def _close_price(
+    side: int, size: float, balance: float, pos_price: float, book: float, params: np.ndarray,
+    pstep: float,
+) -> float:  # fmt: skip
+    """Passivbot's next close: start + (end - start) x min(1, WE / WEL), never inside the book
+    (start = pos_price x (1 + close_grid_min_markup), end = start + markup range; short mirrored).
+    """
+    wel = params[P_WALLET_EXPOSURE_LIMIT]
+    lo = params[P_CLOSE_GRID_MIN_MARKUP]
+    hi = lo + params[P_CLOSE_GRID_MARKUP_RANGE]
+    ratio = min(1.0, size * pos_price / balance / wel) if balance > 0.0 and wel > 0.0 else 1.0
+    if side > 0:
+        start = round_up(pos_price * (1.0 + lo), pstep)
+        end = round_up(pos_price * (1.0 + hi), pstep)
+        return max(book, round_up(start + (end - start) * ratio, pstep))
+    # Markups of 100% and more would put a short's take-profit at or below zero.
+    start = max(pstep, round_dn(pos_price * (1.0 - lo), pstep))
+    end = max(pstep, round_dn(pos_price * (1.0 - hi), pstep))
+    return min(book, max(pstep, round_dn(start + (end - start) * ratio, pstep)))
 
 
 @njit(cache=True)
@@ -219,61 +303,53 @@ def close_grid(
 ) -> int:
     """Write the take-profit ladder into ``out[start:]`` nearest first; return the row after.
 
-    The full grid has round(1 / close_grid_qty_pct) levels from
-    pos_price * (1 + close_grid_min_markup) up over close_grid_markup_range, each
-    close_grid_qty_pct of a full position (balance * WEL / pos_price). A smaller position
-    fills the levels from the top down, so after a partial take-profit the remaining levels
-    stay where they were instead of crowding the nearest price; what a full grid cannot hold
-    (WE past its limit) joins the nearest level. No close is nearer than the current ask
-    (long) / bid (short), so a close never crosses the book; the qtys add up to the position.
+    Passivbot's close grid: the next close is close_grid_qty_pct of a full position
+    (balance * WEL / pos_price) plus whatever the position holds past the limit, priced by
+    :func:`_close_price` from the position's own WE; the ladder repeats that on the position
+    as it would be after each close, so a full position spreads over the whole markup range
+    and a small one takes profit near the minimum markup. Closes clamped to the same price
+    (by the book, or a zero markup range) merge into one order. A remainder smaller than the
+    exchange minimum joins the close before it (Passivbot would post it alone, below the
+    minimum). The qtys add up to the position.
     """
     n = start
     if pos_size <= 0.0:
         return n
     qstep = market[M_QTY_STEP]
     pstep = market[M_PRICE_STEP]
-    min_markup = params[P_CLOSE_GRID_MIN_MARKUP]
-    markup_range = params[P_CLOSE_GRID_MARKUP_RANGE]
-    qty_pct = params[P_CLOSE_GRID_QTY_PCT]
-    n_levels = max(1, min(MAX_CLOSE_LEVELS, int(round(1.0 / qty_pct)) if qty_pct > 0.0 else 1))
-    full_size = balance * params[P_WALLET_EXPOSURE_LIMIT] / pos_price if balance > 0.0 else 0.0
-    level_qty = round_up(full_size * qty_pct, qstep)
-    prices = np.empty(n_levels)
-    qtys = np.zeros(n_levels)
-    for i in range(n_levels):
-        markup = min_markup + (markup_range * i / (n_levels - 1) if n_levels > 1 else 0.0)
-        if side > 0:
-            prices[i] = _close_round(side, max(ask, pos_price * (1.0 + markup)), pstep)
-        else:
-            # Markups of 100% and more would put a short's take-profit at or below zero.
-            price = _close_round(side, min(bid, pos_price * (1.0 - markup)), pstep)
-            prices[i] = max(pstep, price)
+    book = ask if side > 0 else bid
+    wel = params[P_WALLET_EXPOSURE_LIMIT]
+    full_size = balance * wel / pos_price if balance > 0.0 and wel > 0.0 else 0.0
+    prices = np.empty(MAX_CLOSE_LEVELS)
+    qtys = np.zeros(MAX_CLOSE_LEVELS)
+    m = 0
     left = pos_size
-    for i in range(n_levels - 1, -1, -1):
-        if left <= 0.0:
-            break
-        min_q = min_entry_qty(prices[i], qstep, market[M_MIN_QTY], market[M_MIN_COST])
-        q = min(left, max(level_qty, min_q))
-        # What remains goes to the next nearer level, which must accept it too: for a long it
-        # is lower, so min_cost needs more coins there than here.
-        if i > 0:
-            next_min_q = min_entry_qty(prices[i - 1], qstep, market[M_MIN_QTY], market[M_MIN_COST])
-            min_q = max(min_q, next_min_q)
-        if left - q < min_q or i == 0:
-            q = left  # what would remain is too small to close on its own, or no level is left
-        qtys[i] = q
-        left = round_nearest(left - q, qstep) if left - q > qstep * 0.5 else 0.0
-    for i in range(n_levels):
-        if qtys[i] <= 0.0:
-            continue
-        if n > start and out[n - 1, 1] == prices[i]:
-            # clamped to the same price: one order (re-rounded: 66.67 + 66.66 = 133.32999...)
-            out[n - 1, 0] = round_nearest(out[n - 1, 0] - qtys[i] * side, qstep)
+    while left > 0.0:
+        price = _close_price(side, left, balance, pos_price, book, params, pstep)
+        min_q = min_entry_qty(price, qstep, market[M_MIN_QTY], market[M_MIN_COST])
+        excess = max(0.0, left - full_size)
+        q = min(
+            left, max(min_q, round_up(full_size * params[P_CLOSE_GRID_QTY_PCT] + excess, qstep))
+        )
+        rest = round_nearest(left - q, qstep) if left - q > qstep * 0.5 else 0.0
+        if rest > 0.0:
+            nxt = _close_price(side, rest, balance, pos_price, book, params, pstep)
+            if rest < min_entry_qty(nxt, qstep, market[M_MIN_QTY], market[M_MIN_COST]):
+                q, rest = left, 0.0  # too small to close on its own
+        if m == MAX_CLOSE_LEVELS - 1:
+            q, rest = left, 0.0  # no level left: the nearest takes the rest
+        if m > 0 and prices[m - 1] == price:
+            qtys[m - 1] = round_nearest(qtys[m - 1] + q, qstep)
         else:
-            out[n, 0] = -qtys[i] * side
-            out[n, 1] = prices[i]
-            out[n, 2] = KIND_CLOSE_GRID
-            n += 1
+            prices[m] = price
+            qtys[m] = q
+            m += 1
+        left = rest
+    for i in range(m - 1, -1, -1):  # computed farthest first; written nearest first
+        out[n, 0] = -qtys[i] * side
+        out[n, 1] = prices[i]
+        out[n, 2] = KIND_CLOSE_GRID
+        n += 1
     return n
 
 
@@ -290,47 +366,49 @@ def unstuck_order(
     market: np.ndarray,
     params: np.ndarray,
 ) -> tuple[float, float]:
-    """(qty magnitude, price) of a loss-taking partial close for a stuck position, or (0, 0).
+    """(qty magnitude, price) of Passivbot's unstuck close for a stuck position, or (0, 0).
 
-    Active when wallet exposure is at or past unstuck_threshold of its limit. It closes
-    unstuck_close_pct of a full position (balance * WEL / price) at the upper EMA band (long)
-    plus unstuck_ema_dist, never below the ask; its loss is capped so that the balance stays
-    above balance_peak * (1 - unstuck_loss_allowance_pct).
+    Stuck: WE / WEL strictly above unstuck_threshold. It fires once the ask (long) reaches the
+    upper EMA band x (1 + unstuck_ema_dist) (short: the bid reaches the lower band x (1 - dist))
+    and is priced at the ask (bid), whether that is a loss or already a profit. It closes
+    unstuck_close_pct of a full position (balance * WEL / price); a loss is capped so that the
+    balance stays above balance_peak * (1 - unstuck_loss_allowance_pct x
+    total_wallet_exposure_limit). Passivbot lets the exchange minimum push a capped close past
+    the allowance: we place nothing then.
     """
     wel = params[P_WALLET_EXPOSURE_LIMIT]
     pct = params[P_UNSTUCK_CLOSE_PCT]
     if pos_size <= 0.0 or wel <= 0.0 or pct <= 0.0 or balance <= 0.0:
         return 0.0, 0.0
-    if pos_size * pos_price / balance < wel * params[P_UNSTUCK_THRESHOLD]:
+    if pos_size * pos_price / balance / wel <= params[P_UNSTUCK_THRESHOLD]:
         return 0.0, 0.0
-    allowance = balance - balance_peak * (1.0 - params[P_UNSTUCK_LOSS_ALLOWANCE_PCT])
+    loss_pct = params[P_UNSTUCK_LOSS_ALLOWANCE_PCT] * params[P_TOTAL_WALLET_EXPOSURE_LIMIT]
+    allowance = balance - balance_peak * (1.0 - loss_pct)
     if allowance <= 0.0:
         return 0.0, 0.0
     lower, upper = ema_band(emas)
     pstep = market[M_PRICE_STEP]
     qstep = market[M_QTY_STEP]
     if side > 0:
-        price = _close_round(side, max(ask, upper * (1.0 + params[P_UNSTUCK_EMA_DIST])), pstep)
+        if ask < round_up(upper * (1.0 + params[P_UNSTUCK_EMA_DIST]), pstep):
+            return 0.0, 0.0
+        price = ask
         loss_per_coin = pos_price - price
-        first_tp = pos_price * (1.0 + params[P_CLOSE_GRID_MIN_MARKUP])
-        if price >= first_tp:
-            return 0.0, 0.0
     else:
-        price = _close_round(side, min(bid, lower * (1.0 - params[P_UNSTUCK_EMA_DIST])), pstep)
-        loss_per_coin = price - pos_price
-        first_tp = pos_price * (1.0 - params[P_CLOSE_GRID_MIN_MARKUP])
-        if price <= first_tp:
+        if bid > round_dn(lower * (1.0 - params[P_UNSTUCK_EMA_DIST]), pstep):
             return 0.0, 0.0
+        price = bid
+        loss_per_coin = price - pos_price
     if price <= 0.0:
         return 0.0, 0.0
-    qty = round_dn(min(pos_size, balance * wel * pct / price), qstep)
+    qty = min(pos_size, round_up(balance * wel * pct / price, qstep))
     if loss_per_coin > 0.0:
         qty = min(qty, round_dn(allowance / loss_per_coin, qstep))
     min_q = min_entry_qty(price, qstep, market[M_MIN_QTY], market[M_MIN_COST])
     if qty < min_q:
         return 0.0, 0.0
-    if pos_size - qty < min_q:
-        qty = pos_size
+    if pos_size - qty < min_q and (loss_per_coin <= 0.0 or pos_size * loss_per_coin <= allowance):
+        qty = pos_size  # the rest would be too small to close on its own
     return qty, price
 
 
@@ -360,16 +438,23 @@ def ideal_orders_into(
             side, balance, pos_size, pos_price, bid, ask, emas, market, params, out, 0,
             entry_stop_price,
         )  # fmt: skip
-    uq, up = unstuck_order(
-        side, balance, balance_peak, pos_size, pos_price, bid, ask, emas, market, params
-    )
     left = pos_size
+    eq, ep = exposure_close(side, balance, pos_size, pos_price, bid, ask, market, params)
+    if eq > 0.0:
+        out[n, 0] = -eq * side
+        out[n, 1] = ep
+        out[n, 2] = KIND_EXPOSURE_LIMIT
+        n += 1
+        left = round_nearest(pos_size - eq, market[M_QTY_STEP])
+    uq, up = unstuck_order(
+        side, balance, balance_peak, left, pos_price, bid, ask, emas, market, params
+    )
     if uq > 0.0:
         out[n, 0] = -uq * side
         out[n, 1] = up
         out[n, 2] = KIND_UNSTUCK
         n += 1
-        left = round_nearest(pos_size - uq, market[M_QTY_STEP])
+        left = round_nearest(left - uq, market[M_QTY_STEP])
     return close_grid(side, balance, left, pos_price, bid, ask, market, params, out, n)
 
 
@@ -389,8 +474,8 @@ def ideal_orders(
 ) -> np.ndarray:
     """The orders one position side should have open now: rows [signed qty, price, kind].
 
-    Entries (nearest first), then the unstuck close if any, then the close grid over what the
-    unstuck close leaves. A disabled side places no entries but still closes what it holds;
+    Entries (nearest first), then the exposure-limit close if any (:mod:`bot.core.enforce`),
+    then the unstuck close if any, then the close grid over what those leave. A disabled side places no entries but still closes what it holds;
     a flat side with ``may_open`` False (no free position slot, see :func:`opening_slots`)
     places nothing. This is the function both the live bot and the backtester call.
     """

@@ -27,7 +27,10 @@ P_UNSTUCK_EMA_DIST = 12
 P_UNSTUCK_LOSS_ALLOWANCE_PCT = 13
 P_EMA_SPAN_0 = 14
 P_EMA_SPAN_1 = 15
-N_PARAMS = 16
+# The side's total limit (all its positions): Passivbot scales the unstuck loss allowance by it.
+P_TOTAL_WALLET_EXPOSURE_LIMIT = 16
+P_ENFORCE_EXPOSURE_LIMIT = 17  # 1.0: reduce a position more than 1% past its WEL (bot.core.enforce)
+N_PARAMS = 18
 
 # Market (exchange) constraints: market[...]
 M_QTY_STEP = 0
@@ -47,6 +50,7 @@ KIND_CLOSE_GRID = 3
 KIND_UNSTUCK = 4
 KIND_LIQUIDATION = 5
 KIND_OUTSIDE = 6  # a position reduced by an outside event (deleverage, vault exit): no order
+KIND_EXPOSURE_LIMIT = 7  # a close bringing a position back to its WEL (enforce_exposure_limit)
 
 KIND_NAMES = {
     KIND_ENTRY_INITIAL: "entry_initial",
@@ -55,6 +59,7 @@ KIND_NAMES = {
     KIND_UNSTUCK: "unstuck",
     KIND_LIQUIDATION: "liquidation",
     KIND_OUTSIDE: "outside",
+    KIND_EXPOSURE_LIMIT: "exposure_limit",
 }
 
 # Leverage tier rows: [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]
