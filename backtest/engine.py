@@ -17,7 +17,8 @@ check with the positions held; then the candle's fills in the order of
 ``bot.core.book.candle_fill_order`` (buys when low < price, sells when high > price, at the
 order's price with the maker fee), each booked by ``bot.core.book.book_fill``; then the
 liquidation check again (``liquidation_prices`` / ``book_liquidation``). Orders created by a
-fill in candle k rest from candle k+1. The simulated venue runs the same sequence through the
+fill in candle k rest from candle k+1. Trailing orders (``bot.core.trailing``) follow each
+position's price extremes through candle k-1 since the candle it last changed in. The simulated venue runs the same sequence through the
 same functions.
 """
 
@@ -66,11 +67,14 @@ from bot.core.params import (
     M_PRICE_STEP,
     M_QTY_STEP,
     MAX_ORDERS,
+    P_CLOSE_TRAILING_GRID_RATIO,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
     P_ENABLED,
+    P_ENTRY_TRAILING_GRID_RATIO,
     P_WALLET_EXPOSURE_LIMIT,
 )
+from bot.core.trailing import N_TRAIL, trail_reset, trail_update
 
 __all__ = ["EngineInputs", "EngineOutput", "run_engine", "F_COLUMNS"]
 
@@ -298,6 +302,23 @@ def _kernel(  # noqa: PLR0913, PLR0915
     entry_trig = np.zeros((n_sym, 2))
     close_trig = np.zeros((n_sym, 2))
     dirty = True
+    # trailing: each position's price extremes since it last changed (bot.core.trailing); a
+    # side that trails asks the core every candle (its orders follow the previous close)
+    trails = np.zeros((n_sym, 2, N_TRAIL))
+    for s in range(n_sym):
+        trail_reset(trails[s, 0])
+        trail_reset(trails[s, 1])
+    trailing = np.array(
+        [
+            params_long[P_ENTRY_TRAILING_GRID_RATIO] != 0.0
+            or params_long[P_CLOSE_TRAILING_GRID_RATIO] != 0.0,
+            params_short[P_ENTRY_TRAILING_GRID_RATIO] != 0.0
+            or params_short[P_CLOSE_TRAILING_GRID_RATIO] != 0.0,
+        ]
+    )
+    use_trail = trailing[0] or trailing[1]
+    sz0 = np.zeros((2, n_sym))
+    pp0 = np.zeros((2, n_sym))
 
     out_balance = np.empty(n)
     out_equity = np.empty(n)
@@ -341,6 +362,9 @@ def _kernel(  # noqa: PLR0913, PLR0915
         recompute = dirty and trading
         if trading:
             dirty = False
+            if use_trail:
+                sz0[:, :] = size
+                pp0[:, :] = pprice
         if trading and ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
             # Outside events due by this candle's open, at the previous closes; the orders
             # resting in this candle stay as they were placed (sized before the events).
@@ -424,6 +448,9 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
                                 hit_side[j] = True
                             continue
+                        if trailing[j]:
+                            hit_side[j] = True
+                            continue
                         if recompute:
                             entry_trig[s, j], close_trig[s, j] = _triggers(
                                 side, ord_balance, osz[j, s], opp[j, s], emas[s, j],
@@ -452,7 +479,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             sides[j], ord_balance, ord_peak, osz[j, s], opp[j, s], prev_close,
                             prev_close, emas[s, j], markets[s],
                             params_long if j == 0 else params_short, may_open[s, j], orders,
-                            lo if j == 0 else hi,
+                            lo if j == 0 else hi, trails[s, j],
                         )  # fmt: skip
                         for i in range(n_o):
                             if blocked and (orders[i, 0] > 0.0) == (sides[j] > 0):
@@ -509,6 +536,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     realized += rows[r, R_PNL]
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_LIQUIDATION)
                 liquidated_k = k
+        if trading and use_trail:
+            # a position that changed in this candle trails from the next one
+            for s in range(n_sym):
+                for j in range(2):
+                    if size[j, s] != sz0[j, s] or pprice[j, s] != pp0[j, s]:
+                        trail_reset(trails[s, j])
+                    elif size[j, s] > 0.0:
+                        trail_update(trails[s, j], ohlcv[s, k, 1], ohlcv[s, k, 2], ohlcv[s, k, 3])
         # Record the candle's close.
         equity = balance
         for s in range(n_sym):

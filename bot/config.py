@@ -115,6 +115,14 @@ class SideConfig(_Strict):
     unstuck_close_pct: float = Field(0.05, ge=0.0, le=1.0)
     unstuck_ema_dist: float = Field(0.0, ge=-0.1, le=0.5)
     unstuck_loss_allowance_pct: float = Field(0.02, ge=0.0, le=1.0)
+    # trailing (README "Trailing entries and closes"); a grid ratio of 0 keeps trailing off
+    entry_trailing_threshold_pct: float = Field(0.0, ge=-1.0, le=1.0)
+    entry_trailing_retracement_pct: float = Field(0.0, ge=0.0, le=1.0)
+    entry_trailing_grid_ratio: float = Field(0.0, ge=-1.0, le=1.0)
+    close_trailing_threshold_pct: float = Field(0.0, ge=-1.0, le=1.0)
+    close_trailing_retracement_pct: float = Field(0.0, ge=0.0, le=1.0)
+    close_trailing_grid_ratio: float = Field(0.0, ge=-1.0, le=1.0)
+    close_trailing_qty_pct: float = Field(1.0, ge=0.01, le=1.0)
 
     @property
     def wallet_exposure_limit(self) -> float:
@@ -545,6 +553,13 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_UNSTUCK_LOSS_ALLOWANCE_PCT] = side.unstuck_loss_allowance_pct
     a[P.P_EMA_SPAN_0] = side.ema_span_0
     a[P.P_EMA_SPAN_1] = side.ema_span_1
+    a[P.P_ENTRY_TRAILING_THRESHOLD_PCT] = side.entry_trailing_threshold_pct
+    a[P.P_ENTRY_TRAILING_RETRACEMENT_PCT] = side.entry_trailing_retracement_pct
+    a[P.P_ENTRY_TRAILING_GRID_RATIO] = side.entry_trailing_grid_ratio
+    a[P.P_CLOSE_TRAILING_THRESHOLD_PCT] = side.close_trailing_threshold_pct
+    a[P.P_CLOSE_TRAILING_RETRACEMENT_PCT] = side.close_trailing_retracement_pct
+    a[P.P_CLOSE_TRAILING_GRID_RATIO] = side.close_trailing_grid_ratio
+    a[P.P_CLOSE_TRAILING_QTY_PCT] = side.close_trailing_qty_pct
     return a
 
 

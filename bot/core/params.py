@@ -27,7 +27,15 @@ P_UNSTUCK_EMA_DIST = 12
 P_UNSTUCK_LOSS_ALLOWANCE_PCT = 13
 P_EMA_SPAN_0 = 14
 P_EMA_SPAN_1 = 15
-N_PARAMS = 16
+# trailing (bot.core.trailing); a grid ratio of 0 turns trailing off
+P_ENTRY_TRAILING_THRESHOLD_PCT = 16
+P_ENTRY_TRAILING_RETRACEMENT_PCT = 17
+P_ENTRY_TRAILING_GRID_RATIO = 18
+P_CLOSE_TRAILING_THRESHOLD_PCT = 19
+P_CLOSE_TRAILING_RETRACEMENT_PCT = 20
+P_CLOSE_TRAILING_GRID_RATIO = 21
+P_CLOSE_TRAILING_QTY_PCT = 22
+N_PARAMS = 23
 
 # Market (exchange) constraints: market[...]
 M_QTY_STEP = 0
@@ -47,6 +55,8 @@ KIND_CLOSE_GRID = 3
 KIND_UNSTUCK = 4
 KIND_LIQUIDATION = 5
 KIND_OUTSIDE = 6  # a position reduced by an outside event (deleverage, vault exit): no order
+KIND_ENTRY_TRAILING = 7
+KIND_CLOSE_TRAILING = 8
 
 KIND_NAMES = {
     KIND_ENTRY_INITIAL: "entry_initial",
@@ -55,6 +65,8 @@ KIND_NAMES = {
     KIND_UNSTUCK: "unstuck",
     KIND_LIQUIDATION: "liquidation",
     KIND_OUTSIDE: "outside",
+    KIND_ENTRY_TRAILING: "entry_trailing",
+    KIND_CLOSE_TRAILING: "close_trailing",
 }
 
 # Leverage tier rows: [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]
@@ -67,4 +79,4 @@ T_MAINT_AMOUNT = 4
 # Bounds that keep the output arrays of fixed size.
 MAX_ENTRY_LEVELS = 60
 MAX_CLOSE_LEVELS = 100
-MAX_ORDERS = MAX_ENTRY_LEVELS + MAX_CLOSE_LEVELS + 1
+MAX_ORDERS = MAX_ENTRY_LEVELS + MAX_CLOSE_LEVELS + 2  # + unstuck + trailing close

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bot.core import ideal_orders, opening_slots
-from bot.core.params import KIND_ENTRY_GRID, KIND_ENTRY_INITIAL, P_WALLET_EXPOSURE_LIMIT
+from bot.core.params import (
+    KIND_ENTRY_GRID,
+    KIND_ENTRY_INITIAL,
+    KIND_ENTRY_TRAILING,
+    P_WALLET_EXPOSURE_LIMIT,
+)
+from bot.core.trailing import trail_reset
 from bot.errors import (
     AuthenticationError,
     DuplicateOrderError,
@@ -45,7 +51,8 @@ __all__ = ["CycleResult", "OrderCycle"]
 log = logging.getLogger("gridbot.live.cycle")
 
 _SIDES = (1, -1)
-_ENTRY_KINDS = (KIND_ENTRY_INITIAL, KIND_ENTRY_GRID)
+_ENTRY_KINDS = (KIND_ENTRY_INITIAL, KIND_ENTRY_GRID, KIND_ENTRY_TRAILING)
+_MINUTE_MS = 60_000
 
 
 class CycleResult(Enum):
@@ -87,13 +94,30 @@ class OrderCycle:
         for j, side in enumerate(_SIDES):
             may_open = bool(opening_slots(sizes[j], bot.n_positions[j])[idx])
             size, pprice = self.book.position(c.symbol, j)
+            if (size, pprice) != tuple(c.trail_pos[j]):
+                self._trail_reset(c, j, (size, pprice))
             rows = ideal_orders(
                 side, self.book.balance, self.book.balance_peak, size, pprice, price, price,
-                c.emas[j], c.market, bot.params[j], may_open,
+                c.emas[j], c.market, bot.params[j], may_open, c.trails[j],
             )  # fmt: skip
             out += orders_from_rows(c.symbol, side, rows)
         ids = self.adapter.client_ids
         return [replace(o, client_id=ids.on_wire(o.client_id)) for o in out]
+
+    def _trail_reset(self, c: Coin, j: int, pos: tuple[float, float]) -> None:
+        """The position changed: its trailing extremes start again from the kline after the
+        one it changed in (the latest fill's minute; without a fill, e.g. an exchange's
+        deleverage, the latest closed kline), as the backtester's do."""
+        pside = _SIDES[j]
+        since = c.last_kline_ts
+        for f in reversed(self.book.fills[-50:]):
+            if f.symbol == c.symbol and f.pside == pside:
+                since = max(since, f.time_ms - f.time_ms % _MINUTE_MS)
+                break
+        trail_reset(c.trails[j])
+        c.trail_pos[j] = pos
+        c.trail_since_ms[j] = since
+        self.bot.state.set_many(self.bot.feeds.trail_state(c))
 
     # ------------------------------------------------------------------ the guard
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from bot.config import warmup_candles
 from bot.core import ema_seed, ema_update
+from bot.core.trailing import trail_update
 from bot.errors import ExchangeError
 from bot.exchange.events import (
     BalanceEvent,
@@ -208,10 +209,10 @@ class Feeds:
             # missed klines: fetch them by REST (one catch-up at a time per coin), and
             # reconcile, since a connection that dropped klines may have dropped fills too
             if c.catching_up:
-                c.pending_klines.append((k.open_ms, k.close))  # applied after the catch-up
+                c.pending_klines.append((k.open_ms, k.close, k.high, k.low))  # after the catch-up
             else:
                 self.bot.background(self._fill_gap(c))
-        elif self.apply_kline(c, k.open_ms, k.close):
+        elif self.apply_kline(c, k.open_ms, k.close, k.high, k.low):
             if self.candle_snapshots:
                 try:
                     await self.bot.reconciler.candle_state(k.open_ms)
@@ -230,11 +231,20 @@ class Feeds:
 
     # ------------------------------------------------------------------ klines and EMAs
 
-    def apply_kline(self, c: Coin, ts: int, close: float) -> bool:
+    def apply_kline(
+        self, c: Coin, ts: int, close: float, high: float = math.nan, low: float = math.nan
+    ) -> bool:
         if ts != c.last_kline_ts + MINUTE_MS:
             return False  # old (already in the EMAs) or not the next one
         ema_update(c.emas[0], self.bot.alphas[0], close)
         ema_update(c.emas[1], self.bot.alphas[1], close)
+        for j in range(2):
+            # the extremes since the position changed: klines after the one it changed in
+            if ts > c.trail_since_ms[j]:
+                trail_update(
+                    c.trails[j], close if math.isnan(high) else high,
+                    close if math.isnan(low) else low, close,
+                )  # fmt: skip
         c.last_kline_ts = ts
         c.last_price = close  # the kline's close is the minute's last trade
         self.save_emas(c)
@@ -245,14 +255,29 @@ class Feeds:
             {
                 f"emas:{c.symbol}": c.emas.ravel().tolist(),
                 f"last_kline_ts:{c.symbol}": c.last_kline_ts,
+                **self.trail_state(c),
             }
         )
+
+    @staticmethod
+    def trail_state(c: Coin) -> dict:
+        # inf (no low yet) is not JSON: saved as None
+        return {
+            f"trail:{c.symbol}": [None if math.isinf(x) else x for x in c.trails.ravel()],
+            f"trail_pos:{c.symbol}": [list(p) for p in c.trail_pos],
+            f"trail_since_ms:{c.symbol}": list(c.trail_since_ms),
+        }
 
     def load_emas(self, c: Coin) -> None:
         emas = self.bot.state.get(f"emas:{c.symbol}")
         if emas is not None:
             c.emas = np.array(emas, dtype=np.float64).reshape(2, 3)
             c.last_kline_ts = int(self.bot.state.get(f"last_kline_ts:{c.symbol}", -1))
+            trail = self.bot.state.get(f"trail:{c.symbol}")
+            if trail is not None:
+                c.trails = np.array([np.inf if x is None else x for x in trail]).reshape(2, -1)
+                c.trail_pos = [tuple(p) for p in self.bot.state.get(f"trail_pos:{c.symbol}")]
+                c.trail_since_ms = list(self.bot.state.get(f"trail_since_ms:{c.symbol}"))
 
     async def server_now_ms(self) -> int:
         if self.bot.pacing.asks_server_time():
@@ -304,10 +329,10 @@ class Feeds:
             if rows.shape[0] > max_gap:
                 return False
             for r in rows:
-                self.apply_kline(c, int(r[0]), float(r[4]))
+                self.apply_kline(c, int(r[0]), float(r[4]), float(r[2]), float(r[3]))
             # klines the stream brought while we fetched: newer than the answer, in order
-            for ts, close in sorted(c.pending_klines):
-                self.apply_kline(c, ts, close)
+            for ts, close, high, low in sorted(c.pending_klines):
+                self.apply_kline(c, ts, close, high, low)
             return True
         finally:
             c.pending_klines.clear()
