@@ -51,12 +51,12 @@ from bot.core.book import (
     liquidation_prices,
 )
 from bot.core.ema import ema_alphas, ema_update
+from bot.core.forager import N_FORAGE, candle_values, forager_alphas, forager_slots, forager_update
 from bot.core.grid import (
     close_grid,
     entry_grid,
     ideal_orders_into,
     initial_entry_price,
-    opening_slots,
     unstuck_order,
 )
 from bot.core.margin import account_at_risk, account_equity_margin
@@ -72,6 +72,9 @@ from bot.core.params import (
     P_EMA_SPAN_1,
     P_ENABLED,
     P_ENTRY_TRAILING_GRID_RATIO,
+    P_FILTER_VOLATILITY_WINDOW,
+    P_FILTER_VOLUME_DROP_PCT,
+    P_FILTER_VOLUME_WINDOW,
     P_WALLET_EXPOSURE_LIMIT,
 )
 from bot.core.trailing import N_TRAIL, trail_reset, trail_update
@@ -128,6 +131,9 @@ class EngineInputs:
     sizing_fraction: float = 1.0
     leverage_cap: float = 0.0
     margin_buffer_pct: float = 0.0
+    # the forager (bot.core.forager): per coin, the first candle open time (ms) at which it may
+    # open a position (approved, not ignored, old enough); None: every coin from the start
+    eligible_from_ms: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
     sizing_fraction: float,
     leverage_cap: float,
     margin_buffer_pct: float,
+    eligible_from: np.ndarray,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -296,6 +303,22 @@ def _kernel(  # noqa: PLR0913, PLR0915
     for s in range(n_sym):
         emas[s, 0, :] = ohlcv[s, 0, 3]
         emas[s, 1, :] = ohlcv[s, 0, 3]
+    # the forager's EMAs of volume and range per coin and side, and who may open when: slots
+    # follow the ranking every candle once any side ranks or any coin waits to be eligible
+    prms = (params_long, params_short)
+    f_alphas = np.empty((2, N_FORAGE))
+    f_on = np.zeros(2, dtype=np.bool_)
+    for j in range(2):
+        f_alphas[j] = forager_alphas(
+            prms[j][P_FILTER_VOLUME_WINDOW], prms[j][P_FILTER_VOLATILITY_WINDOW]
+        )
+        f_on[j] = prms[j][P_FILTER_VOLUME_WINDOW] > 0.0 or prms[j][P_FILTER_VOLATILITY_WINDOW] > 0.0
+    fema = np.empty((n_sym, 2, N_FORAGE))
+    for s in range(n_sym):
+        candle_values(ohlcv[s, 0, 1], ohlcv[s, 0, 2], ohlcv[s, 0, 3], ohlcv[s, 0, 4], fema[s, 0])
+        fema[s, 1, :] = fema[s, 0, :]
+    slots_every_candle = f_on[0] or f_on[1] or np.any(eligible_from > timestamps[0])
+    elig = np.ones(n_sym, dtype=np.bool_)
     price_steps = np.ascontiguousarray(markets[:, M_PRICE_STEP])
     qty_steps = np.ascontiguousarray(markets[:, M_QTY_STEP])
     # cached triggers, valid while ``dirty`` is False
@@ -351,6 +374,10 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
                 if enabled[1]:
                     ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
+                for j in range(2):
+                    if f_on[j]:
+                        row = ohlcv[s, k - 1]
+                        forager_update(fema[s, j], f_alphas[j], row[1], row[2], row[3], row[4])
         trading = k >= trade_start and k > 0 and liquidated_k < 0
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance * sizing_fraction
@@ -423,9 +450,20 @@ def _kernel(  # noqa: PLR0913, PLR0915
                 )
             if liq.shape[0] == 0:
                 nf_candle = nf
-                if recompute:
-                    sl = opening_slots(osz[0], n_positions_long)
-                    ss = opening_slots(osz[1], n_positions_short)
+                if recompute or slots_every_candle:
+                    for s in range(n_sym):
+                        elig[s] = timestamps[k] >= eligible_from[s]
+                    sl = forager_slots(
+                        osz[0], n_positions_long, elig, fema[:, 0, :],
+                        params_long[P_FILTER_VOLUME_WINDOW], params_long[P_FILTER_VOLATILITY_WINDOW],
+                        params_long[P_FILTER_VOLUME_DROP_PCT],
+                    )  # fmt: skip
+                    ss = forager_slots(
+                        osz[1], n_positions_short, elig, fema[:, 1, :],
+                        params_short[P_FILTER_VOLUME_WINDOW],
+                        params_short[P_FILTER_VOLATILITY_WINDOW],
+                        params_short[P_FILTER_VOLUME_DROP_PCT],
+                    )  # fmt: skip
                     for s in range(n_sym):
                         may_open[s, 0] = sl[s]
                         may_open[s, 1] = ss[s]
@@ -575,6 +613,12 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
     """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed."""
     capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
+    n_sym = inp.ohlcv.shape[0]
+    elig_from = (
+        np.full(n_sym, np.iinfo(np.int64).min, dtype=np.int64)
+        if inp.eligible_from_ms is None
+        else np.ascontiguousarray(inp.eligible_from_ms, dtype=np.int64)
+    )
     while True:
         fills = np.zeros((capacity, N_F))
         nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
@@ -595,6 +639,7 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
             float(inp.sizing_fraction),
             float(inp.leverage_cap),
             float(inp.margin_buffer_pct),
+            elig_from,
         )
         if nf <= capacity:
             return EngineOutput(

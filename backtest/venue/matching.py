@@ -240,6 +240,10 @@ class MatchingEngine:
         self.default_leverage = default_leverage
         self.timeframe_ms = timeframe_ms
         self.candles = candles  # Candles-like (symbols, timestamps, ohlcv) for step_candle
+        if candles is not None and not specs:
+            # listed at its first candle (the exchange info says so, as a real one does)
+            t0 = int(candles.timestamps[0])
+            self.specs = {s: replace(m, listed_ms=t0) for s, m in self.specs.items()}
         self.tiers = stack_tiers([self.specs[s].tiers for s in self.symbols])
         self.price_steps = np.array([self.specs[s].price_step for s in self.symbols])
         self.qty_steps = np.array([self.specs[s].qty_step for s in self.symbols])

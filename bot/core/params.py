@@ -35,7 +35,11 @@ P_CLOSE_TRAILING_THRESHOLD_PCT = 19
 P_CLOSE_TRAILING_RETRACEMENT_PCT = 20
 P_CLOSE_TRAILING_GRID_RATIO = 21
 P_CLOSE_TRAILING_QTY_PCT = 22
-N_PARAMS = 23
+# the forager (bot.core.forager): EMA spans in candles (minutes in the config), 0 = unused
+P_FILTER_VOLUME_WINDOW = 23
+P_FILTER_VOLATILITY_WINDOW = 24
+P_FILTER_VOLUME_DROP_PCT = 25
+N_PARAMS = 26
 
 # Market (exchange) constraints: market[...]
 M_QTY_STEP = 0

@@ -188,6 +188,7 @@ def parse_public(msg: dict[str, Any]) -> list[Event]:
                 bool(k.get("confirm")),
                 _f(k.get("high", "nan")),
                 _f(k.get("low", "nan")),
+                _f(k.get("volume")),
             )
             for k in data
         ]

@@ -59,6 +59,7 @@ class KlineEvent:
     closed: bool
     high: float = math.nan  # the range moves the trailing extremes (bot.core.trailing)
     low: float = math.nan
+    volume: float = 0.0  # base asset; the forager ranks by it (bot.core.forager)
 
 
 @dataclass(frozen=True)

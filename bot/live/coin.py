@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bot.core.forager import N_FORAGE
 from bot.core.trailing import trail_empty
 from bot.markets import MarketSpec
 
@@ -28,8 +29,12 @@ class Coin:
     done_ts: int = -1  # lockstep: the last kline whose orders are reconciled
     busy: bool = False  # a cycle is running (woken and not yet finished)
     catching_up: bool = False  # klines are being fetched by REST
-    # (open ms, close, high, low)
-    pending_klines: list[tuple[int, float, float, float]] = field(default_factory=list)
+    # (open ms, close, high, low, volume)
+    pending_klines: list[tuple[int, float, float, float, float]] = field(default_factory=list)
+    # the forager (bot.core.forager): [long, short] x [volume EMA, range EMA], and when the
+    # coin may open a position (approved, not ignored, old enough)
+    fema: np.ndarray = field(default_factory=lambda: np.zeros((2, N_FORAGE)))
+    eligible_from_ms: int = -(2**63)
     # trailing, per side [long, short]: the price extremes of the klines after the one the
     # position last changed in (bot.core.trailing), the position they belong to, and the open
     # time of the kline of that change (klines up to it are left out)

@@ -18,6 +18,7 @@ import numpy as np
 
 from bot.config import warmup_candles
 from bot.core import ema_seed, ema_update
+from bot.core.forager import forager_seed, forager_update
 from bot.core.trailing import trail_update
 from bot.errors import ExchangeError
 from bot.exchange.events import (
@@ -209,10 +210,11 @@ class Feeds:
             # missed klines: fetch them by REST (one catch-up at a time per coin), and
             # reconcile, since a connection that dropped klines may have dropped fills too
             if c.catching_up:
-                c.pending_klines.append((k.open_ms, k.close, k.high, k.low))  # after the catch-up
+                # applied after the catch-up
+                c.pending_klines.append((k.open_ms, k.close, k.high, k.low, k.volume))
             else:
                 self.bot.background(self._fill_gap(c))
-        elif self.apply_kline(c, k.open_ms, k.close, k.high, k.low):
+        elif self.apply_kline(c, k.open_ms, k.close, k.high, k.low, k.volume):
             if self.candle_snapshots:
                 try:
                     await self.bot.reconciler.candle_state(k.open_ms)
@@ -231,20 +233,26 @@ class Feeds:
 
     # ------------------------------------------------------------------ klines and EMAs
 
-    def apply_kline(
-        self, c: Coin, ts: int, close: float, high: float = math.nan, low: float = math.nan
+    def apply_kline(  # noqa: PLR0913
+        self,
+        c: Coin,
+        ts: int,
+        close: float,
+        high: float = math.nan,
+        low: float = math.nan,
+        volume: float = 0.0,
     ) -> bool:
         if ts != c.last_kline_ts + MINUTE_MS:
             return False  # old (already in the EMAs) or not the next one
         ema_update(c.emas[0], self.bot.alphas[0], close)
         ema_update(c.emas[1], self.bot.alphas[1], close)
+        high = close if math.isnan(high) else high
+        low = close if math.isnan(low) else low
         for j in range(2):
+            forager_update(c.fema[j], self.bot.f_alphas[j], high, low, close, volume)
             # the extremes since the position changed: klines after the one it changed in
             if ts > c.trail_since_ms[j]:
-                trail_update(
-                    c.trails[j], close if math.isnan(high) else high,
-                    close if math.isnan(low) else low, close,
-                )  # fmt: skip
+                trail_update(c.trails[j], high, low, close)
         c.last_kline_ts = ts
         c.last_price = close  # the kline's close is the minute's last trade
         self.save_emas(c)
@@ -266,6 +274,7 @@ class Feeds:
             f"trail:{c.symbol}": [None if math.isinf(x) else x for x in c.trails.ravel()],
             f"trail_pos:{c.symbol}": [list(p) for p in c.trail_pos],
             f"trail_since_ms:{c.symbol}": list(c.trail_since_ms),
+            f"fema:{c.symbol}": c.fema.ravel().tolist(),
         }
 
     def load_emas(self, c: Coin) -> None:
@@ -278,6 +287,9 @@ class Feeds:
                 c.trails = np.array([np.inf if x is None else x for x in trail]).reshape(2, -1)
                 c.trail_pos = [tuple(p) for p in self.bot.state.get(f"trail_pos:{c.symbol}")]
                 c.trail_since_ms = list(self.bot.state.get(f"trail_since_ms:{c.symbol}"))
+            fema = self.bot.state.get(f"fema:{c.symbol}")
+            if fema is not None:
+                c.fema = np.array(fema, dtype=np.float64).reshape(2, -1)
 
     async def server_now_ms(self) -> int:
         if self.bot.pacing.asks_server_time():
@@ -310,6 +322,8 @@ class Feeds:
             log.warning("%s: only %d of %d klines for the EMAs", c.symbol, rows.shape[0], n)
         closes = np.ascontiguousarray(rows[:, 4])
         c.emas = np.stack([ema_seed(closes, bot.alphas[0]), ema_seed(closes, bot.alphas[1])])
+        ohlcv = np.ascontiguousarray(rows[:, 1:6])
+        c.fema = np.stack([forager_seed(ohlcv, a) for a in bot.f_alphas])
         c.last_kline_ts = int(rows[-1, 0])
         c.last_price = float(closes[-1])
         self.save_emas(c)
@@ -329,10 +343,10 @@ class Feeds:
             if rows.shape[0] > max_gap:
                 return False
             for r in rows:
-                self.apply_kline(c, int(r[0]), float(r[4]), float(r[2]), float(r[3]))
+                self.apply_kline(c, int(r[0]), *(float(r[i]) for i in (4, 2, 3, 5)))
             # klines the stream brought while we fetched: newer than the answer, in order
-            for ts, close, high, low in sorted(c.pending_klines):
-                self.apply_kline(c, ts, close, high, low)
+            for ts, close, high, low, volume in sorted(c.pending_klines):
+                self.apply_kline(c, ts, close, high, low, volume)
             return True
         finally:
             c.pending_klines.clear()
