@@ -148,3 +148,15 @@ def test_replay_with_the_forager_matches_fill_for_fill(exchange: str):
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
     assert result.bot_errors == []
     assert result.open_orders_ok
+
+
+@pytest.mark.slow
+def test_replay_with_the_forager_across_a_restart_and_a_kill():
+    # the volume and range EMAs come back from the bot's state (and the klines it missed
+    # while killed), so the ranking after the restarts is still the backtester's
+    candles = candles3(6)
+    result = asyncio.run(replay(forager_config(), candles, restart_at={150}, kill_at={260}))
+    assert len(result.fills_backtest) >= 20
+    assert result.mismatches == []
+    assert result.first_divergence is None, result.first_divergence
+    assert result.bot_errors == []
