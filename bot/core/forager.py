@@ -89,9 +89,15 @@ def forager_slots(
             free -= 1
     if free <= 0:
         return out
-    cands = np.array([i for i in range(n) if not out[i] and eligible[i]], dtype=np.int64)
-    if cands.shape[0] == 0:
+    idx = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        if not out[i] and eligible[i]:
+            idx[m] = i
+            m += 1
+    if m == 0:
         return out
+    cands = idx[:m]
     if volume_window > 0.0 and volume_drop_pct > 0.0:
         n_drop = int(math.floor(cands.shape[0] * volume_drop_pct))
         if n_drop > 0:
