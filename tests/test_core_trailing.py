@@ -174,6 +174,21 @@ def test_grid_first_ladder_ends_on_its_share_of_the_limit():
     assert size > 1.0
 
 
+def test_grid_first_hands_over_to_trailing_when_its_share_is_full():
+    p = params(
+        entry_trailing_grid_ratio=-0.5,
+        entry_trailing_threshold_pct=0.015,
+        entry_trailing_retracement_pct=0.01,
+    )
+    # 4.999 @ 100: WE 0.4999, just under the grid's share 0.5, but the room left (0.1 USDT)
+    # takes no order (min qty 0.01 ~ 1 USDT): the trailing phase has begun
+    rows = ideal_orders(LONG, 1000.0, 1000.0, 4.999, 100.0, 99.4, 99.4, EMAS, MARKET, p, True,
+                        trail_of(*DIP, BOUNCE))  # fmt: skip
+    entries = rows[np.isin(rows[:, 2], (KIND_ENTRY_GRID, KIND_ENTRY_TRAILING))]
+    # qty max(initial 0.50, 4.999 x 1 -> 5.00), room under the full limit 5.03 coins
+    assert entries.tolist() == [[5.0, 99.4, KIND_ENTRY_TRAILING]]
+
+
 @pytest.mark.slow
 def test_backtest_trails_and_trailing_off_changes_nothing():
     side = {

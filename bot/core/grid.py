@@ -54,6 +54,7 @@ from bot.core.params import (
 from bot.core.rounding import min_entry_qty, round_dn, round_nearest, round_up
 from bot.core.trailing import (
     PHASE_GRID,
+    PHASE_TRAILING,
     close_split,
     close_trigger_price,
     entry_phase,
@@ -424,6 +425,13 @@ def _entries(
     if pos_size > 0.0:
         we_ratio = pos_size * pos_price / balance / wel if balance > 0.0 and wel > 0.0 else np.inf
     phase, cap = entry_phase(ratio, we_ratio)
+    if pos_size > 0.0 and cap < 1.0:
+        # the first phase's share is full when no order fits under it any more (the last
+        # entry is rounded down to the step): the other phase takes over
+        min_q = min_entry_qty(pos_price, market[M_QTY_STEP], market[M_MIN_QTY], market[M_MIN_COST])
+        if wel * cap * balance - pos_size * pos_price < min_q * pos_price:
+            phase = PHASE_TRAILING if phase == PHASE_GRID else PHASE_GRID
+            cap = 1.0
     if pos_size <= 0.0 or phase == PHASE_GRID:
         # flat: the initial entry, and the grid's ladder behind it only in a grid phase
         levels = MAX_ENTRY_LEVELS if phase == PHASE_GRID else 1
