@@ -17,7 +17,8 @@ check with the positions held; then the candle's fills in the order of
 ``bot.core.book.candle_fill_order`` (buys when low < price, sells when high > price, at the
 order's price with the maker fee), each booked by ``bot.core.book.book_fill``; then the
 liquidation check again (``liquidation_prices`` / ``book_liquidation``). Orders created by a
-fill in candle k rest from candle k+1. The simulated venue runs the same sequence through the
+fill in candle k rest from candle k+1. Trailing orders (``bot.core.trailing``) follow each
+position's price extremes through candle k-1 since the candle it last changed in. The simulated venue runs the same sequence through the
 same functions.
 """
 
@@ -51,12 +52,12 @@ from bot.core.book import (
 )
 from bot.core.ema import ema_alphas, ema_update
 from bot.core.enforce import exposure_close
+from bot.core.forager import N_FORAGE, candle_values, forager_alphas, forager_slots, forager_update
 from bot.core.grid import (
     close_grid,
     entry_grid,
     ideal_orders_into,
     initial_entry_price,
-    opening_slots,
     partial_entry_bound,
     unstuck_order,
 )
@@ -69,11 +70,17 @@ from bot.core.params import (
     M_PRICE_STEP,
     M_QTY_STEP,
     MAX_ORDERS,
+    P_CLOSE_TRAILING_GRID_RATIO,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
     P_ENABLED,
+    P_ENTRY_TRAILING_GRID_RATIO,
+    P_FILTER_VOLATILITY_WINDOW,
+    P_FILTER_VOLUME_DROP_PCT,
+    P_FILTER_VOLUME_WINDOW,
     P_WALLET_EXPOSURE_LIMIT,
 )
+from bot.core.trailing import N_TRAIL, trail_reset, trail_update
 
 __all__ = ["EngineInputs", "EngineOutput", "run_engine", "F_COLUMNS"]
 
@@ -130,6 +137,9 @@ class EngineInputs:
     sizing_fraction: float = 1.0
     leverage_cap: float = 0.0
     margin_buffer_pct: float = 0.0
+    # the forager (bot.core.forager): per coin, the first candle open time (ms) at which it may
+    # open a position (approved, not ignored, old enough); None: every coin from the start
+    eligible_from_ms: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     sizing_fraction: float,
     leverage_cap: float,
     margin_buffer_pct: float,
+    eligible_from: np.ndarray,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -306,6 +317,22 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     for s in range(n_sym):
         emas[s, 0, :] = ohlcv[s, 0, 3]
         emas[s, 1, :] = ohlcv[s, 0, 3]
+    # the forager's EMAs of volume and range per coin and side, and who may open when: slots
+    # follow the ranking every candle once any side ranks or any coin waits to be eligible
+    prms = (params_long, params_short)
+    f_alphas = np.empty((2, N_FORAGE))
+    f_on = np.zeros(2, dtype=np.bool_)
+    for j in range(2):
+        f_alphas[j] = forager_alphas(
+            prms[j][P_FILTER_VOLUME_WINDOW], prms[j][P_FILTER_VOLATILITY_WINDOW]
+        )
+        f_on[j] = prms[j][P_FILTER_VOLUME_WINDOW] > 0.0 or prms[j][P_FILTER_VOLATILITY_WINDOW] > 0.0
+    fema = np.empty((n_sym, 2, N_FORAGE))
+    for s in range(n_sym):
+        candle_values(ohlcv[s, 0, 1], ohlcv[s, 0, 2], ohlcv[s, 0, 3], ohlcv[s, 0, 4], fema[s, 0])
+        fema[s, 1, :] = fema[s, 0, :]
+    slots_every_candle = f_on[0] or f_on[1] or np.any(eligible_from > timestamps[0])
+    elig = np.ones(n_sym, dtype=np.bool_)
     price_steps = np.ascontiguousarray(markets[:, M_PRICE_STEP])
     qty_steps = np.ascontiguousarray(markets[:, M_QTY_STEP])
     # cached triggers, valid while ``dirty`` is False
@@ -313,6 +340,23 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     close_trig = np.zeros((n_sym, 2))
     part_trig = np.zeros((n_sym, 2))
     dirty = True
+    # trailing: each position's price extremes since it last changed (bot.core.trailing); a
+    # side that trails asks the core every candle (its orders follow the previous close)
+    trails = np.zeros((n_sym, 2, N_TRAIL))
+    for s in range(n_sym):
+        trail_reset(trails[s, 0])
+        trail_reset(trails[s, 1])
+    trailing = np.array(
+        [
+            params_long[P_ENTRY_TRAILING_GRID_RATIO] != 0.0
+            or params_long[P_CLOSE_TRAILING_GRID_RATIO] != 0.0,
+            params_short[P_ENTRY_TRAILING_GRID_RATIO] != 0.0
+            or params_short[P_CLOSE_TRAILING_GRID_RATIO] != 0.0,
+        ]
+    )
+    use_trail = trailing[0] or trailing[1]
+    sz0 = np.zeros((2, n_sym))
+    pp0 = np.zeros((2, n_sym))
 
     out_balance = np.empty(n)
     out_equity = np.empty(n)
@@ -344,6 +388,10 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
                 if enabled[1]:
                     ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
+                for j in range(2):
+                    if f_on[j]:
+                        row = ohlcv[s, k - 1]
+                        forager_update(fema[s, j], f_alphas[j], row[1], row[2], row[3], row[4])
         trading = k >= trade_start and k > 0 and liquidated_k < 0
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance * sizing_fraction
@@ -355,6 +403,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
         recompute = dirty and trading
         if trading:
             dirty = False
+            if use_trail:
+                sz0[:, :] = size
+                pp0[:, :] = pprice
         if trading and ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
             # Outside events due by this candle's open, at the previous closes; the orders
             # resting in this candle stay as they were placed (sized before the events).
@@ -415,9 +466,20 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                 )
             if liq.shape[0] == 0:
                 nf_candle = nf
-                if recompute:
-                    sl = opening_slots(osz[0], n_positions_long)
-                    ss = opening_slots(osz[1], n_positions_short)
+                if recompute or slots_every_candle:
+                    for s in range(n_sym):
+                        elig[s] = timestamps[k] >= eligible_from[s]
+                    sl = forager_slots(
+                        osz[0], n_positions_long, elig, fema[:, 0, :],
+                        params_long[P_FILTER_VOLUME_WINDOW], params_long[P_FILTER_VOLATILITY_WINDOW],
+                        params_long[P_FILTER_VOLUME_DROP_PCT],
+                    )  # fmt: skip
+                    ss = forager_slots(
+                        osz[1], n_positions_short, elig, fema[:, 1, :],
+                        params_short[P_FILTER_VOLUME_WINDOW],
+                        params_short[P_FILTER_VOLATILITY_WINDOW],
+                        params_short[P_FILTER_VOLUME_DROP_PCT],
+                    )  # fmt: skip
                     for s in range(n_sym):
                         may_open[s, 0] = sl[s]
                         may_open[s, 1] = ss[s]
@@ -439,6 +501,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                             )
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
                                 hit_side[j] = True
+                            continue
+                        if trailing[j]:
+                            hit_side[j] = True
                             continue
                         if recompute:
                             entry_trig[s, j], close_trig[s, j], part_trig[s, j] = _triggers(
@@ -477,7 +542,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                             sides[j], ord_balance, ord_peak, osz[j, s], opp[j, s], prev_close,
                             prev_close, emas[s, j], markets[s],
                             params_long if j == 0 else params_short, may_open[s, j], orders,
-                            lo if j == 0 else hi,
+                            lo if j == 0 else hi, trails[s, j],
                         )  # fmt: skip
                         for i in range(n_o):
                             if blocked and (orders[i, 0] > 0.0) == (sides[j] > 0):
@@ -534,6 +599,14 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     realized += rows[r, R_PNL]
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_LIQUIDATION)
                 liquidated_k = k
+        if trading and use_trail:
+            # a position that changed in this candle trails from the next one
+            for s in range(n_sym):
+                for j in range(2):
+                    if size[j, s] != sz0[j, s] or pprice[j, s] != pp0[j, s]:
+                        trail_reset(trails[s, j])
+                    elif size[j, s] > 0.0:
+                        trail_update(trails[s, j], ohlcv[s, k, 1], ohlcv[s, k, 2], ohlcv[s, k, 3])
         # Record the candle's close.
         equity = balance
         for s in range(n_sym):
@@ -570,6 +643,12 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
         due = (inp.timestamps % FUNDING_INTERVAL_MS) == 0
         rates = np.where(due[None, :], inp.funding_rate, 0.0) * np.ones((inp.ohlcv.shape[0], 1))
     rates = np.ascontiguousarray(rates, dtype=np.float64)
+    n_sym = inp.ohlcv.shape[0]
+    elig_from = (
+        np.full(n_sym, np.iinfo(np.int64).min, dtype=np.int64)
+        if inp.eligible_from_ms is None
+        else np.ascontiguousarray(inp.eligible_from_ms, dtype=np.int64)
+    )
     while True:
         fills = np.zeros((capacity, N_F))
         nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
@@ -590,6 +669,7 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
             float(inp.sizing_fraction),
             float(inp.leverage_cap),
             float(inp.margin_buffer_pct),
+            elig_from,
         )
         if nf <= capacity:
             return EngineOutput(

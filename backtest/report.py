@@ -48,9 +48,10 @@ from backtest.metrics import bankruptcy_distances, bankruptcy_prices, wallet_exp
 from bot.config import config_to_dict
 from bot.core.params import (
     KIND_CLOSE_GRID,
+    KIND_CLOSE_TRAILING,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
-    KIND_EXPOSURE_LIMIT,
+    KIND_ENTRY_TRAILING,
     KIND_LIQUIDATION,
     KIND_NAMES,
     KIND_UNSTUCK,
@@ -414,9 +415,9 @@ def worst_day(run: BacktestRun, s: int) -> tuple[int, str]:
 
 
 _MARKERS = (  # kinds, label, marker, color
-    ((KIND_ENTRY_INITIAL, KIND_ENTRY_GRID), "entry", "^", "tab:green"),
-    ((KIND_CLOSE_GRID,), "close", "v", "tab:red"),
-    ((KIND_UNSTUCK, KIND_EXPOSURE_LIMIT), "unstuck / exposure limit", "D", "tab:orange"),
+    ((KIND_ENTRY_INITIAL, KIND_ENTRY_GRID, KIND_ENTRY_TRAILING), "entry", "^", "tab:green"),
+    ((KIND_CLOSE_GRID, KIND_CLOSE_TRAILING), "close", "v", "tab:red"),
+    ((KIND_UNSTUCK,), "unstuck", "D", "tab:orange"),
     ((KIND_LIQUIDATION,), "liquidation", "X", "black"),
 )
 

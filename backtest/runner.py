@@ -13,6 +13,8 @@ from backtest.engine import EngineInputs, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
 from backtest.funding import FundingPlan, funding_matrix
 from bot.config import Config, side_params_array, warmup_candles
+from bot.core import params as P
+from bot.core.forager import eligible_from_ms
 from bot.core.margin import stack_tiers
 from bot.markets import market_spec
 
@@ -51,6 +53,8 @@ def build_inputs(
         # EMA spans are in minutes; the kernel advances the EMAs once per candle.
         p[14] = side.ema_span_0 / minutes_per_candle
         p[15] = side.ema_span_1 / minutes_per_candle
+        p[P.P_FILTER_VOLUME_WINDOW] = side.filter_volume_rolling_window / minutes_per_candle
+        p[P.P_FILTER_VOLATILITY_WINDOW] = side.filter_volatility_rolling_window / minutes_per_candle
         params.append(p)
     return EngineInputs(
         timestamps=np.asarray(candles.timestamps, dtype=np.int64),
@@ -67,6 +71,17 @@ def build_inputs(
         trade_start=min(warmup_candles(config, candles.timeframe_ms), len(candles.timestamps) - 1),
         events=events_array(events, candles.symbols),
         funding=(funding or funding_plan(config, candles)).rates,
+        eligible_from_ms=coins_eligible_from(config, candles),
+    )
+
+
+def coins_eligible_from(config: Config, candles: Candles) -> np.ndarray:
+    """The forager's coins (live.approved_coins, ignored_coins, minimum_coin_age_days): per
+    coin, when it may open a position; its age counts from its first candle in the data."""
+    live = config.live
+    first = np.full(len(candles.symbols), int(candles.timestamps[0]), dtype=np.int64)
+    return eligible_from_ms(
+        candles.symbols, live.approved_coins, live.ignored_coins, first, live.minimum_coin_age_days
     )
 
 

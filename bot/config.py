@@ -119,6 +119,27 @@ class SideConfig(_Strict):
     unstuck_ema_dist: float = Field(0.0, ge=-0.1, le=0.5)
     unstuck_loss_allowance_pct: float = Field(0.02, ge=0.0, le=1.0)
     enforce_exposure_limit: bool = False
+    # trailing (README "Trailing entries and closes"); a grid ratio of 0 keeps trailing off
+    entry_trailing_threshold_pct: float = Field(0.0, ge=-1.0, le=1.0)
+    entry_trailing_retracement_pct: float = Field(0.0, ge=0.0, le=1.0)
+    entry_trailing_grid_ratio: float = Field(0.0, ge=-1.0, le=1.0)
+    close_trailing_threshold_pct: float = Field(0.0, ge=-1.0, le=1.0)
+    close_trailing_retracement_pct: float = Field(0.0, ge=0.0, le=1.0)
+    close_trailing_grid_ratio: float = Field(0.0, ge=-1.0, le=1.0)
+    close_trailing_qty_pct: float = Field(1.0, ge=0.01, le=1.0)
+    # the forager (README "The forager"): EMA spans in minutes, 0 = not ranked by it
+    filter_volume_rolling_window: float = Field(0.0, ge=0.0, le=100_000.0)
+    filter_volatility_rolling_window: float = Field(0.0, ge=0.0, le=100_000.0)
+    filter_volume_drop_pct: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _drop_needs_window(self) -> SideConfig:
+        if self.filter_volume_drop_pct > 0.0 and self.filter_volume_rolling_window <= 0.0:
+            raise ValueError(
+                "filter_volume_drop_pct needs filter_volume_rolling_window > 0 (the volume "
+                "it drops by)"
+            )
+        return self
 
     @property
     def wallet_exposure_limit(self) -> float:
@@ -175,11 +196,31 @@ class LiveConfig(_Strict):
     log_max_mb: float = Field(10.0, gt=0.0, le=10_000.0)
     log_backups: int = Field(5, ge=0, le=1000)
     heartbeat_minutes: float = Field(60.0, ge=0.0, le=1440.0)
+    # the forager's coins (README "The forager"; the backtest applies them too)
+    approved_coins: tuple[str, ...] | Literal["all"] = "all"
+    ignored_coins: tuple[str, ...] = ()
+    minimum_coin_age_days: float = Field(0.0, ge=0.0, le=10_000.0)
     alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _symbols(v) if v else v
+
+    @field_validator("approved_coins", mode="before")
+    @classmethod
+    def _approved(cls, v: Any) -> Any:
+        if v == "all":
+            return v
+        if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+            raise ValueError('must be a list of symbols or "all"')
+        if not v:
+            raise ValueError('needs at least one symbol, or "all"')
+        return _symbols(tuple(v))
+
+    @field_validator("ignored_coins")
+    @classmethod
+    def _ignored(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _symbols(v) if v else v
 
     @field_validator("state_dir")
@@ -559,6 +600,16 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_EMA_SPAN_1] = side.ema_span_1
     a[P.P_TOTAL_WALLET_EXPOSURE_LIMIT] = side.total_wallet_exposure_limit
     a[P.P_ENFORCE_EXPOSURE_LIMIT] = 1.0 if side.enforce_exposure_limit else 0.0
+    a[P.P_ENTRY_TRAILING_THRESHOLD_PCT] = side.entry_trailing_threshold_pct
+    a[P.P_ENTRY_TRAILING_RETRACEMENT_PCT] = side.entry_trailing_retracement_pct
+    a[P.P_ENTRY_TRAILING_GRID_RATIO] = side.entry_trailing_grid_ratio
+    a[P.P_CLOSE_TRAILING_THRESHOLD_PCT] = side.close_trailing_threshold_pct
+    a[P.P_CLOSE_TRAILING_RETRACEMENT_PCT] = side.close_trailing_retracement_pct
+    a[P.P_CLOSE_TRAILING_GRID_RATIO] = side.close_trailing_grid_ratio
+    a[P.P_CLOSE_TRAILING_QTY_PCT] = side.close_trailing_qty_pct
+    a[P.P_FILTER_VOLUME_WINDOW] = side.filter_volume_rolling_window
+    a[P.P_FILTER_VOLATILITY_WINDOW] = side.filter_volatility_rolling_window
+    a[P.P_FILTER_VOLUME_DROP_PCT] = side.filter_volume_drop_pct
     return a
 
 

@@ -30,6 +30,7 @@ class MarketSpec:
     min_cost: float
     # rows [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]
     tiers: np.ndarray
+    listed_ms: int = 0  # when the exchange listed it (0: unknown); the forager's coin age
 
     def as_array(self) -> np.ndarray:
         """The market array the core takes (see ``bot.core.params``)."""

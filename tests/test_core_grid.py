@@ -103,6 +103,10 @@ def side_configs(draw: st.DrawFn) -> SideConfig:
             kw[name] = draw(st.booleans())
         elif name == "n_positions":
             kw[name] = draw(st.one_of(st.integers(1, 10), st.integers(1, 1000)))
+        elif name.endswith("_trailing_grid_ratio"):
+            kw[name] = 0.0  # the grid's properties; trailing has its own (test_core_trailing)
+        elif name.startswith("filter_"):
+            kw[name] = 0.0  # the forager picks coins, not orders (test_forager)
         elif name == "total_wallet_exposure_limit":
             # Mostly realistic limits, sometimes anything the config allows.
             kw[name] = draw(st.one_of(st.floats(0.05, 5.0), _field_floats(name)))

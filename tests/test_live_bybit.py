@@ -236,7 +236,10 @@ def test_public_messages_normalize_to_prices_and_klines():
         ],
     }  # fmt: skip
     assert bf.parse_public(trades) == [PriceEvent("BTCUSDT", 16578.5)]
-    assert bf.parse_public(kline) == [KlineEvent("BTCUSDT", 1672324980000, 16677.0, True)]
+    # the range and volume too: trailing and the forager read them
+    assert bf.parse_public(kline) == [
+        KlineEvent("BTCUSDT", 1672324980000, 16677.0, True, 16677.0, 16608.0, 2.081)
+    ]
     assert bf.parse_public({"success": True, "ret_msg": "pong", "op": "ping"}) == []
 
 

@@ -236,6 +236,10 @@ class MatchingEngine:
         # constant funding_rate every 8 h
         self.funding_table: np.ndarray | None = None
         self.last_funding: dict[str, float] = {}
+        if candles is not None and not specs:
+            # listed at its first candle (the exchange info says so, as a real one does)
+            t0 = int(candles.timestamps[0])
+            self.specs = {s: replace(m, listed_ms=t0) for s, m in self.specs.items()}
         self.tiers = stack_tiers([self.specs[s].tiers for s in self.symbols])
         self.price_steps = np.array([self.specs[s].price_step for s in self.symbols])
         self.qty_steps = np.array([self.specs[s].qty_step for s in self.symbols])

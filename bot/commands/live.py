@@ -101,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
     if over:  # plain strings: the config's types hold them as they are
         config = config.model_copy(update={"live": config.live.model_copy(update=over)})
     exchange = args.exchange or config.live.exchange
-    symbols = list(args.symbols) if args.symbols else list(config.live.symbols)
+    approved = config.live.approved_coins
+    symbols = list(args.symbols or config.live.symbols or (() if approved == "all" else approved))
     if not symbols:
-        raise ConfigError("live.symbols is empty: set it or pass --symbols BTCUSDT,ETHUSDT")
+        raise ConfigError(
+            'live.symbols is empty (and live.approved_coins is "all"): set either or pass '
+            "--symbols BTCUSDT,ETHUSDT"
+        )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

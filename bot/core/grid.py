@@ -18,8 +18,10 @@ from bot.core.ema import ema_band
 from bot.core.enforce import exposure_close
 from bot.core.params import (
     KIND_CLOSE_GRID,
+    KIND_CLOSE_TRAILING,
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
+    KIND_ENTRY_TRAILING,
     KIND_EXPOSURE_LIMIT,
     KIND_UNSTUCK,
     M_MIN_COST,
@@ -32,12 +34,19 @@ from bot.core.params import (
     P_CLOSE_GRID_MARKUP_RANGE,
     P_CLOSE_GRID_MIN_MARKUP,
     P_CLOSE_GRID_QTY_PCT,
+    P_CLOSE_TRAILING_GRID_RATIO,
+    P_CLOSE_TRAILING_QTY_PCT,
+    P_CLOSE_TRAILING_RETRACEMENT_PCT,
+    P_CLOSE_TRAILING_THRESHOLD_PCT,
     P_ENABLED,
     P_ENTRY_GRID_DOUBLE_DOWN_FACTOR,
     P_ENTRY_GRID_SPACING_PCT,
     P_ENTRY_GRID_SPACING_WEIGHT,
     P_ENTRY_INITIAL_EMA_DIST,
     P_ENTRY_INITIAL_QTY_PCT,
+    P_ENTRY_TRAILING_GRID_RATIO,
+    P_ENTRY_TRAILING_RETRACEMENT_PCT,
+    P_ENTRY_TRAILING_THRESHOLD_PCT,
     P_TOTAL_WALLET_EXPOSURE_LIMIT,
     P_UNSTUCK_CLOSE_PCT,
     P_UNSTUCK_EMA_DIST,
@@ -46,6 +55,15 @@ from bot.core.params import (
     P_WALLET_EXPOSURE_LIMIT,
 )
 from bot.core.rounding import min_entry_qty, round_dn, round_nearest, round_up
+from bot.core.trailing import (
+    PHASE_GRID,
+    PHASE_TRAILING,
+    close_split,
+    close_trigger_price,
+    entry_phase,
+    entry_triggered,
+    trail_empty,
+)
 
 # A position within 0.1% of its limit counts as full: no more entries (Passivbot's rule).
 _FULL = 0.999
@@ -151,6 +169,7 @@ def _next_entry(
     emas: np.ndarray,
     market: np.ndarray,
     params: np.ndarray,
+    wel: float,
 ) -> tuple[float, float, float]:
     """(qty magnitude, price, kind) of the one next entry, Passivbot's rules; qty 0.0 for none.
 
@@ -158,9 +177,9 @@ def _next_entry(
     entry, or what closes left): the rest of the initial qty, at the initial entry's price.
     Otherwise the grid re-entry; when the level after it would be cropped by the limit to less
     than a quarter of double_down_factor x the position, this one is inflated to reach the
-    limit instead. ``book`` is the bid (long) / ask (short).
+    limit instead. ``book`` is the bid (long) / ask (short); ``wel`` the limit the ladder ends
+    on (the side's WEL, or a trailing grid ratio's share of it).
     """
-    wel = params[P_WALLET_EXPOSURE_LIMIT]
     pstep = market[M_PRICE_STEP]
     qstep = market[M_QTY_STEP]
     if size > 0.0 and size * pos_price / balance >= wel * _FULL:
@@ -232,6 +251,7 @@ def entry_grid(  # noqa: C901 -- njit: the grid's cases in one compiled function
     start: int,
     stop_price: float,
     max_levels: int = MAX_ENTRY_LEVELS,
+    wel_cap: float = np.inf,
 ) -> int:
     """Write the entry ladder into ``out[start:]`` nearest first; return the row after the last.
 
@@ -241,9 +261,11 @@ def entry_grid(  # noqa: C901 -- njit: the grid's cases in one compiled function
     on the wallet exposure limit and never passes it. Levels at or beyond ``stop_price``
     (long: at or below; short: at or above) are left out: the backtester passes the candle's
     extreme, which they cannot reach; the live bot passes 0 / inf for the whole ladder. At most
-    ``max_levels`` levels (the backtester asks for 1 to learn the nearest).
+    ``max_levels`` levels (the backtester asks for 1 to learn the nearest). ``wel_cap`` lowers
+    the limit the ladder ends on (a trailing grid ratio's share; the initial qty still follows
+    the full limit).
     """
-    wel = params[P_WALLET_EXPOSURE_LIMIT]
+    wel = min(params[P_WALLET_EXPOSURE_LIMIT], wel_cap)
     n = start
     if params[P_ENABLED] == 0.0 or wel <= 0.0 or balance <= 0.0:
         return n
@@ -252,7 +274,9 @@ def entry_grid(  # noqa: C901 -- njit: the grid's cases in one compiled function
     book = bid if side > 0 else ask
     last_price = 0.0
     for _ in range(min(max_levels, MAX_ENTRY_LEVELS)):
-        qty, price, kind = _next_entry(side, balance, size, price_avg, book, emas, market, params)
+        qty, price, kind = _next_entry(
+            side, balance, size, price_avg, book, emas, market, params, wel
+        )
         if qty <= 0.0 or price == last_price or _beyond(side, price, stop_price):
             break
         out[n, 0] = qty * side
@@ -413,6 +437,143 @@ def unstuck_order(
 
 
 @njit(cache=True)
+def _trailing_entry(
+    side: int,
+    balance: float,
+    pos_size: float,
+    pos_price: float,
+    bid: float,
+    ask: float,
+    trail: np.ndarray,
+    market: np.ndarray,
+    params: np.ndarray,
+    out: np.ndarray,
+    n: int,
+    stop_price: float,
+    wel: float,
+) -> int:
+    """One re-entry at the bid (long) when the trailing trigger holds (bot.core.trailing),
+    sized as a grid re-entry and cropped to ``wel``."""
+    if params[P_ENABLED] == 0.0 or wel <= 0.0 or balance <= 0.0 or pos_size <= 0.0:
+        return n
+    if pos_size * pos_price / balance >= wel * _FULL:
+        return n
+    if not entry_triggered(
+        side, pos_price, trail, params[P_ENTRY_TRAILING_THRESHOLD_PCT],
+        params[P_ENTRY_TRAILING_RETRACEMENT_PCT],
+    ):  # fmt: skip
+        return n
+    price = _entry_round(side, bid if side > 0 else ask, market[M_PRICE_STEP])
+    if price <= 0.0 or _beyond(side, price, stop_price):
+        return n
+    qty = max(
+        _initial_qty(balance, price, market, params),
+        round_nearest(pos_size * params[P_ENTRY_GRID_DOUBLE_DOWN_FACTOR], market[M_QTY_STEP]),
+    )
+    qty = _crop_to_limit(qty, balance, pos_size, pos_price, price, market, wel)
+    if qty <= 0.0:
+        return n
+    out[n, 0] = qty * side
+    out[n, 1] = price
+    out[n, 2] = KIND_ENTRY_TRAILING
+    return n + 1
+
+
+@njit(cache=True)
+def _entries(
+    side: int,
+    balance: float,
+    pos_size: float,
+    pos_price: float,
+    bid: float,
+    ask: float,
+    emas: np.ndarray,
+    market: np.ndarray,
+    params: np.ndarray,
+    out: np.ndarray,
+    stop_price: float,
+    trail: np.ndarray,
+) -> int:
+    """The entries of one side: the grid, trailing, or both as entry_trailing_grid_ratio
+    splits the limit (bot.core.trailing.entry_phase). The initial entry is the grid's."""
+    ratio = params[P_ENTRY_TRAILING_GRID_RATIO]
+    if ratio == 0.0:
+        return entry_grid(
+            side, balance, pos_size, pos_price, bid, ask, emas, market, params, out, 0, stop_price
+        )
+    wel = params[P_WALLET_EXPOSURE_LIMIT]
+    we_ratio = 0.0
+    if pos_size > 0.0:
+        we_ratio = pos_size * pos_price / balance / wel if balance > 0.0 and wel > 0.0 else np.inf
+    phase, cap = entry_phase(ratio, we_ratio)
+    if pos_size > 0.0 and cap < 1.0:
+        # the first phase's share is full when no order fits under it any more (the last
+        # entry is rounded down to the step): the other phase takes over
+        min_q = min_entry_qty(pos_price, market[M_QTY_STEP], market[M_MIN_QTY], market[M_MIN_COST])
+        if wel * cap * balance - pos_size * pos_price < min_q * pos_price:
+            phase = PHASE_TRAILING if phase == PHASE_GRID else PHASE_GRID
+            cap = 1.0
+    if pos_size <= 0.0 or phase == PHASE_GRID:
+        # flat: the initial entry, and the grid's ladder behind it only in a grid phase
+        levels = MAX_ENTRY_LEVELS if phase == PHASE_GRID else 1
+        return entry_grid(
+            side, balance, pos_size, pos_price, bid, ask, emas, market, params, out, 0,
+            stop_price, levels, wel * cap,
+        )  # fmt: skip
+    return _trailing_entry(
+        side, balance, pos_size, pos_price, bid, ask, trail, market, params, out, 0,
+        stop_price, wel * cap,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def _closes(
+    side: int,
+    balance: float,
+    pos_size: float,
+    pos_price: float,
+    bid: float,
+    ask: float,
+    market: np.ndarray,
+    params: np.ndarray,
+    out: np.ndarray,
+    n: int,
+    trail: np.ndarray,
+) -> int:
+    """The closes of ``pos_size``: the trailing close over the share close_trailing_grid_ratio
+    gives it (bot.core.trailing.close_split), when triggered, then the close grid over the
+    rest. A share too small for an order of its own goes to the other kind."""
+    ratio = params[P_CLOSE_TRAILING_GRID_RATIO]
+    if ratio == 0.0 or pos_size <= 0.0:
+        return close_grid(side, balance, pos_size, pos_price, bid, ask, market, params, out, n)
+    qstep = market[M_QTY_STEP]
+    full = balance * params[P_WALLET_EXPOSURE_LIMIT] / pos_price if balance > 0.0 else 0.0
+    t_size = min(pos_size, round_nearest(close_split(ratio, pos_size, full), qstep))
+    min_q = min_entry_qty(pos_price, qstep, market[M_MIN_QTY], market[M_MIN_COST])
+    if pos_size - t_size < min_q:
+        t_size = pos_size
+    elif t_size < min_q:
+        t_size = 0.0
+    g_size = round_nearest(pos_size - t_size, qstep) if t_size < pos_size else 0.0
+    price = 0.0
+    if t_size > 0.0:
+        price = close_trigger_price(
+            side, pos_price, bid, ask, trail, params[P_CLOSE_TRAILING_THRESHOLD_PCT],
+            params[P_CLOSE_TRAILING_RETRACEMENT_PCT], market[M_PRICE_STEP],
+        )  # fmt: skip
+    if price > 0.0:
+        min_q = min_entry_qty(price, qstep, market[M_MIN_QTY], market[M_MIN_COST])
+        q = max(round_up(full * params[P_CLOSE_TRAILING_QTY_PCT], qstep), min_q)
+        if t_size - q < min_q:
+            q = t_size
+        out[n, 0] = -q * side
+        out[n, 1] = price
+        out[n, 2] = KIND_CLOSE_TRAILING
+        n += 1
+    return close_grid(side, balance, g_size, pos_price, bid, ask, market, params, out, n)
+
+
+@njit(cache=True)
 def ideal_orders_into(
     side: int,
     balance: float,
@@ -427,16 +588,18 @@ def ideal_orders_into(
     may_open: bool,
     out: np.ndarray,
     entry_stop_price: float,
+    trail: np.ndarray,
 ) -> int:
     """:func:`ideal_orders` written into ``out`` (MAX_ORDERS rows); returns the row count.
 
-    ``entry_stop_price`` leaves out entry levels at or beyond it (see :func:`entry_grid`).
+    ``entry_stop_price`` leaves out entry levels at or beyond it (see :func:`entry_grid`);
+    ``trail``: the side's price extremes since its position last changed (bot.core.trailing).
     """
     n = 0
     if may_open or pos_size > 0.0:
-        n = entry_grid(
-            side, balance, pos_size, pos_price, bid, ask, emas, market, params, out, 0,
-            entry_stop_price,
+        n = _entries(
+            side, balance, pos_size, pos_price, bid, ask, emas, market, params, out,
+            entry_stop_price, trail,
         )  # fmt: skip
     left = pos_size
     eq, ep = exposure_close(side, balance, pos_size, pos_price, bid, ask, market, params)
@@ -455,10 +618,9 @@ def ideal_orders_into(
         out[n, 2] = KIND_UNSTUCK
         n += 1
         left = round_nearest(left - uq, market[M_QTY_STEP])
-    return close_grid(side, balance, left, pos_price, bid, ask, market, params, out, n)
+    return _closes(side, balance, left, pos_price, bid, ask, market, params, out, n, trail)
 
 
-@njit(cache=True)
 def ideal_orders(
     side: int,
     balance: float,
@@ -471,19 +633,23 @@ def ideal_orders(
     market: np.ndarray,
     params: np.ndarray,
     may_open: bool = True,
+    trail: np.ndarray | None = None,
 ) -> np.ndarray:
     """The orders one position side should have open now: rows [signed qty, price, kind].
 
     Entries (nearest first), then the exposure-limit close if any (:mod:`bot.core.enforce`),
-    then the unstuck close if any, then the close grid over what those leave. A disabled side places no entries but still closes what it holds;
-    a flat side with ``may_open`` False (no free position slot, see :func:`opening_slots`)
-    places nothing. This is the function both the live bot and the backtester call.
+    then the unstuck close if any, then the closes (a triggered trailing close, then the close
+    grid) over what those leave. A disabled side places no entries but still closes what it
+    holds; a flat side with ``may_open`` False (no free position slot, see
+    :func:`opening_slots`) places nothing. ``trail``: the side's price extremes since its
+    position last changed (None: no candle since, nothing trails). This is the function both
+    the live bot and the backtester call (the backtester through :func:`ideal_orders_into`).
     """
     out = np.zeros((MAX_ORDERS, 3))
     stop = 0.0 if side > 0 else np.inf
     n = ideal_orders_into(
         side, balance, balance_peak, pos_size, pos_price, bid, ask, emas, market, params,
-        may_open, out, stop,
+        may_open, out, stop, trail_empty() if trail is None else trail,
     )  # fmt: skip
     return out[:n].copy()
 

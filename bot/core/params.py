@@ -30,7 +30,19 @@ P_EMA_SPAN_1 = 15
 # The side's total limit (all its positions): Passivbot scales the unstuck loss allowance by it.
 P_TOTAL_WALLET_EXPOSURE_LIMIT = 16
 P_ENFORCE_EXPOSURE_LIMIT = 17  # 1.0: reduce a position more than 1% past its WEL (bot.core.enforce)
-N_PARAMS = 18
+# trailing (bot.core.trailing); a grid ratio of 0 turns trailing off
+P_ENTRY_TRAILING_THRESHOLD_PCT = 18
+P_ENTRY_TRAILING_RETRACEMENT_PCT = 19
+P_ENTRY_TRAILING_GRID_RATIO = 20
+P_CLOSE_TRAILING_THRESHOLD_PCT = 21
+P_CLOSE_TRAILING_RETRACEMENT_PCT = 22
+P_CLOSE_TRAILING_GRID_RATIO = 23
+P_CLOSE_TRAILING_QTY_PCT = 24
+# the forager (bot.core.forager): EMA spans in candles (minutes in the config), 0 = unused
+P_FILTER_VOLUME_WINDOW = 25
+P_FILTER_VOLATILITY_WINDOW = 26
+P_FILTER_VOLUME_DROP_PCT = 27
+N_PARAMS = 28
 
 # Market (exchange) constraints: market[...]
 M_QTY_STEP = 0
@@ -51,6 +63,8 @@ KIND_UNSTUCK = 4
 KIND_LIQUIDATION = 5
 KIND_OUTSIDE = 6  # a position reduced by an outside event (deleverage, vault exit): no order
 KIND_EXPOSURE_LIMIT = 7  # a close bringing a position back to its WEL (enforce_exposure_limit)
+KIND_ENTRY_TRAILING = 8
+KIND_CLOSE_TRAILING = 9
 
 KIND_NAMES = {
     KIND_ENTRY_INITIAL: "entry_initial",
@@ -60,6 +74,8 @@ KIND_NAMES = {
     KIND_LIQUIDATION: "liquidation",
     KIND_OUTSIDE: "outside",
     KIND_EXPOSURE_LIMIT: "exposure_limit",
+    KIND_ENTRY_TRAILING: "entry_trailing",
+    KIND_CLOSE_TRAILING: "close_trailing",
 }
 
 # Leverage tier rows: [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]
@@ -72,4 +88,4 @@ T_MAINT_AMOUNT = 4
 # Bounds that keep the output arrays of fixed size.
 MAX_ENTRY_LEVELS = 60
 MAX_CLOSE_LEVELS = 100
-MAX_ORDERS = MAX_ENTRY_LEVELS + MAX_CLOSE_LEVELS + 1
+MAX_ORDERS = MAX_ENTRY_LEVELS + MAX_CLOSE_LEVELS + 2  # + unstuck + trailing close

@@ -8,6 +8,7 @@ Each exchange's wire messages (Binance USDT-M ``ORDER_TRADE_UPDATE`` / ``ACCOUNT
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = [
@@ -56,6 +57,9 @@ class KlineEvent:
     open_ms: int
     close: float
     closed: bool
+    high: float = math.nan  # the range moves the trailing extremes (bot.core.trailing)
+    low: float = math.nan
+    volume: float = 0.0  # base asset; the forager ranks by it (bot.core.forager)
 
 
 @dataclass(frozen=True)

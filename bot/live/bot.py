@@ -24,8 +24,11 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from bot.config import Config, LiveConfig, check_config_leverage, side_params_array
 from bot.core import ema_alphas
+from bot.core.forager import eligible_from_ms, forager_alphas
 from bot.errors import (
     AuthenticationError,
     ConfigError,
@@ -81,7 +84,13 @@ class LiveBot:
         self.config = config
         self.live: LiveConfig = config.live
         self.adapter = adapter
-        self.symbols = tuple(adapter.market_id(s) for s in (symbols or config.live.symbols or ()))
+        approved = config.live.approved_coins
+        self.symbols = tuple(
+            adapter.market_id(s)
+            for s in (
+                symbols or config.live.symbols or (approved if approved != "all" else ()) or ()
+            )
+        )
         if not self.symbols:
             raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
         self.ws_url = ws_url
@@ -102,6 +111,16 @@ class LiveBot:
             ema_alphas(config.bot.long.ema_span_0, config.bot.long.ema_span_1),
             ema_alphas(config.bot.short.ema_span_0, config.bot.short.ema_span_1),
         ]
+        sides = (config.bot.long, config.bot.short)
+        self.f_alphas = [
+            forager_alphas(s.filter_volume_rolling_window, s.filter_volatility_rolling_window)
+            for s in sides
+        ]
+        # the forager ranks (then every cycle waits for all coins' klines of its minute)
+        self.forager_ranks = any(
+            s.filter_volume_rolling_window > 0 or s.filter_volatility_rolling_window > 0
+            for s in sides
+        )
         self.coins: dict[str, Coin] = {}
         self.book: Book = Book(self.state, (), {})  # replaced at start, with the markets
         self.errors: list[str] = []  # noteworthy errors, for tests and the summary
@@ -180,6 +199,7 @@ class LiveBot:
         for c in self.coins.values():
             self.feeds.load_emas(c)
             await self.feeds.seed_emas(c)
+        self._coins_eligible()
         # the saved book (positions at their cursors) + the fills since = the exchange's,
         # unless something outside our orders changed it (then adopted, with a warning)
         if not await self.reconciler.sync(quiet=True):
@@ -191,6 +211,18 @@ class LiveBot:
             self.book.balance_peak,
             self.live.leverage,
         )
+
+    def _coins_eligible(self) -> None:
+        """When each coin may open a position (the forager: approved, not ignored, at least
+        minimum_coin_age_days since the exchange listed it; an unknown listing date counts as
+        old)."""
+        live = self.live
+        first = np.array([self.coins[s].spec.listed_ms for s in self.symbols], dtype=np.int64)
+        when = eligible_from_ms(
+            self.symbols, live.approved_coins, live.ignored_coins, first, live.minimum_coin_age_days
+        )
+        for s, t in zip(self.symbols, when, strict=True):
+            self.coins[s].eligible_from_ms = int(t)
 
     def attach_markets(self, specs: dict[str, MarketSpec], balance: float) -> None:
         """Coins, the saved book and the parts that work on them, for these markets."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bot.core.forager import N_FORAGE
+from bot.core.trailing import trail_empty
 from bot.markets import MarketSpec
 
 __all__ = ["Coin"]
@@ -27,4 +29,15 @@ class Coin:
     done_ts: int = -1  # lockstep: the last kline whose orders are reconciled
     busy: bool = False  # a cycle is running (woken and not yet finished)
     catching_up: bool = False  # klines are being fetched by REST
-    pending_klines: list[tuple[int, float]] = field(default_factory=list)  # (open ms, close)
+    # (open ms, close, high, low, volume)
+    pending_klines: list[tuple[int, float, float, float, float]] = field(default_factory=list)
+    # the forager (bot.core.forager): [long, short] x [volume EMA, range EMA], and when the
+    # coin may open a position (approved, not ignored, old enough)
+    fema: np.ndarray = field(default_factory=lambda: np.zeros((2, N_FORAGE)))
+    eligible_from_ms: int = -(2**63)
+    # trailing, per side [long, short]: the price extremes of the klines after the one the
+    # position last changed in (bot.core.trailing), the position they belong to, and the open
+    # time of the kline of that change (klines up to it are left out)
+    trails: np.ndarray = field(default_factory=lambda: np.stack([trail_empty(), trail_empty()]))
+    trail_pos: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 0.0)] * 2)
+    trail_since_ms: list[int] = field(default_factory=lambda: [-1, -1])

@@ -21,8 +21,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bot.core import ideal_orders, opening_slots
-from bot.core.params import KIND_ENTRY_GRID, KIND_ENTRY_INITIAL, P_WALLET_EXPOSURE_LIMIT
+from bot.core import ideal_orders
+from bot.core.forager import forager_slots
+from bot.core.params import (
+    KIND_ENTRY_GRID,
+    KIND_ENTRY_INITIAL,
+    KIND_ENTRY_TRAILING,
+    P_FILTER_VOLATILITY_WINDOW,
+    P_FILTER_VOLUME_DROP_PCT,
+    P_FILTER_VOLUME_WINDOW,
+    P_WALLET_EXPOSURE_LIMIT,
+)
+from bot.core.trailing import trail_reset
 from bot.errors import (
     AuthenticationError,
     DuplicateOrderError,
@@ -45,7 +55,8 @@ __all__ = ["CycleResult", "OrderCycle"]
 log = logging.getLogger("gridbot.live.cycle")
 
 _SIDES = (1, -1)
-_ENTRY_KINDS = (KIND_ENTRY_INITIAL, KIND_ENTRY_GRID)
+_ENTRY_KINDS = (KIND_ENTRY_INITIAL, KIND_ENTRY_GRID, KIND_ENTRY_TRAILING)
+_MINUTE_MS = 60_000
 
 
 class CycleResult(Enum):
@@ -80,20 +91,56 @@ class OrderCycle:
         syms = list(bot.coins)
         sizes = np.array([[self.book.position(s, j)[0] for s in syms] for j in (0, 1)])
         idx = syms.index(c.symbol)
+        # the forager, as the backtester: eligible by the open of the candle the orders rest in
+        now_ms = c.last_kline_ts + _MINUTE_MS
+        eligible = np.array([bot.coins[s].eligible_from_ms <= now_ms for s in syms])
         out: list[LiveOrder] = []
         # bid = ask = the latest trade price (in lockstep: the closed kline's close, which is
         # the backtester's previous close)
         price = c.last_price
         for j, side in enumerate(_SIDES):
-            may_open = bool(opening_slots(sizes[j], bot.n_positions[j])[idx])
+            fema = np.array([bot.coins[s].fema[j] for s in syms])
+            prm = bot.params[j]
+            may_open = bool(
+                forager_slots(
+                    sizes[j], bot.n_positions[j], eligible, fema, prm[P_FILTER_VOLUME_WINDOW],
+                    prm[P_FILTER_VOLATILITY_WINDOW], prm[P_FILTER_VOLUME_DROP_PCT],
+                )[idx]
+            )  # fmt: skip
             size, pprice = self.book.position(c.symbol, j)
+            if (size, pprice) != tuple(c.trail_pos[j]):
+                self._trail_reset(c, j, (size, pprice))
             rows = ideal_orders(
                 side, self.book.balance, self.book.balance_peak, size, pprice, price, price,
-                c.emas[j], c.market, bot.params[j], may_open,
+                c.emas[j], c.market, bot.params[j], may_open, c.trails[j],
             )  # fmt: skip
             out += orders_from_rows(c.symbol, side, rows)
         ids = self.adapter.client_ids
         return [replace(o, client_id=ids.on_wire(o.client_id)) for o in out]
+
+    async def _klines_aligned(self, ts: int, timeout_s: float = 3.0) -> None:
+        """Until every coin's kline of minute ``ts`` is in (the ranking compares them all,
+        as the backtester does at that candle), at most ``timeout_s``."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not self.bot.stopping:
+            if all(x.last_kline_ts >= ts for x in self.bot.coins.values()):
+                return
+            await asyncio.sleep(0.005)
+
+    def _trail_reset(self, c: Coin, j: int, pos: tuple[float, float]) -> None:
+        """The position changed: its trailing extremes start again from the kline after the
+        one it changed in (the latest fill's minute; without a fill, e.g. an exchange's
+        deleverage, the latest closed kline), as the backtester's do."""
+        pside = _SIDES[j]
+        since = c.last_kline_ts
+        for f in reversed(self.book.fills[-50:]):
+            if f.symbol == c.symbol and f.pside == pside:
+                since = max(since, f.time_ms - f.time_ms % _MINUTE_MS)
+                break
+        trail_reset(c.trails[j])
+        c.trail_pos[j] = pos
+        c.trail_since_ms[j] = since
+        self.bot.state.set_many(self.bot.feeds.trail_state(c))
 
     # ------------------------------------------------------------------ the guard
 
@@ -153,6 +200,8 @@ class OrderCycle:
         book = self.book
         if book.balance != book.balance or c.last_price != c.last_price:  # nan: not ready
             return CycleResult.RETRY
+        if self.bot.forager_ranks:
+            await self._klines_aligned(c.last_kline_ts)
         async with c.lock:
             self.cycles += 1
             cb = book.coins[c.symbol]

@@ -18,6 +18,8 @@ import numpy as np
 
 from bot.config import warmup_candles
 from bot.core import ema_seed, ema_update
+from bot.core.forager import forager_seed, forager_update
+from bot.core.trailing import trail_update
 from bot.errors import ExchangeError
 from bot.exchange.binance.streams import BinanceStreams, binance_events
 from bot.exchange.bybit.streams import BybitPrivateStream, BybitPublicStream, BybitStreams
@@ -203,10 +205,11 @@ class Feeds:
             # missed klines: fetch them by REST (one catch-up at a time per coin), and
             # reconcile, since a connection that dropped klines may have dropped fills too
             if c.catching_up:
-                c.pending_klines.append((k.open_ms, k.close))  # applied after the catch-up
+                # applied after the catch-up
+                c.pending_klines.append((k.open_ms, k.close, k.high, k.low, k.volume))
             else:
                 self.bot.background(self._fill_gap(c))
-        elif self.apply_kline(c, k.open_ms, k.close):
+        elif self.apply_kline(c, k.open_ms, k.close, k.high, k.low, k.volume):
             if self.candle_snapshots:
                 try:
                     assert self.bot.reconciler is not None  # built before the streams run
@@ -226,11 +229,26 @@ class Feeds:
 
     # ------------------------------------------------------------------ klines and EMAs
 
-    def apply_kline(self, c: Coin, ts: int, close: float) -> bool:
+    def apply_kline(  # noqa: PLR0913
+        self,
+        c: Coin,
+        ts: int,
+        close: float,
+        high: float = math.nan,
+        low: float = math.nan,
+        volume: float = 0.0,
+    ) -> bool:
         if ts != c.last_kline_ts + MINUTE_MS:
             return False  # old (already in the EMAs) or not the next one
         ema_update(c.emas[0], self.bot.alphas[0], close)
         ema_update(c.emas[1], self.bot.alphas[1], close)
+        high = close if math.isnan(high) else high
+        low = close if math.isnan(low) else low
+        for j in range(2):
+            forager_update(c.fema[j], self.bot.f_alphas[j], high, low, close, volume)
+            # the extremes since the position changed: klines after the one it changed in
+            if ts > c.trail_since_ms[j]:
+                trail_update(c.trails[j], high, low, close)
         c.last_kline_ts = ts
         c.last_price = close  # the kline's close is the minute's last trade
         self.save_emas(c)
@@ -241,14 +259,33 @@ class Feeds:
             {
                 f"emas:{c.symbol}": c.emas.ravel().tolist(),
                 f"last_kline_ts:{c.symbol}": c.last_kline_ts,
+                **self.trail_state(c),
             }
         )
+
+    @staticmethod
+    def trail_state(c: Coin) -> dict:
+        # inf (no low yet) is not JSON: saved as None
+        return {
+            f"trail:{c.symbol}": [None if math.isinf(x) else x for x in c.trails.ravel()],
+            f"trail_pos:{c.symbol}": [list(p) for p in c.trail_pos],
+            f"trail_since_ms:{c.symbol}": list(c.trail_since_ms),
+            f"fema:{c.symbol}": c.fema.ravel().tolist(),
+        }
 
     def load_emas(self, c: Coin) -> None:
         emas = self.bot.state.get(f"emas:{c.symbol}")
         if emas is not None:
             c.emas = np.array(emas, dtype=np.float64).reshape(2, 3)
             c.last_kline_ts = int(self.bot.state.get(f"last_kline_ts:{c.symbol}", -1))
+            trail = self.bot.state.get(f"trail:{c.symbol}")
+            if trail is not None:
+                c.trails = np.array([np.inf if x is None else x for x in trail]).reshape(2, -1)
+                c.trail_pos = [tuple(p) for p in self.bot.state.get(f"trail_pos:{c.symbol}")]
+                c.trail_since_ms = list(self.bot.state.get(f"trail_since_ms:{c.symbol}"))
+            fema = self.bot.state.get(f"fema:{c.symbol}")
+            if fema is not None:
+                c.fema = np.array(fema, dtype=np.float64).reshape(2, -1)
 
     async def server_now_ms(self) -> int:
         if self.bot.pacing.asks_server_time():
@@ -281,6 +318,8 @@ class Feeds:
             log.warning("%s: only %d of %d klines for the EMAs", c.symbol, rows.shape[0], n)
         closes = np.ascontiguousarray(rows[:, 4])
         c.emas = np.stack([ema_seed(closes, bot.alphas[0]), ema_seed(closes, bot.alphas[1])])
+        ohlcv = np.ascontiguousarray(rows[:, 1:6])
+        c.fema = np.stack([forager_seed(ohlcv, a) for a in bot.f_alphas])
         c.last_kline_ts = int(rows[-1, 0])
         c.last_price = float(closes[-1])
         self.save_emas(c)
@@ -300,10 +339,10 @@ class Feeds:
             if rows.shape[0] > max_gap:
                 return False
             for r in rows:
-                self.apply_kline(c, int(r[0]), float(r[4]))
+                self.apply_kline(c, int(r[0]), *(float(r[i]) for i in (4, 2, 3, 5)))
             # klines the stream brought while we fetched: newer than the answer, in order
-            for ts, close in sorted(c.pending_klines):
-                self.apply_kline(c, ts, close)
+            for ts, close, high, low, volume in sorted(c.pending_klines):
+                self.apply_kline(c, ts, close, high, low, volume)
             return True
         finally:
             c.pending_klines.clear()

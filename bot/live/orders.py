@@ -20,7 +20,7 @@ from bot.exchange.order import PREFIX, LiveOrder
 
 __all__ = ["PREFIX", "LiveOrder", "batches", "client_order_id", "diff_orders", "orders_from_rows"]
 
-_KIND_CODE = {1: "i", 2: "g", 3: "c", 4: "u", 5: "l"}
+_KIND_CODE = {1: "i", 2: "g", 3: "c", 4: "u", 5: "l", 7: "t", 8: "r"}
 
 
 def client_order_id(

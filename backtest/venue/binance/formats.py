@@ -57,7 +57,7 @@ def exchange_info_json(
                 "pair": s,
                 "contractType": "PERPETUAL",
                 "deliveryDate": 4133404800000,
-                "onboardDate": 1569398400000,
+                "onboardDate": m.listed_ms or 1569398400000,
                 "status": "TRADING",
                 "maintMarginPercent": "2.5000",
                 "requiredMarginPercent": "5.0000",

@@ -106,7 +106,7 @@ def instrument_json(spec: MarketSpec) -> dict:
         "status": "Trading",
         "baseCoin": _base(spec.symbol),
         "quoteCoin": "USDT",
-        "launchTime": "1585526400000",
+        "launchTime": str(spec.listed_ms or 1585526400000),
         "deliveryTime": "0",
         "deliveryFeeRate": "",
         "priceScale": str(pd),

@@ -79,6 +79,7 @@ class BinanceAdapter(CcxtBase):
                 min_qty=_f(filters["LOT_SIZE"]["minQty"]),
                 min_cost=_f(min_notional.get("notional", min_notional.get("minNotional", 0.0))),
                 tiers=tiers,
+                listed_ms=int(_f(by_id[sid].get("onboardDate", 0))),
             )
         return out
 

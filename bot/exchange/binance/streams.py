@@ -111,7 +111,8 @@ def binance_events(ev: str, data: dict[str, Any]) -> list[Event]:
         return [PriceEvent(data["s"], float(data["p"]))]
     if ev == "kline":
         k = data["k"]
-        return [KlineEvent(data["s"], int(k["t"]), float(k["c"]), bool(k.get("x")))]
+        high, low, vol = float(k.get("h", "nan")), float(k.get("l", "nan")), float(k.get("v", 0))
+        return [KlineEvent(data["s"], int(k["t"]), float(k["c"]), bool(k.get("x")), high, low, vol)]
     if ev == "ORDER_TRADE_UPDATE":
         o = data["o"]
         out: list[Event] = []

@@ -181,7 +181,15 @@ def parse_public(msg: dict[str, Any]) -> list[Event]:
     if topic.startswith("kline.1."):
         symbol = topic.split(".", 2)[2]
         return [
-            KlineEvent(symbol, int(k["start"]), _f(k["close"]), bool(k.get("confirm")))
+            KlineEvent(
+                symbol,
+                int(k["start"]),
+                _f(k["close"]),
+                bool(k.get("confirm")),
+                _f(k.get("high", "nan")),
+                _f(k.get("low", "nan")),
+                _f(k.get("volume")),
+            )
             for k in data
         ]
     return []

@@ -120,6 +120,7 @@ class BybitAdapter(CcxtBase):
                 min_qty=float(lot["minOrderQty"]),
                 min_cost=float(lot.get("minNotionalValue") or 0.0),
                 tiers=tiers,
+                listed_ms=int(float(m.get("launchTime") or 0)),
             )
         return out
 
