@@ -58,8 +58,10 @@ def test_backtest_json_and_report(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)  # exactly one JSON object, nothing else on stdout
     assert r.stdout.strip().count("\n") == 0
-    assert set(out) == set(KNOWN_METRICS) | EXTRA | {"report_dir", "symbols"}
+    assert set(out) == set(KNOWN_METRICS) | EXTRA | {"report_dir", "symbols", "funding"}
     assert out["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    # spot sample data carries no funding history: the constant rate, and it says so
+    assert out["funding"]["source"] == {"BTCUSDT": "constant", "ETHUSDT": "constant"}
     assert out["n_days"] > 0 and out["starting_balance"] == 10_000.0
     folder = Path(out["report_dir"])
     assert folder.parent == results  # --out defaults to backtest.results_dir
