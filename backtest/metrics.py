@@ -218,7 +218,10 @@ def geometric_daily_gain(gain: float, n_days: float) -> float:
         return 0.0
     if gain <= 0.0:
         return -1.0  # everything lost (or more): no real root
-    return gain ** (1.0 / n_days) - 1.0
+    log_daily = math.log(gain) / n_days
+    if log_daily > 700.0:  # a minutes-long window compounds past any float: undefined
+        return math.inf
+    return math.expm1(log_daily)
 
 
 def compute_metrics(run: BacktestRun) -> Metrics:

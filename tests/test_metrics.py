@@ -183,6 +183,14 @@ def test_warmup_days_are_not_counted():
     assert m["adg"] == pytest.approx(1.045**0.5 - 1)  # 1.1 x 0.95 over 2 days
 
 
+def test_adg_of_a_big_gain_over_minutes_is_undefined_not_a_crash():
+    from backtest.metrics import geometric_daily_gain
+
+    assert geometric_daily_gain(1.65, 1 / 1440) == math.inf  # 1.65 ** 1440: past any float
+    assert geometric_daily_gain(1.65, 1.0) == pytest.approx(0.65)
+    assert geometric_daily_gain(1.0, 0.0) == 0.0
+
+
 def test_adg_of_a_total_loss_is_minus_one():
     eq = np.r_[np.full(24, 50.0), np.full(24, -5.0)]
     m = compute_metrics(make_run(n=48, equity=eq))

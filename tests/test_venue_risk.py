@@ -301,13 +301,14 @@ def test_deleverage_event_cuts_only_profitable_positions():
         out = run_backtest(config, candles, [ev]).output
         return out, out.fills[out.fills[:, F_KIND] == KIND_OUTSIDE]
 
-    # at 13:11 the grid's long (0.042 @ 31096) is in profit at the previous close: cut in full
-    out, rows = outside("deleverage:100%@2021-05-19T13:11")
+    # at 13:14 the grid's long (0.008 @ 31799.8) is in profit at the previous close (32093.54):
+    # cut in full
+    out, rows = outside("deleverage:100%@2021-05-19T13:14")
     (row,) = rows
     k = int(row[F_K])
-    assert ts[k] == parse_date_ms("2021-05-19T13:11")
-    assert row[F_QTY] == pytest.approx(-0.042) and row[F_PRICE] == candles.ohlcv[0, k - 1, 3]
+    assert ts[k] == parse_date_ms("2021-05-19T13:14")
+    assert row[F_QTY] == pytest.approx(-0.008) and row[F_PRICE] == candles.ohlcv[0, k - 1, 3]
     assert (out.fills[:, F_K] > k).sum() > 0  # the grid carries on
-    # at 13:10 the long (0.165 @ 31096) is under water at 30101: untouched
+    # at 13:10 the long (0.084 @ 30777.68) is under water at 30101: untouched
     _, rows = outside("deleverage:1@2021-05-19T13:10")
     assert len(rows) == 0
