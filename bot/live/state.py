@@ -21,7 +21,7 @@ class StateStore:
 
     ``fsync``: each commit waits until it is on disk (survives a power cut). Without it a
     commit still survives the process being killed (WAL, synchronous=NORMAL), only not the
-    machine going down; lockstep replays take that, since an fsync per candle is most of
+    machine going down; lockstep replays take that, since an fsync per candle was a quarter of
     their time and their crashes are the process's, never the machine's.
     """
 
