@@ -260,6 +260,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
     exchange: str = "binance",
     events: list[OutsideEvent] | tuple[OutsideEvent, ...] = (),
     scenario: Scenario | None = None,
+    pacing: Callable[[], Lockstep] = Lockstep,
 ) -> ReplayResult:
     """Run the live bot in lockstep over ``candles`` and compare with the backtester.
 
@@ -269,7 +270,8 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
     clean stop, as kill -9), let the venue apply the candle (fills the bot never hears of),
     then start a new one on the same state.
     ``events``: outside events, applied by the venue to the bot's account and by the
-    backtester alike."""
+    backtester alike.
+    ``pacing``: makes each bot's lockstep pacing (benchmarks compare variants of it)."""
     if exchange not in ("binance", "bybit"):
         raise ValueError(f"exchange must be 'binance' or 'bybit', not {exchange!r}")
     loop = asyncio.get_running_loop()
@@ -305,9 +307,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
     adapter = make_adapter(exchange, api_key, api_secret, base_url=venue.rest_url, throttle=False)
 
     def new_bot() -> LiveBot:
-        return LiveBot(
-            cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, pacing=Lockstep()
-        )
+        return LiveBot(cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url, pacing=pacing())
 
     async def start(b: LiveBot, ts_done: int) -> asyncio.Task:
         t = asyncio.create_task(b.run(), name="live-bot")

@@ -58,7 +58,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
     }
-    for name in ("bench_engine", "bench_optimize", "bench_live"):
+    for name in ("bench_engine", "bench_optimize", "bench_live", "bench_replay"):
         try:
             module = importlib.import_module(f"benchmarks.{name}")
         except ModuleNotFoundError:
@@ -175,6 +175,10 @@ def _write_readme(r: dict) -> None:
             "`live.execution_delay_seconds`).",
             "",
         ]
+    if "bench_replay" in r:
+        from benchmarks.bench_replay import readme_lines
+
+        lines += readme_lines(r["bench_replay"])
     readme = HERE / "README.md"
     old = readme.read_text() if readme.exists() else ""
     if "\n## Soak" in old:  # filled by hand from `gridbot soak` runs: keep it

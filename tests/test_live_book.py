@@ -104,3 +104,20 @@ def test_the_book_and_its_cursor_survive_a_restart_together(tmp_path):
     # the fill at the cursor caught up again (Bybit's cursor is inclusive) is not booked twice
     assert not again.fill(FillEvent(SYM, 1, 100.0, 0.4, 43, 2, "gbLg00", "2", 0.0, 43))
     assert again.position(SYM, 0) == (200.0, pytest.approx(0.45))
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_the_book_survives_the_process_dropping_its_state_unclosed(tmp_path, fsync):
+    # lockstep replays write without fsync (fsync=False): a kill of the process (no close, no
+    # checkpoint) must still leave every committed write to the next start; live keeps fsync
+    store = StateStore(tmp_path, "t", fsync=fsync)
+    synchronous = store._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert synchronous == (2 if fsync else 1)  # FULL: waits for the disk; NORMAL: does not
+    b = Book(store, [SYM], {SYM: 1.0})
+    b.load(BALANCE)
+    b.fill(FillEvent(SYM, 1, 100.0, 0.5, 42, 1, "gbLi00", "1", 0.0, 42))
+    store.set_many({"ema:DOGEUSDT": [0.5, 0.51]})
+    again = Book(StateStore(tmp_path, "t"), [SYM], {SYM: 1.0})  # the first one never closed
+    again.load(BALANCE)
+    assert again.coins[SYM].cursor == 42 and again.position(SYM, 0) == (100.0, 0.5)
+    assert again.state.get("ema:DOGEUSDT") == [0.5, 0.51]

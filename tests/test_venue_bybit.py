@@ -177,6 +177,8 @@ def test_orders_through_ccxt(vt):
         ex.create_order(BTC, "limit", "buy", 0.01, buy, {**h, "clientOrderId": "by-1"})
     assert ex.cancel_order(o["id"], BTC)["id"] == o["id"]
     assert ex.fetch_order(o["id"], BTC)["status"] == "canceled"
+    with pytest.raises(ccxt.InvalidOrder):  # 110072 still: unique among ended orders too
+        ex.create_order(BTC, "limit", "buy", 0.01, buy, {**h, "clientOrderId": "by-1"})
     with pytest.raises(ccxt.OrderNotFound):  # 110001
         ex.cancel_order(o["id"], BTC)
     with pytest.raises(ccxt.OrderNotFound):

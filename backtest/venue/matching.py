@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -177,6 +178,8 @@ class Account:
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
     open_orders: dict[int, Order] = field(default_factory=dict)
     closed_orders: dict[int, Order] = field(default_factory=dict)
+    # how many of closed_orders carry each client id (a lookup, not a scan of 10,000 orders)
+    closed_client_ids: Counter[str] = field(default_factory=Counter)
     trades: list[Fill] = field(default_factory=list)
     reject_next_margin: int = 0  # fault injection: refuse the next N orders with -2019
     liquidated: bool = False
@@ -195,6 +198,8 @@ class Account:
                 return book[order_id]
         if client_order_id is not None:
             for book in (self.open_orders, self.closed_orders):
+                if book is self.closed_orders and client_order_id not in self.closed_client_ids:
+                    break
                 for o in book.values():
                     if o.client_order_id == client_order_id:
                         return o
@@ -616,8 +621,12 @@ class MatchingEngine:
     def _close(self, acct: Account, order: Order) -> None:
         acct.open_orders.pop(order.order_id, None)
         acct.closed_orders[order.order_id] = order
+        acct.closed_client_ids[order.client_order_id] += 1
         if len(acct.closed_orders) > _MAX_CLOSED_ORDERS:
-            acct.closed_orders.pop(next(iter(acct.closed_orders)))
+            old = acct.closed_orders.pop(next(iter(acct.closed_orders)))
+            acct.closed_client_ids[old.client_order_id] -= 1
+            if not acct.closed_client_ids[old.client_order_id]:
+                del acct.closed_client_ids[old.client_order_id]
 
     # ------------------------------------------------------------------ booking fills
 

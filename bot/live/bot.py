@@ -104,7 +104,7 @@ class LiveBot:
         # position_changed (symbol, j, ours, exchange), stream (name, up), reconciled,
         # account_reset (symbols)
         self.notify: Callable[..., None] = _ignore
-        self.state = StateStore(self.live.state_dir, state_name)
+        self.state = StateStore(self.live.state_dir, state_name, fsync=self.pacing.fsync_state)
         self.params = [side_params_array(config.bot.long), side_params_array(config.bot.short)]
         self.n_positions = [config.bot.long.n_positions, config.bot.short.n_positions]
         self.alphas = [

@@ -613,7 +613,7 @@ class BybitRestApi:
             if len(link) > 36:
                 raise BybitError(10001, "params error: orderLinkId is too long")
             # Bybit: an orderLinkId is unique among all the account's orders, not only open ones
-            if any(o.client_order_id == link for o in acct.closed_orders.values()):
+            if link in acct.closed_client_ids:
                 raise BybitError(110072, "OrderLinkedID is duplicate")
         return link
 
@@ -767,18 +767,19 @@ class BybitRestApi:
         oid = bf.parse_order_id(params.get("orderId"))
         link = _str(params, "orderLinkId")
         start, end = _int(params, "startTime"), _int(params, "endTime")
-        orders = {**acct.closed_orders, **acct.open_orders}
         rows = []
         for f in reversed(acct.trades):  # newest first, as Bybit
+            if start is not None and f.time_ms < start:
+                break  # booked in time order: every older one is before the start too
             if want not in (None, f.symbol):
                 continue
-            if (start is not None and f.time_ms < start) or (end is not None and f.time_ms > end):
+            if end is not None and f.time_ms > end:
                 continue
             if oid is not None and f.order_id != oid:
                 continue
             if link is not None and f.client_order_id != link:
                 continue
-            o = orders.get(f.order_id)
+            o = acct.open_orders.get(f.order_id) or acct.closed_orders.get(f.order_id)
             if exec_type is not None and bf.exec_type(o) != exec_type:
                 continue
             rows.append((f, o))

@@ -1,0 +1,200 @@
+"""Replay throughput: the live bot against the simulated venue in lockstep (`gridbot replay`).
+
+Each run replays the bundled sample from 2021-05-18 00:00 UTC (after the config's warm-up)
+through the real bot (ccxt HTTP, websockets) on one dialect of the venue, then compares it
+with the backtester; a run counts only if every parity check passed (``ok``).
+
+Measured over the lockstep loop only (from the first candle's step to the last one's, so the
+start-up, the first compile and the backtest comparison are left out):
+- coin-candles per wall second (candles x coins);
+- coin-candles per CPU second of the process (venue and bot share one process and one event
+  loop): what the run would reach with a core of its own. The machine is shared with other
+  engineers' jobs, so the wall figure moves with their load; the CPU figure much less;
+- REST calls the bot made per candle.
+
+Baseline in the same run: the lockstep pacing as it was before this benchmark existed, whose
+state writes wait for an fsync each (``fsync_state = True``). The venue's own fixes (client-id
+index, execution list without a copy of every order) are in both.
+
+Configs: ``default`` (configs/default.hjson: 3-coin grids of ~7 entries a side that follow
+the EMAs, so most of a side's orders are re-placed every minute) and ``tight`` (the replay
+tests' grid: short EMAs, 0.5% spacing, hundreds of fills a day, fewer resting orders).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from backtest.data import load_candles, parse_date_ms
+from backtest.replay import replay
+from bot.config import Config, load_config, parse_config, warmup_candles
+from bot.live.pacing import Lockstep
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "sample" / "binance_spot_1m"
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "DOGEUSDT")
+DAY = "2021-05-18"
+GOAL_COIN_CANDLES_PER_S = 500.0
+
+_TIGHT_SIDE = {
+    "total_wallet_exposure_limit": 1.0,
+    "n_positions": 2,
+    "ema_span_0": 30,
+    "ema_span_1": 60,
+    "entry_initial_ema_dist": 0.0,
+    "entry_initial_qty_pct": 0.1,
+    "entry_grid_spacing_pct": 0.005,
+    "close_grid_min_markup": 0.002,
+    "close_grid_markup_range": 0.004,
+    "close_grid_qty_pct": 0.5,
+}
+
+
+class FsyncLockstep(Lockstep):
+    """The baseline: lockstep as before, every state write waiting for the disk."""
+
+    fsync_state = True
+
+
+def _config(name: str, symbols: tuple[str, ...]) -> Config:
+    if name == "default":
+        cfg = load_config(ROOT / "configs" / "default.hjson")
+        return cfg.model_copy(
+            update={"backtest": cfg.backtest.model_copy(update={"symbols": list(symbols)})}
+        )
+    side = _TIGHT_SIDE
+    return parse_config(
+        {
+            "bot": {"long": side, "short": {**side, "enabled": True}},
+            "live": {"leverage": 10},
+            "backtest": {"symbols": list(symbols), "starting_balance": 1000},
+        }
+    )
+
+
+def measure(
+    config_name: str, n_coins: int, exchange: str, n_candles: int, *, baseline: bool = False
+) -> dict[str, Any]:
+    """One replay of ``n_candles`` trading candles; throughput over its lockstep loop."""
+    symbols = SYMBOLS[:n_coins]
+    cfg = _config(config_name, symbols)
+    start = parse_date_ms(DAY)
+    warm = warmup_candles(cfg, 60_000)
+    candles = load_candles(
+        DATA, list(symbols), start_ms=start - warm * 60_000, end_ms=start + n_candles * 60_000
+    )
+    marks: list[tuple[int, float, float, int]] = []
+
+    def on_step(k: int, venue: Any, bot: Any) -> None:
+        mark = (k, time.perf_counter(), time.process_time(), bot.adapter.requests)
+        if marks:
+            marks[1:] = [mark]
+        else:
+            marks.append(mark)
+
+    pacing = FsyncLockstep if baseline else Lockstep
+    result = asyncio.run(replay(cfg, candles, exchange=exchange, on_step=on_step, pacing=pacing))
+    (k0, t0, c0, r0), (k1, t1, c1, r1) = marks[0], marks[-1]
+    steps = k1 - k0
+    return {
+        "config": config_name,
+        "coins": n_coins,
+        "exchange": exchange,
+        "pacing": "baseline (fsync)" if baseline else "lockstep",
+        "candles": steps,
+        "ok": result.ok,
+        "fills": len(result.fills_live),
+        "loop_seconds": t1 - t0,
+        "coin_candles_per_s": n_coins * steps / (t1 - t0),
+        "coin_candles_per_cpu_s": n_coins * steps / max(c1 - c0, 1e-9),
+        "rest_calls_per_candle": (r1 - r0) / steps,
+        "total_seconds": result.seconds,
+    }
+
+
+def run(n_candles: int = 240) -> dict[str, Any]:
+    rows = []
+    for config_name in ("tight", "default"):
+        for exchange in ("binance", "bybit"):
+            rows.append(measure(config_name, 3, exchange, n_candles, baseline=True))
+            rows.append(measure(config_name, 3, exchange, n_candles))
+            if config_name == "tight":
+                rows.append(measure(config_name, 1, exchange, n_candles))
+    from benchmarks.run import _machine  # noqa: PLC0415 (run.py imports this module too)
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "load_average_1min": os.getloadavg()[0],
+        "candles_per_run": n_candles,
+        "day": DAY,
+        "runs": rows,
+    }
+
+
+def readme_lines(r: dict[str, Any]) -> list[str]:
+    """The README section for these results."""
+    lines = [
+        "## Replay (live bot against the venue in lockstep, coin-candles per second)",
+        "",
+        f"{r['candles_per_run']} candles from {r['day']} per run, every run checked fill for "
+        "fill (fees, final balance) against the backtester ('ok'). Loop only (start-up and "
+        "the comparison left out). 'CPU' divides by the process's CPU seconds instead of wall "
+        "seconds: the machine was shared with other engineers' jobs during the run, so the "
+        "wall figure is what we got, the CPU figure what a free core gives. Baseline: the "
+        "lockstep pacing before this change (an fsync on every state write). Goal: "
+        f"{GOAL_COIN_CANDLES_PER_S:.0f} coin-candles/s with 3 coins on both dialects.",
+        "",
+        f"Measured {r['date']} on {r['machine']}; 1-minute load average "
+        f"{r['load_average_1min']:.1f} when it ended (2 cores shared by 8 engineers).",
+        "",
+        "| config | coins | exchange | pacing | ok | fills | REST/candle | coin-candles/s (wall) | per CPU s | vs baseline (wall) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {
+        (v["config"], v["coins"], v["exchange"]): v["coin_candles_per_s"]
+        for v in r["runs"]
+        if v["pacing"] != "lockstep"
+    }
+    for v in r["runs"]:
+        b = base.get((v["config"], v["coins"], v["exchange"]))
+        ratio = f"{v['coin_candles_per_s'] / b:.2f}x" if b and v["pacing"] == "lockstep" else "-"
+        lines.append(
+            f"| {v['config']} | {v['coins']} | {v['exchange']} | {v['pacing']} | "
+            f"{'yes' if v['ok'] else 'NO'} | {v['fills']} | {v['rest_calls_per_candle']:.1f} | "
+            f"{v['coin_candles_per_s']:.0f} | {v['coin_candles_per_cpu_s']:.0f} | {ratio} |"
+        )
+    lines += [
+        "",
+        "Where a candle's time goes (cProfile of both sides, one process, 2026-12-02): no "
+        "timers (the lockstep settle loop slept 0.06 s in 4.7 s of loop) but REST round "
+        "trips: the bot cancels and re-creates every order whose ideal price moved, one call "
+        "each (zero tolerances in lockstep), and on Bybit takes each candle's fills, balance "
+        "and positions by REST (8 calls). Of the CPU: aiohttp client 14%, asyncio 14%, "
+        "venue logic 10%, ccxt 8%, aiohttp server 6%, the bot's own code 9%, websockets 5%. "
+        "Before this change an fsync per state write (EMAs every candle) was a quarter of "
+        "the time, and on Bybit the venue scanned every ended order (up to 10,000) on each "
+        "create and every trade on each execution query: over a 1,000-candle default-config "
+        "Bybit replay the old code's CPU rate fell from 67 to 25 coin-candles/s, the new "
+        "code's stays 62-81. The goal is missed: at ~0.6 ms of CPU per REST call and 14-48 "
+        "calls per candle, 500 coin-candles/s needs batch order endpoints (Binance "
+        "batchOrders, Bybit create-batch/cancel-batch: 5-20 orders a call) in the venue and "
+        "the adapter, or the venue in a process of its own.",
+        "",
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    import orjson
+
+    out = run(int(sys.argv[1]) if len(sys.argv) > 1 else 240)
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    print("\n".join(readme_lines(out)))
