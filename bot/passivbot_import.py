@@ -5,8 +5,8 @@ Pure: no I/O. :func:`convert` returns our config as a plain dict (validated by t
 naming the key and why. Passivbot renamed keys during v7; both the early names
 (``close_grid_min_markup``, ``close_grid_markup_range``, ``entry_grid_spacing_weight``) and the
 later ones (``close_grid_markup_start`` / ``_end``, ``entry_grid_spacing_we_weight``, ...) are
-read. A key whose value has no effect in Passivbot (a trailing setting with trailing off, a
-volatility span with a zero volatility weight) is dropped without a note: nothing changes.
+read. A key whose value has no effect in Passivbot (a volatility span with a zero volatility
+weight) is dropped without a note: nothing changes.
 """
 
 from __future__ import annotations
@@ -36,8 +36,29 @@ _SAME = (
     "unstuck_loss_allowance_pct",
 )
 _RENAMED = {"entry_grid_spacing_we_weight": "entry_grid_spacing_weight"}
-_TRAILING = ("entry", "close")
-_TRAILING_KEYS = ("threshold_pct", "retracement_pct", "grid_ratio", "qty_pct")
+# Trailing (README "Trailing entries and closes"): the same names, the same meaning.
+_TRAILING = (
+    "entry_trailing_threshold_pct",
+    "entry_trailing_retracement_pct",
+    "entry_trailing_grid_ratio",
+    "close_trailing_threshold_pct",
+    "close_trailing_retracement_pct",
+    "close_trailing_grid_ratio",
+    "close_trailing_qty_pct",
+)
+# The forager's filters under each of Passivbot's v7 names -> ours (README "The forager").
+# Passivbot's early rolling window (minutes) served both volume and noisiness; ours are EMA
+# spans in minutes, one per measure.
+_FILTERS = {
+    "filter_volume_rolling_window": ("filter_volume_rolling_window",),
+    "filter_volatility_rolling_window": ("filter_volatility_rolling_window",),
+    "filter_volume_drop_pct": ("filter_volume_drop_pct",),
+    "filter_volume_ema_span": ("filter_volume_rolling_window",),
+    "filter_volatility_ema_span": ("filter_volatility_rolling_window",),
+    "filter_noisiness_rolling_window": ("filter_volatility_rolling_window",),
+    "filter_rolling_window": ("filter_volume_rolling_window", "filter_volatility_rolling_window"),
+    "filter_relative_volume_clip_pct": ("filter_volume_drop_pct",),
+}
 _SIDES = ("long", "short")
 _CCXT = re.compile(r"^([A-Z0-9]+)/USDT(?::USDT)?$")
 
@@ -84,23 +105,20 @@ def _side(src: dict, side: str, notes: list[str]) -> dict:
             f"{where}.entry_grid_spacing_volatility_weight = {vol!r}: volatility-widened grid "
             f"spacing is not supported (entry_grid_spacing_log_span_hours goes with it)"
         )
-    for kind in _TRAILING:
-        keys = [f"{kind}_trailing_{k}" for k in _TRAILING_KEYS]
-        done.update(keys)
-        ratio = src.get(f"{kind}_trailing_grid_ratio", 0.0)
-        if ratio not in (0, 0.0):
-            notes.append(
-                f"{where}.{kind}_trailing_grid_ratio = {ratio!r}: trailing {kind}s are not "
-                f"supported (the {kind}_trailing_* keys are dropped; the grid alone is used)"
-            )
+    for key in _TRAILING:
+        if key in src:
+            out[key] = src[key]
+            done.add(key)
+    for theirs, ours_keys in _FILTERS.items():
+        if theirs in src:
+            done.add(theirs)
+            for ours in ours_keys:
+                out.setdefault(ours, src[theirs])
     if "enforce_exposure_limit" in src:
         out["enforce_exposure_limit"] = src["enforce_exposure_limit"]
     done.add("enforce_exposure_limit")
     for key in sorted(set(src) - done):
-        if key.startswith("filter_"):
-            notes.append(f"{where}.{key}: forager filters are not supported")
-        else:
-            notes.append(f"{where}.{key}: no such setting in gridbot")
+        notes.append(f"{where}.{key}: no such setting in gridbot")
     return out
 
 
@@ -195,8 +213,26 @@ _LIVE = {
     "leverage": "leverage",
     "execution_delay_seconds": "execution_delay_seconds",
     "price_distance_threshold": "price_distance_threshold",
+    "minimum_coin_age_days": "minimum_coin_age_days",
 }
 _BACKTEST = {"starting_balance": "starting_balance", "start_date": "start_date"}
+
+
+def _section(pb: dict, name: str) -> dict:
+    """A top-level section of the Passivbot config ({} when missing or not an object)."""
+    got = pb.get(name)
+    return got if isinstance(got, dict) else {}
+
+
+def _backtest(bt: dict, symbols: list[str] | None, notes: list[str]) -> dict:
+    out = {ours_k: bt[k] for k, ours_k in _BACKTEST.items() if k in bt}
+    if bt.get("end_date") not in (None, "now", ""):
+        out["end_date"] = bt["end_date"]
+    if symbols:
+        out["symbols"] = symbols
+    for key in sorted(set(bt) - {*_BACKTEST, "end_date"}):
+        notes.append(f"backtest.{key}: no such setting in gridbot")
+    return out
 
 
 def convert(pb: dict) -> tuple[dict, list[str]]:
@@ -204,7 +240,7 @@ def convert(pb: dict) -> tuple[dict, list[str]]:
     notes: list[str] = []
     if not isinstance(pb, dict):
         return {}, ["the file's top level is not an object"]
-    bot = pb.get("bot") if isinstance(pb.get("bot"), dict) else {}
+    bot = _section(pb, "bot")
     ours: dict[str, Any] = {"bot": {}}
     for side in _SIDES:
         src = bot.get(side)
@@ -215,7 +251,7 @@ def convert(pb: dict) -> tuple[dict, list[str]]:
     for key in sorted(set(bot) - set(_SIDES)):
         notes.append(f"bot.{key}: no such setting in gridbot")
     sides_on = [s for s in _SIDES if ours["bot"].get(s, {}).get("enabled", True) and s in bot]
-    live = pb.get("live") if isinstance(pb.get("live"), dict) else {}
+    live = _section(pb, "live")
     symbols = _symbols(live, sides_on, notes)
     ours["live"] = {ours_k: live[k] for k, ours_k in _LIVE.items() if k in live}
     if symbols:
@@ -223,14 +259,7 @@ def convert(pb: dict) -> tuple[dict, list[str]]:
     handled = {*_LIVE, "approved_coins", "ignored_coins"}
     for key in sorted(set(live) - handled):
         notes.append(f"live.{key}: no such setting in gridbot")
-    bt = pb.get("backtest") if isinstance(pb.get("backtest"), dict) else {}
-    ours["backtest"] = {ours_k: bt[k] for k, ours_k in _BACKTEST.items() if k in bt}
-    if bt.get("end_date") not in (None, "now", ""):
-        ours["backtest"]["end_date"] = bt["end_date"]
-    if symbols:
-        ours["backtest"]["symbols"] = symbols
-    for key in sorted(set(bt) - {*_BACKTEST, "end_date"}):
-        notes.append(f"backtest.{key}: no such setting in gridbot")
+    ours["backtest"] = _backtest(_section(pb, "backtest"), symbols, notes)
     overrides = pb.get("coin_overrides")
     if isinstance(overrides, dict):
         for coin in sorted(overrides):

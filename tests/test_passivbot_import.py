@@ -141,17 +141,18 @@ def test_early_v7_config_imports_with_the_same_meaning(tmp_path: Path) -> None:
     named = [line for line in err.splitlines() if "not carried over" in line]
     for key in (
         "bot.long.n_positions = 3.2: rounded to 3",
-        "bot.long.filter_relative_volume_clip_pct",
-        "bot.long.filter_rolling_window",
         "live.user",
         "live.auto_gs",
-        "live.minimum_coin_age_days",
         "backtest.base_dir",
         "optimize",
     ):
         assert any(key in line for line in named), (key, err)
-    # Trailing with its ratio 0 is off in Passivbot: dropping its keys changes nothing.
-    assert not any("trailing" in line for line in named), err
+    # Trailing and the forager's filters carry over under their names (early v7 names mapped).
+    assert not any("trailing" in line or "filter" in line for line in named), err
+    assert (lo.close_trailing_qty_pct, lo.entry_trailing_threshold_pct) == (0.5, 0.05)
+    assert lo.filter_volume_drop_pct == 0.51
+    assert lo.filter_volume_rolling_window == lo.filter_volatility_rolling_window == 60
+    assert cfg.live.minimum_coin_age_days == 7.0
 
 
 def test_later_v7_names_are_read(tmp_path: Path) -> None:
@@ -162,7 +163,8 @@ def test_later_v7_names_are_read(tmp_path: Path) -> None:
     assert lo.close_grid_min_markup == 0.0047
     assert lo.close_grid_markup_range == pytest.approx(0.0155)
     assert lo.entry_grid_spacing_weight == 0.761
-    assert "bot.long.filter_volume_ema_span" in err
+    assert (lo.filter_volume_rolling_window, lo.filter_volatility_rolling_window) == (1440, 60)
+    assert "filter_" not in err
     assert "coin_overrides.DOGE: per-coin settings are not supported" in err
     assert "spacing_volatility" not in err  # weight 0: no effect, nothing lost
     # Per-side coins: the short side is off, so the long side's list is the list.
@@ -184,14 +186,15 @@ def test_what_cannot_carry_over_is_named(tmp_path: Path) -> None:
     assert code == 0, err
     for text in (
         "bot.long.entry_grid_spacing_volatility_weight = 2.5",
-        "bot.long.entry_trailing_grid_ratio = 0.5",
         "bot.long.close_grid_markup_end 0.005 < close_grid_markup_start 0.02",
         "live.approved_coins: different coins per side",
     ):
         assert text in err, (text, err)
     assert out.startswith("# imported from Passivbot config")
     (tmp_path / "ours.hjson").write_text(out)
-    assert load_config(tmp_path / "ours.hjson").bot.long.enforce_exposure_limit is True
+    lo = load_config(tmp_path / "ours.hjson").bot.long
+    assert lo.enforce_exposure_limit is True
+    assert lo.entry_trailing_grid_ratio == 0.5  # trailing is ours too now
 
 
 def test_strict_refuses_and_writes_nothing(tmp_path: Path) -> None:

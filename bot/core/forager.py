@@ -68,6 +68,43 @@ def forager_seed(ohlcv: np.ndarray, alphas: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def _eligible_flat(held: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Indices of the coins that hold nothing yet and may open, in symbol order."""
+    idx = np.empty(held.shape[0], dtype=np.int64)
+    m = 0
+    for i in range(held.shape[0]):
+        if not held[i] and eligible[i]:
+            idx[m] = i
+            m += 1
+    return idx[:m]
+
+
+@njit(cache=True)
+def _ranked(
+    cands: np.ndarray,
+    state: np.ndarray,
+    volume_window: float,
+    volatility_window: float,
+    volume_drop_pct: float,
+) -> np.ndarray:
+    """The candidates best first: the lowest-volume share dropped, then by volatility (or by
+    volume when only that is tracked); symbol order when neither is."""
+    if cands.shape[0] == 0:
+        return cands
+    if volume_window > 0.0 and volume_drop_pct > 0.0:
+        n_drop = int(math.floor(cands.shape[0] * volume_drop_pct))
+        if n_drop > 0:
+            # stable: among equal volumes the later symbol is dropped first
+            order = np.argsort(-state[cands, F_VOLUME], kind="mergesort")
+            cands = np.sort(cands[order[: cands.shape[0] - n_drop]])
+    if volatility_window > 0.0:
+        cands = cands[np.argsort(-state[cands, F_VOLATILITY], kind="mergesort")]
+    elif volume_window > 0.0:
+        cands = cands[np.argsort(-state[cands, F_VOLUME], kind="mergesort")]
+    return cands
+
+
+@njit(cache=True)
 def forager_slots(
     pos_sizes: np.ndarray,
     n_positions: int,
@@ -89,25 +126,9 @@ def forager_slots(
             free -= 1
     if free <= 0:
         return out
-    idx = np.empty(n, dtype=np.int64)
-    m = 0
-    for i in range(n):
-        if not out[i] and eligible[i]:
-            idx[m] = i
-            m += 1
-    if m == 0:
-        return out
-    cands = idx[:m]
-    if volume_window > 0.0 and volume_drop_pct > 0.0:
-        n_drop = int(math.floor(cands.shape[0] * volume_drop_pct))
-        if n_drop > 0:
-            # stable: among equal volumes the later symbol is dropped first
-            order = np.argsort(-state[cands, F_VOLUME], kind="mergesort")
-            cands = np.sort(cands[order[: cands.shape[0] - n_drop]])
-    if volatility_window > 0.0:
-        cands = cands[np.argsort(-state[cands, F_VOLATILITY], kind="mergesort")]
-    elif volume_window > 0.0:
-        cands = cands[np.argsort(-state[cands, F_VOLUME], kind="mergesort")]
+    cands = _ranked(
+        _eligible_flat(out, eligible), state, volume_window, volatility_window, volume_drop_pct
+    )
     for i in cands:
         if free <= 0:
             break
