@@ -18,7 +18,8 @@ check with the positions held; then the candle's fills in the order of
 order's price with the maker fee), each booked by ``bot.core.book.book_fill``; then the
 liquidation check again (``liquidation_prices`` / ``book_liquidation``). Orders created by a
 fill in candle k rest from candle k+1. Trailing orders (``bot.core.trailing``) follow each
-position's price extremes through candle k-1 since the candle it last changed in. The simulated venue runs the same sequence through the
+position's price extremes through candle k-1 since the candle it last changed in (a grid
+ratio's first phase hands over when its share has no room left, ``bot.core.grid._entries``). The simulated venue runs the same sequence through the
 same functions.
 """
 
