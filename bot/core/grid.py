@@ -185,14 +185,15 @@ def _next_entry(
     if size > 0.0 and size * pos_price / balance >= wel * _FULL:
         return 0.0, 0.0, 0.0
     p0 = initial_entry_price(side, book, book, emas, market, params)
-    if p0 <= pstep:
-        return 0.0, 0.0, 0.0
-    q0 = _initial_qty(balance, p0, market, params)
-    if size <= 0.0 or size < 0.8 * q0:
-        if size > 0.0:
-            q0 = round_dn(q0 - size, qstep)
-        q = _crop_to_limit(q0, balance, size, pos_price, p0, market, wel)
-        return q, p0, KIND_ENTRY_INITIAL
+    if p0 > pstep:
+        q0 = _initial_qty(balance, p0, market, params)
+        if size <= 0.0 or size < 0.8 * q0:
+            if size > 0.0:
+                q0 = round_dn(q0 - size, qstep)
+            q = _crop_to_limit(q0, balance, size, pos_price, p0, market, wel)
+            return q, p0, KIND_ENTRY_INITIAL
+    elif size <= 0.0:
+        return 0.0, 0.0, 0.0  # no initial entry price above one tick (and nothing to add to)
     price = _reentry_price(side, balance, size, pos_price, book, params, pstep)
     if price <= pstep:
         return 0.0, 0.0, 0.0
