@@ -11,7 +11,7 @@ import numpy as np
 from backtest.data import Candles
 from backtest.engine import EngineInputs, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
-from bot.config import Config, side_params_array, warmup_candles
+from bot.config import Config, VaultConfig, side_params_array, warmup_candles
 from bot.core.margin import stack_tiers
 from bot.markets import market_spec
 
@@ -53,7 +53,19 @@ def build_inputs(
         funding_rate=config.backtest.funding_rate_8h,
         trade_start=min(warmup_candles(config, candles.timeframe_ms), len(candles.timestamps) - 1),
         events=events_array(events, candles.symbols),
+        # a vault (vault.enabled) sizes as the live bot does: the cash buffer kept out, entries
+        # blocked above the leverage cap or under the margin buffer
+        **(vault_sizing(config.vault) if config.vault.enabled else {}),
     )
+
+
+def vault_sizing(vault: VaultConfig) -> dict[str, float]:
+    """The engine's vault sizing fields (``EngineInputs``) for a vault config."""
+    return {
+        "sizing_fraction": 1.0 - vault.cash_buffer_pct,
+        "leverage_cap": vault.leverage_cap,
+        "margin_buffer_pct": vault.margin_buffer_pct,
+    }
 
 
 def run_backtest(

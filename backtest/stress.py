@@ -51,7 +51,7 @@ import orjson
 from backtest.data import Candles, format_ms, parse_date_ms
 from backtest.engine import FUNDING_INTERVAL_MS, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
-from backtest.runner import build_inputs
+from backtest.runner import build_inputs, vault_sizing
 from bot.config import Config, config_to_dict
 from bot.core.book import N_R, apply_event
 from bot.core.params import M_QTY_STEP
@@ -194,12 +194,7 @@ def run_stress(
     """Run the vault through ``requests`` over ``candles`` (see the module docstring)."""
     vc = config.vault
     base = build_inputs(config, candles)
-    base = dataclasses.replace(
-        base,
-        sizing_fraction=1.0 - vc.cash_buffer_pct,
-        leverage_cap=vc.leverage_cap,
-        margin_buffer_pct=vc.margin_buffer_pct,
-    )
+    base = dataclasses.replace(base, **vault_sizing(vc))
     ts = np.asarray(candles.timestamps, dtype=np.int64)
     n = len(ts)
     n_sym = len(candles.symbols)

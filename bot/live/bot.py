@@ -44,6 +44,7 @@ from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
 from bot.live.state import StateStore
+from bot.live.vault_sizing import VaultSizing
 from bot.markets import MarketSpec
 
 __all__ = ["LiveBot", "LiveFill", "StartupRefused"]
@@ -115,6 +116,7 @@ class LiveBot:
         self._mode_check: asyncio.Task | None = None
         self._mode_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
+        self.vault_sizing = VaultSizing(config.vault)
         self.feeds = Feeds(self)
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None
@@ -148,6 +150,17 @@ class LiveBot:
 
     def position(self, c: Coin, j: int) -> tuple[float, float]:
         return self.book.position(c.symbol, j)
+
+    # the strategy's book: the account less what belongs to depositors on their way out
+    # (bot.live.vault_exits); the account itself without a vault
+    def strategy_position(self, symbol: str, j: int) -> tuple[float, float]:
+        return self.book.position(symbol, j)
+
+    def strategy_balance(self) -> float:
+        return self.book.balance
+
+    def strategy_balance_peak(self) -> float:
+        return self.book.balance_peak
 
     def open_orders(self, symbol: str) -> list[LiveOrder]:
         return list(self.book.coins[symbol].open.values())

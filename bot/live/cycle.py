@@ -78,18 +78,21 @@ class OrderCycle:
         """The orders ``c`` should have open now, from the core."""
         bot = self.bot
         syms = list(bot.coins)
-        sizes = np.array([[self.book.position(s, j)[0] for s in syms] for j in (0, 1)])
+        sizes = np.array([[bot.strategy_position(s, j)[0] for s in syms] for j in (0, 1)])
         idx = syms.index(c.symbol)
         out: list[LiveOrder] = []
         # bid = ask = the latest trade price (in lockstep: the closed kline's close, which is
         # the backtester's previous close)
         price = c.last_price
+        # a vault sizes from its balance less the cash buffer (bot.live.vault_sizing)
+        frac = bot.vault_sizing.sizing_fraction
+        balance, peak = bot.strategy_balance() * frac, bot.strategy_balance_peak() * frac
         for j, side in enumerate(_SIDES):
             may_open = bool(opening_slots(sizes[j], bot.n_positions[j])[idx])
-            size, pprice = self.book.position(c.symbol, j)
+            size, pprice = bot.strategy_position(c.symbol, j)
             rows = ideal_orders(
-                side, self.book.balance, self.book.balance_peak, size, pprice, price, price,
-                c.emas[j], c.market, bot.params[j], may_open,
+                side, balance, peak, size, pprice, price, price, c.emas[j], c.market,
+                bot.params[j], may_open,
             )  # fmt: skip
             out += orders_from_rows(c.symbol, side, rows)
         ids = self.adapter.client_ids
@@ -107,6 +110,7 @@ class OrderCycle:
         if entries and self.book.doubts:
             log.debug("%s: entries held back: %s", c.symbol, ", ".join(sorted(self.book.doubts)))
             entries, withheld = [], True
+        entries = self.bot.vault_sizing.allowed_entries(self.bot, c.symbol, entries)
         allowed: list[LiveOrder] = []
         for j, side in enumerate(_SIDES):
             mine = [o for o in entries if o.pside == side]
