@@ -56,6 +56,7 @@ from bot.config import Config, config_to_dict
 from bot.core.book import N_R, apply_event
 from bot.core.params import M_QTY_STEP
 from bot.core.vault import (
+    MODE_NAMES,
     N_U,
     U_CUM,
     U_FEE,
@@ -67,6 +68,7 @@ from bot.core.vault import (
     U_SIDE,
     U_SYMBOL,
     combined_margin,
+    exit_mode,
     pro_rata_slice,
     unwind,
 )
@@ -171,20 +173,6 @@ def _state(out: EngineOutput, k: int) -> tuple[float, float, np.ndarray, np.ndar
     return float(out.balance[k]), float(out.equity[k]), size, price
 
 
-def _margin_ok(config: Config, equity: float, size: np.ndarray, marks: np.ndarray, tiers) -> bool:  # noqa: ANN001
-    """After paying from cash: leverage within the cap and the margin buffer kept?"""
-    if equity <= 0.0:
-        return False
-    notional = float(((size[0] + size[1]) * marks).sum())
-    if notional / equity > config.vault.leverage_cap:
-        return False
-    eq, mm, _ = combined_margin(
-        equity, size, np.zeros_like(size), np.zeros_like(size), np.zeros_like(size), marks, marks,
-        tiers,
-    )  # fmt: skip
-    return (eq - mm) / eq >= config.vault.margin_buffer_pct
-
-
 def run_stress(
     config: Config,
     candles: Candles,
@@ -266,16 +254,21 @@ def run_stress(
             continue
         f = r.value
         marked = f * equity
-        if f >= vc.controlled_unwind_threshold_pct:
-            mode = "controlled_unwind"
-        elif (
-            marked <= vc.cash_buffer_pct * equity + 1e-9
-            and marked <= bal
-            and _margin_ok(config, equity - marked, size, marks, tiers)
-        ):
-            mode = "buffer"
-        else:
-            mode = "pro_rata"
+        mode = MODE_NAMES[
+            exit_mode(
+                f,
+                marked,
+                equity,
+                bal,
+                size,
+                marks,
+                tiers,
+                vc.controlled_unwind_threshold_pct,
+                vc.cash_buffer_pct,
+                vc.leverage_cap,
+                vc.margin_buffer_pct,
+            )  # fmt: skip
+        ]
         slice_qty = pro_rata_slice(size, f, steps) if mode != "buffer" else np.zeros_like(size)
         sides = np.array([[1.0], [-1.0]])
         slice_upnl = float((slice_qty * (marks[None, :] - pprice) * sides).sum())

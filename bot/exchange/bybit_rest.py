@@ -25,7 +25,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import numpy as np
 
-from bot.errors import ExchangeError, PositionModeError
+from bot.errors import ConfigError, ExchangeError, PositionModeError
 from bot.exchange import bybit_format
 from bot.exchange.ccxt_adapter import AccountSnapshot, CcxtAdapter, _num
 from bot.exchange.events import FillEvent
@@ -310,6 +310,14 @@ class BybitAdapter(CcxtAdapter):
         raw = await self._call(self.ex.privatePostV5OrderCreate, params)
         oid = str(_result(raw)["orderId"])
         return LiveOrder(o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, oid)
+
+    async def create_market_close(
+        self, symbol: str, pside: int, qty: float, client_id: str
+    ) -> tuple[float, float]:
+        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
+
+    async def query_order_fill(self, symbol: str, client_id: str) -> tuple[float, float] | None:
+        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
 
     async def cancel_order(self, o: LiveOrder) -> None:
         params: dict[str, Any] = {"category": CATEGORY, "symbol": self.market_id(o.symbol)}
