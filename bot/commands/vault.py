@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the ledger file (default: vault.ledger_path of --config, else "
         "results/vault/ledger.db)",
     )
+    p.add_argument("--ledger", dest="ledger_opt", help="the ledger file (as LEDGER)")
     p.add_argument(
         "--config",
         help="config of the bot: its live ledger (live.state_dir) with vault.enabled, else "
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from bot.vault.ledger import Ledger, live_ledger_path
 
     console = Console(stderr=True)
-    if args.ledger:
-        path = Path(args.ledger)
+    if args.ledger or args.ledger_opt:
+        path = Path(args.ledger or args.ledger_opt)
     elif args.config:
         cfg = load_config(args.config)
         path = Path(cfg.vault.ledger_path)

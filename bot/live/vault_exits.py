@@ -124,17 +124,24 @@ class VaultExits:
 
     # ------------------------------------------------------------------ requests
 
-    def apply_requests(self, now_ms: int) -> None:
+    async def apply_requests(self, now_ms: int) -> None:
+        exits = 0
         for req in self.ledger.pending_requests():
             try:
                 if req["kind"] == "deposit":
                     self._deposit(req, now_ms)
                 else:
                     self._withdraw(req, now_ms)
+                    exits += 1
             except LedgerError as exc:
                 self.ledger.settle_request(req["id"], "refused", str(exc))
                 self._say(f"vault request {req['id']} refused: {exc}")
         self.refresh()
+        if exits and self.bot.cycle is not None:
+            # the strategy's resting closes shrink to its own part now, before any tranche and
+            # before they can fill into the leavers' slice
+            for c in self.bot.coins.values():
+                await self.bot.cycle.run(c)
 
     def _deposit(self, req: dict, now_ms: int) -> None:
         *_, equity = self._books()
@@ -178,9 +185,6 @@ class VaultExits:
             self.ledger.set_slice(ex.id, cash, rows)
             self.ledger.settle_request(req["id"], "done", MODE_NAMES[mode], ex.id)
             self.ledger.record_progress(ex.id, 1.0 if not rows else 0.0, cash)
-        self.refresh()
-        for c in self.bot.coins.values():
-            c.wake.set()  # the strategy's resting closes shrink to its part, before the next fill
         self._say(
             f"vault exit {ex.id}: {req['depositor']} out with {f:.2%} of the shares, "
             f"{marked:.2f} USDT at mark, {MODE_NAMES[mode]}"
@@ -223,6 +227,8 @@ class VaultExits:
                 step = await self._step(rows, k_ts)
             cum = min(1.0, ex.progress + step)
             cum = 1.0 if cum > 1.0 - 1e-9 else cum
+            self._settle_shortfall(ex.id, rows)
+            rows = self.ledger.slices(ex.id)
             orders = []
             for r in rows:
                 q_step = self.bot.coins[r["symbol"]].spec.qty_step
@@ -239,6 +245,26 @@ class VaultExits:
                     ex.id, cum, self.ledger.exit(ex.id).realized_value or 0.0
                 )
         self.refresh()
+
+    def _settle_shortfall(self, exit_id: int, rows: list[dict]) -> None:
+        """The account holds less than a slice still to close (the strategy's own closes
+        filled into it before they were resized, or the exchange reduced it): that part is
+        gone already; it is booked as closed at the last price (no order, no fee), so the
+        unwind never waits for a position that is not there."""
+        for r in rows:
+            size, _ = self.bot.book.position(r["symbol"], r["side"])
+            c = self.bot.coins[r["symbol"]]
+            gone = round((r["qty"] - r["done"] - size) / c.spec.qty_step) * c.spec.qty_step
+            if gone < c.spec.qty_step / 2:
+                continue
+            self._seq += 1
+            cid = f"settled-{exit_id}-{r['symbol']}-{r['side']}-{self._seq}"
+            self.ledger.order_sent([(cid, exit_id, r["symbol"], r["side"], gone, 0.0)], 0)
+            self.ledger.order_result(cid, gone, c.last_price, 0.0)
+            self._say(
+                f"vault exit {exit_id}: {gone:g} {r['symbol']} of the slice no longer in the "
+                f"account, booked closed at the last price {c.last_price:g}"
+            )
 
     async def _step(self, rows: list[dict], k_ts: int) -> float:
         """The fraction the last closed candle's volume allows (every position the same)."""
@@ -290,7 +316,7 @@ class VaultExits:
             try:
                 now_ms = int(time.time() * 1000)
                 if all(c.last_price == c.last_price for c in bot.coins.values()):
-                    self.apply_requests(now_ms)
+                    await self.apply_requests(now_ms)
                     await self.unwind()
                     self.pay_due(now_ms)
             except ExchangeError as exc:
