@@ -51,6 +51,7 @@ import orjson
 from backtest.data import Candles, format_ms, parse_date_ms
 from backtest.engine import FUNDING_INTERVAL_MS, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
+from backtest.impact import impact_inputs
 from backtest.runner import build_inputs, vault_sizing
 from bot.config import Config, config_to_dict
 from bot.core.book import N_R, apply_event
@@ -120,34 +121,6 @@ def parse_request(spec: str, kind: str) -> StressRequest:
     except ConfigError as exc:
         raise ConfigError(f"{flag} {spec!r}: {exc}") from None
     return StressRequest(kind, t, x)
-
-
-def impact_inputs(candles: Candles, window_minutes: float) -> tuple[np.ndarray, np.ndarray]:
-    """(daily volatility, daily volume), each (n_coins, n): from the ``window_minutes`` of
-    candles before candle k (trailing, so known at k): the standard deviation of log returns of
-    the closes scaled to a day, and the volume summed and scaled to a day."""
-    ohlcv = candles.ohlcv
-    n_sym, n = ohlcv.shape[0], ohlcv.shape[1]
-    per_day = _DAY_MS / candles.timeframe_ms
-    w = max(2, int(round(window_minutes * 60_000 / candles.timeframe_ms)))
-    vol = np.zeros((n_sym, n))
-    vday = np.zeros((n_sym, n))
-    for s in range(n_sym):
-        close = ohlcv[s, :, 3]
-        r = np.zeros(n)
-        r[1:] = np.diff(np.log(close))
-        c1 = np.concatenate(([0.0], np.cumsum(r)))
-        c2 = np.concatenate(([0.0], np.cumsum(r * r)))
-        cv = np.concatenate(([0.0], np.cumsum(ohlcv[s, :, 4])))
-        k = np.arange(n)
-        lo = np.maximum(k - w, 0)
-        cnt = np.maximum(k - lo, 1)
-        mean = (c1[k] - c1[lo]) / cnt
-        var = np.maximum((c2[k] - c2[lo]) / cnt - mean * mean, 0.0)
-        vol[s] = np.sqrt(var * per_day)
-        vday[s] = (cv[k] - cv[lo]) * per_day / cnt
-        vol[s, 0] = vol[s, 1] if n > 1 else 0.0
-    return vol, vday
 
 
 @dataclass

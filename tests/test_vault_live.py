@@ -16,6 +16,7 @@ import pytest
 
 from backtest.replay import replay_config, round_to_ticks
 from backtest.venue.server import Venue, VenueConfig
+from backtest.venue.vault_impact import VaultImpact
 from bot.config import parse_config, warmup_candles
 from bot.core.rounding import round_dn
 from bot.exchange.ccxt_adapter import CcxtAdapter
@@ -65,7 +66,7 @@ def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_p
         venue = Venue(
             candles,
             VenueConfig(maker_fee=config.backtest.maker_fee, weight_limit_per_minute=10**9,
-                        start_index=start),
+                        start_index=start, vault_impact_coef=config.vault.impact_coef),
         )  # fmt: skip
         key, secret = secrets.token_hex(16), secrets.token_hex(32)
         venue.add_account(key, secret, config.backtest.starting_balance)
@@ -147,6 +148,18 @@ def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_p
         mine = [o for o in orders if (o["symbol"], o["side"]) == k]
         assert sum(o["filled"] for o in mine) == pytest.approx(q)
         assert sum(by_cid[o["client_id"]] for o in mine) == pytest.approx(q)
+    # the venue prices each close by the square-root impact model, against the closer, from
+    # the last price (the previous candle's close)
+    impact = VaultImpact(candles, config.vault.impact_coef, config.vault.volatility_window_minutes)
+    ts = np.asarray(candles.timestamps, dtype=np.int64)
+    for t in out["trades"]:
+        if not t.client_order_id.startswith("gbv"):
+            continue
+        k = int(np.searchsorted(ts, t.time_ms, side="left"))
+        last = float(candles.ohlcv[list(candles.symbols).index(t.symbol), k - 1, 3])
+        pside = 1 if t.position_side == "LONG" else -1
+        assert t.price == pytest.approx(impact.price(t.symbol, pside, t.qty, last, t.time_ms))
+        assert (t.price - last) * pside < 0
     # the ledger and the positions agree: the slice is gone, the strategy holds the account
     for k in out["book"]:
         assert out["strategy"][k] == pytest.approx(out["book"][k])

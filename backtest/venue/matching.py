@@ -249,6 +249,8 @@ class MatchingEngine:
         self.events: list[OrderUpdate | AccountUpdate] = []
         self._order_ids = itertools.count(1_000_001)
         self._trade_ids = itertools.count(1)
+        # a vault's closes priced by the impact model (backtest.venue.vault_impact); None: off
+        self.vault_impact: Any = None
 
     # ------------------------------------------------------------------ accounts and state
 
@@ -480,7 +482,11 @@ class MatchingEngine:
         acct.open_orders[order.order_id] = order
         self.events.append(OrderUpdate(api_key, "NEW", replace(order), None, self.now_ms))
         if crosses:
-            self._fill(acct, order, order.orig_qty, last, maker=False, ts=self.now_ms)
+            px = last
+            if self.vault_impact is not None and self.vault_impact.applies(client_order_id, type_):
+                pside = 1 if ps == "LONG" or (ps == "BOTH" and side == "SELL") else -1
+                px = self.vault_impact.price(symbol, pside, quantity, last, self.now_ms)
+            self._fill(acct, order, order.orig_qty, px, maker=False, ts=self.now_ms)
             if order.order_id in acct.open_orders:  # a capped reduce: the rest expires
                 order.status = "EXPIRED"
                 self._close(acct, order)
