@@ -170,3 +170,18 @@ def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_p
     assert len(payouts) == 1 and payouts[0]["amount"] == pytest.approx(after.realized_value)
     assert after.paid_value == pytest.approx(after.realized_value)
     assert np.isfinite(after.realized_value) and after.realized_value > 0
+
+
+def test_a_vault_on_bybit_is_refused_at_start(tmp_path):
+    from bot.live.bot import StartupRefused
+
+    async def go() -> None:
+        adapter = CcxtAdapter("bybit", "k", "s", base_url="http://127.0.0.1:9", throttle=False)
+        try:
+            cfg = replay_config(vault_config(), str(tmp_path))
+            with pytest.raises(StartupRefused, match="Binance only"):
+                LiveBot(cfg, adapter, symbols=["BTCUSDT"], ws_url="ws://127.0.0.1:9")
+        finally:
+            await adapter.close()
+
+    asyncio.run(go())

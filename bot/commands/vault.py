@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(table)
             payload: dict = {"ledger": str(path), "history": rows}
         else:
-            exits = [e.__dict__ for e in led.exits()]
+            # each exit with its slice of every position (live exits: what is closed so far)
+            exits = [{**e.__dict__, "slices": led.slices(e.id)} for e in led.exits()]
             payload = {
                 "ledger": str(path),
                 "total_shares": led.total_shares(),

@@ -123,6 +123,11 @@ class LiveBot:
         # the vault's ledger beside the state (bot.live.vault_exits), with vault.enabled
         self.vault: VaultExits | None = None
         if config.vault.enabled:
+            if getattr(adapter, "kind", "binance") != "binance":
+                raise StartupRefused(
+                    "vault.enabled: the live vault unwinds exits on Binance only (not yet on "
+                    f"{adapter.kind})"
+                )
             self.vault = VaultExits(self, vault_ledger or live_ledger_path(self.live.state_dir))
             self.vault.refresh()
         self.feeds = Feeds(self)
