@@ -404,3 +404,15 @@ def test_an_unwind_order_is_booked_once_and_progress_follows_the_tranches(tmp_pa
         led.pay(ex.id, done.realized_value, 5)
         with pytest.raises(LedgerError):
             led.pay(ex.id, done.realized_value, 6)
+
+
+def test_the_slice_pays_its_funding_once_per_funding_time(tmp_path):
+    with Ledger(tmp_path / "vault.sqlite") as led:
+        led.deposit("alice", 1000.0, 0.0, 1)
+        ex = led.request_withdrawal("alice", 500.0, 1000.0, 2, "controlled_unwind", 0)
+        led.set_slice(ex.id, 300.0, [("BTCUSDT", 0, 0.01, 40000.0)])
+        assert led.record_funding(ex.id, 28_800_000, 0.04)
+        assert not led.record_funding(ex.id, 28_800_000, 0.04)  # a restart asks again: once
+        assert led.record_funding(ex.id, 57_600_000, -0.01)  # received
+        assert led.exit(ex.id).realized_value == pytest.approx(300.0 - 0.04 + 0.01)
+        assert led.exit(ex.id).status == "unwinding" and led.exit(ex.id).progress == 0.0

@@ -130,7 +130,7 @@ def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_p
         assert slices[k] == pytest.approx(round_dn(size * 0.6, step), abs=step / 2)
         assert abs(slices[k] - size * 0.6) < step
     # in several tranches, every order a market close, filled, once on the venue
-    orders = out["orders"]
+    orders = [o for o in out["orders"] if o["status"] != "funding"]
     assert len({o["cum"] for o in orders}) >= 2
     # (none settled without an order: the strategy's closes were resized before the tranches)
     assert all(o["status"] == "filled" and o["client_id"].startswith("gbv") for o in orders), (

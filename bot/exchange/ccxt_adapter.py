@@ -406,6 +406,13 @@ class CcxtAdapter:
         raw = await self._call(self.ex.fapiPrivatePostOrder, params)
         return _f(raw.get("executedQty")), _f(raw.get("avgPrice"))
 
+    async def fetch_funding_rates(self, symbols: Sequence[str]) -> dict[str, float]:
+        """The last funding rate of each symbol (what its positions paid at the last funding
+        time, per unit of notional)."""
+        raw = await self._call(self.ex.fapiPublicGetPremiumIndex)
+        want = {self.market_id(s) for s in symbols}
+        return {r["symbol"]: _f(r.get("lastFundingRate")) for r in raw if r["symbol"] in want}
+
     async def query_order_fill(self, symbol: str, client_id: str) -> tuple[float, float] | None:
         """(filled qty, average price) of the order ``client_id``; None: the exchange never
         took it."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bot.core.account import funding_payment
 from bot.core.margin import stack_tiers
 from bot.core.vault import (
     MODE_BUFFER,
@@ -54,7 +55,8 @@ __all__ = ["VaultExits"]
 
 log = logging.getLogger("gridbot.live.vault")
 
-_OPEN = ("pending", "unwinding", "unwound")  # exits whose slice or cash is still in the account
+_OPEN = ("pending", "unwinding", "unwound")
+_FUNDING_MS = 8 * 3_600_000  # exits whose slice or cash is still in the account
 
 
 class VaultExits:
@@ -206,6 +208,12 @@ class VaultExits:
     def _book(self, client_id: str, filled: float, px: float) -> None:
         self.ledger.order_result(client_id, filled, px, filled * px * self.taker_fee)
 
+    def _exchange_ms(self) -> int:
+        """The exchange's time: the close of the last closed kline (the wall clock, live; the
+        replayed candles' time on the simulated venue)."""
+        ts = [c.last_kline_ts for c in self.bot.coins.values()]
+        return max(ts) + 60_000 if ts and min(ts) >= 0 else -1
+
     def _candle_ts(self) -> int:
         ts = [c.last_kline_ts for c in self.bot.coins.values()]
         return min(ts) if ts else -1
@@ -299,6 +307,37 @@ class VaultExits:
             )
             c.wake.set()
 
+    async def charge_funding(self, now_ms: int) -> None:
+        """At each funding time, the slice still held pays its funding (the exchange charged
+        the whole account): recorded once per exit and funding time, so the stayers do not pay
+        the leavers' part."""
+        boundary = now_ms - now_ms % _FUNDING_MS
+        due = [
+            ex for ex in self.ledger.exits()
+            if ex.status in ("pending", "unwinding") and ex.requested_at < boundary
+        ]  # fmt: skip
+        if not due:
+            return
+        rates: dict[str, float] | None = None
+        for ex in due:
+            if self.ledger.unwind_orders(ex.id, "funding") and any(
+                o["time_ms"] == boundary for o in self.ledger.unwind_orders(ex.id, "funding")
+            ):
+                continue
+            if rates is None:
+                rates = await self.bot.rest(
+                    self.bot.adapter.fetch_funding_rates, list(self.bot.coins)
+                )
+            paid = 0.0
+            for r in self.ledger.slices(ex.id):
+                left = r["qty"] - r["done"]
+                if left > 0.0:
+                    c = self.bot.coins[r["symbol"]]
+                    side = 1 if r["side"] == 0 else -1
+                    paid += funding_payment(side, left, c.last_price, rates.get(r["symbol"], 0.0))
+            if self.ledger.record_funding(ex.id, boundary, paid):
+                self._say(f"vault exit {ex.id}: its slice paid {paid:.4f} USDT of funding")
+
     def pay_due(self, now_ms: int) -> None:
         for ex in self.ledger.exits("unwound"):
             if now_ms >= ex.due_at:
@@ -314,9 +353,10 @@ class VaultExits:
         await self.recover()
         while not bot.stopping:
             try:
-                now_ms = int(time.time() * 1000)
-                if all(c.last_price == c.last_price for c in bot.coins.values()):
+                now_ms = self._exchange_ms()
+                if now_ms > 0 and all(c.last_price == c.last_price for c in bot.coins.values()):
                     await self.apply_requests(now_ms)
+                    await self.charge_funding(now_ms)
                     await self.unwind()
                     self.pay_due(now_ms)
             except ExchangeError as exc:

@@ -94,11 +94,11 @@ CREATE TABLE IF NOT EXISTS unwind_orders (
     side INTEGER NOT NULL,
     qty REAL NOT NULL,           -- asked (magnitude)
     cum REAL NOT NULL,           -- the exit's cumulative fraction once it fills
-    status TEXT NOT NULL,        -- sent / filled / missing
+    status TEXT NOT NULL,        -- sent / filled / missing (funding: the slice's funding)
     filled REAL NOT NULL DEFAULT 0,
     price REAL,
     fee REAL NOT NULL DEFAULT 0,
-    pnl REAL NOT NULL DEFAULT 0, -- against the slice's entry price
+    pnl REAL NOT NULL DEFAULT 0, -- against the slice's entry price (funding rows: - paid)
     time_ms INTEGER NOT NULL
 );
 """
@@ -400,6 +400,19 @@ class Ledger:
                 (filled, exit_id, symbol, side),
             )
             self._update_progress(exit_id)
+
+    def record_funding(self, exit_id: int, funding_ms: int, paid: float) -> bool:
+        """The funding the exit's slice paid at ``funding_ms`` (negative: received), once per
+        funding time; False when it was recorded already."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO unwind_orders (client_id, exit_id, symbol, side, qty, cum, "
+                "status, pnl, time_ms) VALUES (?, ?, '', -1, 0, 0, 'funding', ?, ?)",
+                (f"funding-{exit_id}-{funding_ms}", exit_id, -paid, funding_ms),
+            )
+            if cur.rowcount:
+                self._update_progress(exit_id)
+            return bool(cur.rowcount)
 
     def _update_progress(self, exit_id: int) -> None:
         """Progress = the cumulative fraction of the latest tranche that filled (1 once every
