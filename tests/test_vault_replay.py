@@ -89,3 +89,30 @@ def test_ninety_percent_exit_on_the_crash_through_replay_matches_the_backtest():
     assert rp.final_equity_live == pytest.approx(rp.final_equity_backtest, rel=1e-6)
     assert rp.final_balance_live == pytest.approx(rp.final_balance_backtest, rel=1e-9)
     assert rp.bot_errors == []
+
+
+@pytest.mark.slow
+def test_gridbot_replay_runs_the_stress_scenario(tmp_path, capsys):
+    import json
+
+    from bot.cli import main
+    from tests.test_live_replay import DATA
+
+    side = {**TIGHT_GRID_SIDE, "unstuck_close_pct": 0.0}
+    cfg = {
+        "bot": {"long": side, "short": {**side, "enabled": True}},
+        "live": {"leverage": 10},
+        "backtest": {"symbols": ["BTCUSDT", "DOGEUSDT"], "starting_balance": 1000},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    argv = ["replay", str(path), "--data", str(DATA), "--start", "2021-05-19T10:00",
+            "--end", "2021-05-19T14:00", "--vault-withdraw", "90%@2021-05-19T12:00", "--json"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(argv)
+    out = json.loads(capsys.readouterr().out)
+    assert out["mismatches"] == [] and len(out["fills_live"]) >= 5
+    assert out["matched"] == len(out["fills_backtest"])
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--event", "deposit:5@2021-05-19T13:00"])
+    assert exc.value.code == 2

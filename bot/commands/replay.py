@@ -8,6 +8,9 @@ Trading starts at ``--start`` (or the data's start plus the warm-up); the warm-u
 before it (``bot.config.warmup_candles``) are served as klines for the bot's EMA seeding.
 ``--event SPEC`` (repeatable, :mod:`backtest.events`) applies outside events (deposit,
 withdraw, reduce, reduce_all) to the venue's account and to the backtest alike.
+``--vault-withdraw FRACTION@TIME`` / ``--vault-deposit AMOUNT@TIME`` replay a `gridbot stress`
+scenario instead: the config as a vault (``vault.enabled``), with the events the stress run books
+for those requests (the leavers' slice leaving at the mark, their claim withdrawn).
 
 Human output goes to stderr; ``--json`` prints one JSON object (ok, final_balance_live,
 final_balance_backtest, final_equity_live, final_equity_backtest, first_divergence,
@@ -27,6 +30,7 @@ from rich.console import Console
 
 from bot import inputs
 from bot.config import load_config
+from bot.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -63,8 +67,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reduce:SYMBOL:long|short:QTY[:PRICE]@TIME, reduce_all:FRACTION|PCT%%@TIME, "
         "deleverage:FRACTION|PCT%%@TIME (profitable positions only)",
     )
+    p.add_argument(
+        "--vault-withdraw",
+        action="append",
+        default=[],
+        metavar="FRACTION@TIME",
+        help="replay `gridbot stress`'s scenario: a withdrawal of FRACTION (0.9 or 90%%) of the "
+        "vault's shares at TIME, booked as the stress run books it; repeatable; implies "
+        "vault.enabled",
+    )
+    p.add_argument(
+        "--vault-deposit",
+        action="append",
+        default=[],
+        metavar="AMOUNT@TIME",
+        help="with --vault-withdraw: a deposit of AMOUNT USDT at TIME, repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
+
+
+def _stress_events(config, candles, args: argparse.Namespace) -> tuple[object, list]:  # noqa: ANN001
+    """(the config as a vault, the events `gridbot stress` books for the requests)."""
+    from backtest.stress import parse_request, run_stress
+
+    if args.event:
+        raise ConfigError("--vault-withdraw / --vault-deposit: not with --event")
+    reqs = [parse_request(x, "withdraw") for x in args.vault_withdraw]
+    reqs += [parse_request(x, "deposit") for x in args.vault_deposit]
+    vault = config.vault.model_copy(update={"enabled": True})
+    config = config.model_copy(update={"vault": vault})
+    return config, run_stress(config, candles, reqs).events
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         f"replaying {len(candles.timestamps)} candles of {', '.join(candles.symbols)} "
         f"through the live bot on the venue's {args.exchange} API (lockstep) ..."
     )
+    if args.vault_withdraw or args.vault_deposit:
+        config, events = _stress_events(config, candles, args)
     result = asyncio.run(replay(config, candles, exchange=args.exchange, events=events))
     console.print(
         f"fills: live {len(result.fills_live)}, backtest {len(result.fills_backtest)}, "
