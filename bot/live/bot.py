@@ -7,7 +7,9 @@ Its parts, each in its own module:
   watermarks that notice an exchange account that went backwards;
 - :mod:`bot.live.feeds`: websocket streams, klines and EMAs, REST fallbacks;
 - :mod:`bot.live.cycle`: ideal orders from the core -> guard -> diff -> cancel/create;
-- :mod:`bot.live.pacing`: real time or lockstep (replay), injected.
+- :mod:`bot.live.pacing`: real time or lockstep (replay), injected;
+- :mod:`bot.live.vault_sizing` / :mod:`bot.live.vault_exits`: a vault (``vault.enabled``): the
+  cash buffer, leverage cap and margin buffer; the ledger's requests and exits.
 
 Exchange-agnostic: the adapter (``CcxtAdapter``: Binance USDT-M or Bybit v5 linear) speaks
 REST, and the streams deliver :mod:`bot.exchange.events`. The loop decides nothing itself:
