@@ -62,7 +62,7 @@ from bot.core.grid import (
     partial_entry_bound,
     unstuck_order,
 )
-from bot.core.margin import account_at_risk, account_equity_margin
+from bot.core.margin import account_at_risk
 from bot.core.params import (
     KIND_ENTRY_INITIAL,
     KIND_LIQUIDATION,
@@ -82,6 +82,7 @@ from bot.core.params import (
     P_WALLET_EXPOSURE_LIMIT,
 )
 from bot.core.trailing import N_TRAIL, trail_reset, trail_update
+from bot.core.vault import entries_blocked, entry_over_cap
 
 __all__ = ["EngineInputs", "EngineOutput", "run_engine", "F_COLUMNS"]
 
@@ -253,19 +254,6 @@ def _book_rows(fills, nf, k, rows, n_rows, size, pprice, kind):  # noqa: ANN001,
             rows[r, R_FEE], rows[r, R_PNL], rows[r, R_BALANCE], size[j, s], pprice[j, s], kind,
         )  # fmt: skip
     return nf
-
-
-@njit(cache=True)
-def _over_cap(balance, size, pprice, refs, s, price, qty, cap):  # noqa: ANN001, ANN202
-    """Would an entry of qty at price on coin s take total notional / equity past the cap
-    (the other coins at their previous closes)?"""
-    eq = balance
-    notional = qty * price
-    for i in range(refs.shape[0]):
-        p = price if i == s else refs[i]
-        eq += size[0, i] * (p - pprice[0, i]) + size[1, i] * (pprice[1, i] - p)
-        notional += (size[0, i] + size[1, i]) * p
-    return eq <= 0.0 or notional / eq > cap
 
 
 @njit(cache=True)
@@ -447,18 +435,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                 refs[s] = ohlcv[s, k - 1, 3]  # the last price before the candle
             blocked = False
             if check_block:
-                eq_ref, mm_ref = account_equity_margin(
-                    balance, size[0], pprice[0], size[1], pprice[1], refs, tiers
+                blocked = entries_blocked(
+                    balance, size, pprice, refs, tiers, leverage_cap, margin_buffer_pct
                 )
-                notional = 0.0
-                for s in range(n_sym):
-                    notional += (size[0, s] + size[1, s]) * refs[s]
-                if eq_ref <= 0.0:
-                    blocked = True
-                elif leverage_cap > 0.0 and notional / eq_ref > leverage_cap:
-                    blocked = True
-                elif margin_buffer_pct > 0.0 and (eq_ref - mm_ref) / eq_ref < margin_buffer_pct:
-                    blocked = True
                 out_blocked[k] = blocked
             liq = no_liq
             if account_at_risk(balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers):
@@ -567,7 +546,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                         if (
                             leverage_cap > 0.0
                             and (q > 0.0) == (side > 0)
-                            and _over_cap(balance, size, pprice, refs, s, p, abs(q), leverage_cap)
+                            and entry_over_cap(
+                                balance, size, pprice, refs, s, p, abs(q), leverage_cap
+                            )
                         ):
                             out_blocked[k] = True  # the vault's cap blocks this entry
                             continue

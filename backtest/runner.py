@@ -12,7 +12,7 @@ from backtest.data import Candles
 from backtest.engine import EngineInputs, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
 from backtest.funding import FundingPlan, funding_matrix
-from bot.config import Config, side_params_array, warmup_candles
+from bot.config import Config, VaultConfig, side_params_array, warmup_candles
 from bot.core import params as P
 from bot.core.forager import eligible_from_ms
 from bot.core.margin import stack_tiers
@@ -72,6 +72,9 @@ def build_inputs(
         events=events_array(events, candles.symbols),
         funding=(funding or funding_plan(config, candles)).rates,
         eligible_from_ms=coins_eligible_from(config, candles),
+        # a vault (vault.enabled) sizes as the live bot does: the cash buffer kept out, entries
+        # blocked above the leverage cap or under the margin buffer
+        **(vault_sizing(config.vault) if config.vault.enabled else {}),
     )
 
 
@@ -83,6 +86,15 @@ def coins_eligible_from(config: Config, candles: Candles) -> np.ndarray:
     return eligible_from_ms(
         candles.symbols, live.approved_coins, live.ignored_coins, first, live.minimum_coin_age_days
     )
+
+
+def vault_sizing(vault: VaultConfig) -> dict[str, float]:
+    """The engine's vault sizing fields (``EngineInputs``) for a vault config."""
+    return {
+        "sizing_fraction": 1.0 - vault.cash_buffer_pct,
+        "leverage_cap": vault.leverage_cap,
+        "margin_buffer_pct": vault.margin_buffer_pct,
+    }
 
 
 def run_backtest(

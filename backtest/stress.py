@@ -51,11 +51,13 @@ import orjson
 from backtest.data import Candles, format_ms, parse_date_ms
 from backtest.engine import FUNDING_INTERVAL_MS, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
-from backtest.runner import build_inputs
+from backtest.impact import impact_inputs
+from backtest.runner import build_inputs, vault_sizing
 from bot.config import Config, config_to_dict
 from bot.core.book import N_R, apply_event
 from bot.core.params import M_QTY_STEP
 from bot.core.vault import (
+    MODE_NAMES,
     N_U,
     U_CUM,
     U_FEE,
@@ -67,6 +69,7 @@ from bot.core.vault import (
     U_SIDE,
     U_SYMBOL,
     combined_margin,
+    exit_mode,
     pro_rata_slice,
     unwind,
 )
@@ -120,34 +123,6 @@ def parse_request(spec: str, kind: str) -> StressRequest:
     return StressRequest(kind, t, x)
 
 
-def impact_inputs(candles: Candles, window_minutes: float) -> tuple[np.ndarray, np.ndarray]:
-    """(daily volatility, daily volume), each (n_coins, n): from the ``window_minutes`` of
-    candles before candle k (trailing, so known at k): the standard deviation of log returns of
-    the closes scaled to a day, and the volume summed and scaled to a day."""
-    ohlcv = candles.ohlcv
-    n_sym, n = ohlcv.shape[0], ohlcv.shape[1]
-    per_day = _DAY_MS / candles.timeframe_ms
-    w = max(2, int(round(window_minutes * 60_000 / candles.timeframe_ms)))
-    vol = np.zeros((n_sym, n))
-    vday = np.zeros((n_sym, n))
-    for s in range(n_sym):
-        close = ohlcv[s, :, 3]
-        r = np.zeros(n)
-        r[1:] = np.diff(np.log(close))
-        c1 = np.concatenate(([0.0], np.cumsum(r)))
-        c2 = np.concatenate(([0.0], np.cumsum(r * r)))
-        cv = np.concatenate(([0.0], np.cumsum(ohlcv[s, :, 4])))
-        k = np.arange(n)
-        lo = np.maximum(k - w, 0)
-        cnt = np.maximum(k - lo, 1)
-        mean = (c1[k] - c1[lo]) / cnt
-        var = np.maximum((c2[k] - c2[lo]) / cnt - mean * mean, 0.0)
-        vol[s] = np.sqrt(var * per_day)
-        vday[s] = (cv[k] - cv[lo]) * per_day / cnt
-        vol[s, 0] = vol[s, 1] if n > 1 else 0.0
-    return vol, vday
-
-
 @dataclass
 class StressResult:
     config: Config
@@ -171,20 +146,6 @@ def _state(out: EngineOutput, k: int) -> tuple[float, float, np.ndarray, np.ndar
     return float(out.balance[k]), float(out.equity[k]), size, price
 
 
-def _margin_ok(config: Config, equity: float, size: np.ndarray, marks: np.ndarray, tiers) -> bool:  # noqa: ANN001
-    """After paying from cash: leverage within the cap and the margin buffer kept?"""
-    if equity <= 0.0:
-        return False
-    notional = float(((size[0] + size[1]) * marks).sum())
-    if notional / equity > config.vault.leverage_cap:
-        return False
-    eq, mm, _ = combined_margin(
-        equity, size, np.zeros_like(size), np.zeros_like(size), np.zeros_like(size), marks, marks,
-        tiers,
-    )  # fmt: skip
-    return (eq - mm) / eq >= config.vault.margin_buffer_pct
-
-
 def run_stress(  # noqa: C901 -- the vault stress timeline in one pass (debt)
     config: Config,
     candles: Candles,
@@ -194,12 +155,7 @@ def run_stress(  # noqa: C901 -- the vault stress timeline in one pass (debt)
     """Run the vault through ``requests`` over ``candles`` (see the module docstring)."""
     vc = config.vault
     base = build_inputs(config, candles)
-    base = dataclasses.replace(
-        base,
-        sizing_fraction=1.0 - vc.cash_buffer_pct,
-        leverage_cap=vc.leverage_cap,
-        margin_buffer_pct=vc.margin_buffer_pct,
-    )
+    base = dataclasses.replace(base, **vault_sizing(vc))  # type: ignore[arg-type]
     ts = np.asarray(candles.timestamps, dtype=np.int64)
     n = len(ts)
     n_sym = len(candles.symbols)
@@ -271,16 +227,21 @@ def run_stress(  # noqa: C901 -- the vault stress timeline in one pass (debt)
             continue
         f = r.value
         marked = f * equity
-        if f >= vc.controlled_unwind_threshold_pct:
-            mode = "controlled_unwind"
-        elif (
-            marked <= vc.cash_buffer_pct * equity + 1e-9
-            and marked <= bal
-            and _margin_ok(config, equity - marked, size, marks, tiers)
-        ):
-            mode = "buffer"
-        else:
-            mode = "pro_rata"
+        mode = MODE_NAMES[
+            exit_mode(
+                f,
+                marked,
+                equity,
+                bal,
+                size,
+                marks,
+                tiers,
+                vc.controlled_unwind_threshold_pct,
+                vc.cash_buffer_pct,
+                vc.leverage_cap,
+                vc.margin_buffer_pct,
+            )  # fmt: skip
+        ]
         slice_qty = pro_rata_slice(size, f, steps) if mode != "buffer" else np.zeros_like(size)
         sides = np.array([[1.0], [-1.0]])
         slice_upnl = float((slice_qty * (marks[None, :] - pprice) * sides).sum())

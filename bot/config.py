@@ -357,9 +357,10 @@ class OptimizeConfig(_Strict):
 
 
 class VaultConfig(_Strict):
-    """A vault: many depositors on one trading account (README "The vault"). Read by
-    `gridbot stress` (and the vault ledger); `gridbot backtest` and `gridbot live` ignore it."""
+    """A vault: many depositors on one trading account (README "The vault"). `gridbot stress`
+    always trades as a vault; `gridbot backtest`, `replay` and `live` only with ``enabled``."""
 
+    enabled: bool = False
     cash_buffer_pct: float = Field(0.05, ge=0.0, lt=1.0)
     controlled_unwind_threshold_pct: float = Field(0.25, gt=0.0, le=1.0)
     max_participation_pct: float = Field(0.05, gt=0.0, le=1.0)

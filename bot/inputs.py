@@ -434,3 +434,24 @@ def new_file(text: str) -> str:
     if not os.access(resolved.parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text!r}: cannot write into {resolved.parent}")
     return text
+
+
+def depositor(text: str) -> str:
+    """An argparse ``type``: a vault depositor's name of letters, digits, '_', '.', '-', '@'."""
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r}: use 1 to 64 letters, digits, '_', '.', '-', '@'"
+        )
+    return text
+
+
+def share_amount(text: str) -> tuple[str, float]:
+    """An argparse ``type``: shares to withdraw: a number of shares, ``P%`` of one's shares, or
+    ``all``; returns (``"shares"`` or ``"fraction"``, value)."""
+    t = text.strip().lower()
+    if t == "all":
+        return "fraction", 1.0
+    if t.endswith("%"):
+        p = number(0.0, 100.0, lo_open=True, hint="a percentage of one's shares")(t[:-1])
+        return "fraction", p / 100.0
+    return "shares", number(0.0, lo_open=True, hint="shares, P% or all")(t)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["convert", "to_symbol"]
 
@@ -76,8 +76,21 @@ def to_symbol(coin: Any) -> str | None:
     return c if c.endswith("USDT") and len(c) > 4 else f"{c}USDT"
 
 
-def _num(x: Any) -> bool:
+def _num(x: Any) -> TypeGuard[float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _trailing_and_filters(src: dict, out: dict, done: set[str]) -> None:
+    """Trailing keys under their names; the forager's filters under any of their v7 names."""
+    for key in _TRAILING:
+        if key in src:
+            out[key] = src[key]
+            done.add(key)
+    for theirs, ours_keys in _FILTERS.items():
+        if theirs in src:
+            done.add(theirs)
+            for ours in ours_keys:
+                out.setdefault(ours, src[theirs])
 
 
 def _side(src: dict, side: str, notes: list[str]) -> dict:
@@ -105,15 +118,7 @@ def _side(src: dict, side: str, notes: list[str]) -> dict:
             f"{where}.entry_grid_spacing_volatility_weight = {vol!r}: volatility-widened grid "
             f"spacing is not supported (entry_grid_spacing_log_span_hours goes with it)"
         )
-    for key in _TRAILING:
-        if key in src:
-            out[key] = src[key]
-            done.add(key)
-    for theirs, ours_keys in _FILTERS.items():
-        if theirs in src:
-            done.add(theirs)
-            for ours in ours_keys:
-                out.setdefault(ours, src[theirs])
+    _trailing_and_filters(src, out, done)
     if "enforce_exposure_limit" in src:
         out["enforce_exposure_limit"] = src["enforce_exposure_limit"]
     done.add("enforce_exposure_limit")

@@ -349,3 +349,76 @@ def test_everyone_leaves(candles):
     assert r.report["remaining"]["final_nav_per_share"] is None
     assert r.report["remaining"]["final_equity"] == pytest.approx(0.0, abs=1e-6)
     assert ex["realized_value"] < ex["marked_value"]
+
+
+def test_gridbot_vault_deposit_and_withdraw_write_requests_checked_at_once(tmp_path, capsys):
+    path = tmp_path / "vault.sqlite"
+    with Ledger(path) as led:
+        led.deposit("alice", 1000.0, 0.0, 1)
+
+    def cli(*args: str) -> int:
+        with pytest.raises(SystemExit) as exc:
+            main(["vault", *args, "--ledger", str(path), "--json"])
+        return exc.value.code
+
+    assert cli("deposit", "--depositor", "bob", "--amount", "500") == 0
+    assert cli("withdraw", "--depositor", "alice", "--shares", "60%") == 0
+    capsys.readouterr()
+    # asking again for more than what is left after the pending request: refused, exit 2
+    assert cli("withdraw", "--depositor", "alice", "--shares", "500") == 2
+    err = capsys.readouterr().err
+    assert "holds 400" in err and "Traceback" not in err
+    for bad in (["--shares", "0"], ["--shares", "150%"], ["--shares", "nan"], []):
+        assert cli("withdraw", "--depositor", "alice", *bad) == 2
+    assert cli("deposit", "--depositor", "bad name!", "--amount", "5") == 2
+    assert cli("deposit", "--depositor", "bob", "--amount", "-5") == 2
+    with Ledger(path) as led:
+        reqs = led.pending_requests()
+        assert [(r["kind"], r["depositor"]) for r in reqs] == [
+            ("deposit", "bob"),
+            ("withdraw", "alice"),
+        ]
+        assert reqs[1]["shares"] == pytest.approx(600.0)
+        assert led.total_shares() == pytest.approx(1000.0)  # nothing minted or burned by the CLI
+
+
+def test_an_unwind_order_is_booked_once_and_progress_follows_the_tranches(tmp_path):
+    with Ledger(tmp_path / "vault.sqlite") as led:
+        led.deposit("alice", 1000.0, 0.0, 1)
+        ex = led.request_withdrawal("alice", 500.0, 1000.0, 2, "controlled_unwind", 0)
+        led.set_slice(ex.id, 300.0, [("BTCUSDT", 0, 0.01, 40000.0), ("DOGEUSDT", 1, 100.0, 0.5)])
+        led.order_sent(
+            [("a", ex.id, "BTCUSDT", 0, 0.005, 0.5), ("b", ex.id, "DOGEUSDT", 1, 50.0, 0.5)], 3
+        )
+        led.order_result("a", 0.005, 39000.0, 0.1)
+        led.order_result("a", 0.005, 39000.0, 0.1)  # the same result again: ignored
+        assert led.exit(ex.id).status == "unwinding"
+        led.order_result("b", 0.0, 0.0, 0.0)  # never taken by the exchange
+        assert [o["status"] for o in led.unwind_orders(ex.id)] == ["filled", "missing"]
+        assert led.exit(ex.id).progress == pytest.approx(0.5)
+        led.order_sent(
+            [("c", ex.id, "BTCUSDT", 0, 0.005, 1.0), ("d", ex.id, "DOGEUSDT", 1, 100.0, 1.0)], 4
+        )
+        led.order_result("c", 0.005, 38000.0, 0.1)
+        led.order_result("d", 100.0, 0.6, 0.02)
+        done = led.exit(ex.id)
+        assert done.status == "unwound" and done.progress == 1.0
+        # cash + pnl against the slice's entry prices - fees
+        want = 300.0 + 0.005 * (39000 - 40000) + 0.005 * (38000 - 40000) - 100 * (0.6 - 0.5)
+        assert done.realized_value == pytest.approx(want - 0.22)
+        assert [s["done"] for s in led.slices(ex.id)] == pytest.approx([0.01, 100.0])
+        led.pay(ex.id, done.realized_value, 5)
+        with pytest.raises(LedgerError):
+            led.pay(ex.id, done.realized_value, 6)
+
+
+def test_the_slice_pays_its_funding_once_per_funding_time(tmp_path):
+    with Ledger(tmp_path / "vault.sqlite") as led:
+        led.deposit("alice", 1000.0, 0.0, 1)
+        ex = led.request_withdrawal("alice", 500.0, 1000.0, 2, "controlled_unwind", 0)
+        led.set_slice(ex.id, 300.0, [("BTCUSDT", 0, 0.01, 40000.0)])
+        assert led.record_funding(ex.id, 28_800_000, 0.04)
+        assert not led.record_funding(ex.id, 28_800_000, 0.04)  # a restart asks again: once
+        assert led.record_funding(ex.id, 57_600_000, -0.01)  # received
+        assert led.exit(ex.id).realized_value == pytest.approx(300.0 - 0.04 + 0.01)
+        assert led.exit(ex.id).status == "unwinding" and led.exit(ex.id).progress == 0.0

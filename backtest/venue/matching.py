@@ -254,6 +254,8 @@ class MatchingEngine:
         self.events: list[OrderUpdate | AccountUpdate] = []
         self._order_ids = itertools.count(1_000_001)
         self._trade_ids = itertools.count(1)
+        # a vault's closes priced by the impact model (backtest.venue.vault_impact); None: off
+        self.vault_impact: Any = None
 
     # ------------------------------------------------------------------ accounts and state
 
@@ -454,6 +456,16 @@ class MatchingEngine:
             )
         return price, tif
 
+    def _taker_price(self, order: Order, last: float) -> float:
+        """A crossing order fills at the last price; a vault's exit close (when the venue models
+        it) at the last price moved by the impact model (backtest.venue.vault_impact)."""
+        vi = self.vault_impact
+        if vi is None or not vi.applies(order.client_order_id, order.type):
+            return last
+        ps, side = order.position_side, order.side
+        pside = 1 if ps == "LONG" or (ps == "BOTH" and side == "SELL") else -1
+        return vi.price(order.symbol, pside, order.orig_qty, last, self.now_ms)
+
     def place_order(
         self,
         api_key: str,
@@ -527,7 +539,8 @@ class MatchingEngine:
         acct.open_orders[order.order_id] = order
         self.events.append(OrderUpdate(api_key, "NEW", replace(order), None, self.now_ms))
         if crosses:
-            self._fill(acct, order, order.orig_qty, last, maker=False, ts=self.now_ms)
+            px = self._taker_price(order, last)
+            self._fill(acct, order, order.orig_qty, px, maker=False, ts=self.now_ms)
             if order.order_id in acct.open_orders:  # a capped reduce: the rest expires
                 order.status = "EXPIRED"
                 self._close(acct, order)

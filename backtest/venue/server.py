@@ -35,6 +35,7 @@ from .faults import Faults, RestFault
 from .hub import WsHub
 from .matching import Account, AccountUpdate, MatchingEngine, candle_trades
 from .ratelimit import IpBudget
+from .vault_impact import VaultImpact
 from .wire import decimals
 
 __all__ = ["AccountReset", "Venue", "VenueConfig", "VenueThread"]
@@ -72,6 +73,10 @@ class VenueConfig:
     ws_ping_timeout_s: float | None = 600.0
     fill_mode: str = "candle"  # candle: lockstep candle rule; trades: 4 trades per candle
     start_index: int = 0  # first candle to replay; earlier candles are history (klines)
+    # a vault's market closes (client ids gbv...) priced by the square-root impact model with
+    # this coefficient (0: like any market order, at the last price); backtest.venue.vault_impact
+    vault_impact_coef: float = 0.0
+    vault_volatility_window_minutes: float = 1440.0
 
 
 class Venue:
@@ -93,6 +98,10 @@ class Venue:
             timeframe_ms=int(candles.timeframe_ms),
             candles=candles,
         )
+        if self.config.vault_impact_coef > 0.0:
+            self.engine.vault_impact = VaultImpact(
+                candles, self.config.vault_impact_coef, self.config.vault_volatility_window_minutes
+            )
         n = len(candles.timestamps)
         self.index = max(0, min(int(self.config.start_index), n))
         first = self.index - 1 if self.index > 0 else 0

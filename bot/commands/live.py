@@ -151,7 +151,10 @@ async def _main(
     # (each exchange its own state file: fill cursors and positions are per account)
     name = "live" if kind == "binance" else f"live-{kind}"
     name = f"dry-{secrets.token_hex(4)}" if dry else name
-    bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name)
+    # a dry run's vault ledger is its own too: real requests are never applied to a fake venue
+    ledger = str(Path(live_cfg.state_dir) / f"{name}.vault.sqlite") if dry else None
+    bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name,
+                  vault_ledger=ledger)  # fmt: skip
     # the page, the log file, the heartbeat and the alerts (a dry run logs to its own file)
     log_file = live_cfg.log_file
     if dry and log_file:

@@ -8,6 +8,9 @@ Trading starts at ``--start`` (or the data's start plus the warm-up); the warm-u
 before it (``bot.config.warmup_candles``) are served as klines for the bot's EMA seeding.
 ``--event SPEC`` (repeatable, :mod:`backtest.events`) applies outside events (deposit,
 withdraw, reduce, reduce_all) to the venue's account and to the backtest alike.
+``--vault-withdraw FRACTION@TIME`` / ``--vault-deposit AMOUNT@TIME`` replay a `gridbot stress`
+scenario instead: the config as a vault (``vault.enabled``), with the events the stress run books
+for those requests (the leavers' slice leaving at the mark, their claim withdrawn).
 
 Human output goes to stderr; ``--json`` prints one JSON object (ok, final_balance_live,
 final_balance_backtest, final_equity_live, final_equity_backtest, first_divergence,
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -68,8 +72,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="an exchange-sim scenario (hjson) run in the venue's candle loop: its "
                    "deleverage events reach the bot, and the backtest gets them as outside "
                    "events")  # fmt: skip
+    p.add_argument(
+        "--vault-withdraw",
+        action="append",
+        default=[],
+        metavar="FRACTION@TIME",
+        help="replay `gridbot stress`'s scenario: a withdrawal of FRACTION (0.9 or 90%%) of the "
+        "vault's shares at TIME, booked as the stress run books it; repeatable; implies "
+        "vault.enabled",
+    )
+    p.add_argument(
+        "--vault-deposit",
+        action="append",
+        default=[],
+        metavar="AMOUNT@TIME",
+        help="with --vault-withdraw: a deposit of AMOUNT USDT at TIME, repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
+
+
+def _stress_events(config, candles, args: argparse.Namespace) -> tuple[Any, list]:  # noqa: ANN001
+    """(the config as a vault, the events `gridbot stress` books for the requests)."""
+    from backtest.stress import parse_request, run_stress
+
+    if args.event:
+        raise ConfigError("--vault-withdraw / --vault-deposit: not with --event")
+    reqs = [parse_request(x, "withdraw") for x in args.vault_withdraw]
+    reqs += [parse_request(x, "deposit") for x in args.vault_deposit]
+    vault = config.vault.model_copy(update={"enabled": True})
+    config = config.model_copy(update={"vault": vault})
+    return config, run_stress(config, candles, reqs).events
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             f"--scenario {args.scenario}: symbol {scenario.symbol} is not among the replayed "
             f"symbols ({', '.join(candles.symbols)})"
         )
+    if args.vault_withdraw or args.vault_deposit:
+        config, events = _stress_events(config, candles, args)
     result = asyncio.run(
         replay(config, candles, exchange=args.exchange, events=events, scenario=scenario)
     )

@@ -184,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
         funding_rate=args.funding_rate,
         fill_mode=args.fill_mode,
         start_index=start_index,
+        # a vault's closes (bot.live.vault_exits) move the price as the stress backtest models
+        vault_impact_coef=bot_config.vault.impact_coef if bot_config.vault.enabled else 0.0,  # type: ignore[attr-defined]
+        vault_volatility_window_minutes=bot_config.vault.volatility_window_minutes,  # type: ignore[attr-defined]
     )
     venue = Venue(candles, config)
     from backtest.funding import funding_matrix

@@ -14,6 +14,9 @@ are magnitudes), as in :mod:`bot.core.book`.
   ``max_participation`` x the candle's volume.
 - :func:`impact_fraction`: the square-root market-impact model,
   ``impact_coef x daily volatility x sqrt(qty / daily volume)``.
+- :func:`exit_mode`: buffer, pro-rata or controlled unwind, chosen at the request.
+- :func:`entries_blocked` / :func:`entry_over_cap`: the vault's risk-aware sizing gate (the
+  leverage cap and the margin buffer), the same for the backtest engine and the live bot.
 - :func:`unwind`: runs a slice to zero over the candles from ``k0``, in one tranche
   (pro-rata mode) or in volume-capped tranches (controlled unwind); every tranche is a
   reduce-only taker execution at the candle's typical price (high + low + close) / 3 moved
@@ -29,12 +32,19 @@ import numpy as np
 from numba import njit
 
 from bot.core.account import funding_payment
-from bot.core.margin import maintenance_margin
+from bot.core.margin import account_equity_margin, maintenance_margin
 from bot.core.rounding import round_dn
 
 __all__ = [
     "U_CUM",
     "combined_margin",
+    "entries_blocked",
+    "exit_mode",
+    "MODE_BUFFER",
+    "MODE_CONTROLLED",
+    "MODE_NAMES",
+    "MODE_PRO_RATA",
+    "entry_over_cap",
     "U_FEE",
     "U_K",
     "U_PNL",
@@ -64,6 +74,11 @@ U_FEE = 6
 U_PNL = 7
 U_CUM = 8
 N_U = 9
+
+MODE_BUFFER = 0
+MODE_PRO_RATA = 1
+MODE_CONTROLLED = 2
+MODE_NAMES = ("buffer", "pro_rata", "controlled_unwind")
 
 
 @njit(cache=True)
@@ -264,3 +279,86 @@ def combined_margin(
             mm += maintenance_margin(short_q * p, tiers[i])
             notional += short_q * p
     return eq, mm, notional
+
+
+@njit(cache=True)
+def entries_blocked(  # noqa: PLR0913
+    balance: float,
+    size: np.ndarray,
+    pprice: np.ndarray,
+    refs: np.ndarray,
+    tiers: np.ndarray,
+    leverage_cap: float,
+    margin_buffer_pct: float,
+) -> bool:
+    """Are new entries blocked? With every coin at ``refs``: equity gone, total notional /
+    equity above ``leverage_cap`` (0: no cap), or (equity - maintenance margin) / equity below
+    ``margin_buffer_pct``. ``size`` / ``pprice`` (2, n) as everywhere in the core."""
+    eq, mm = account_equity_margin(balance, size[0], pprice[0], size[1], pprice[1], refs, tiers)
+    notional = 0.0
+    for s in range(refs.shape[0]):
+        notional += (size[0, s] + size[1, s]) * refs[s]
+    if eq <= 0.0:
+        return True
+    if leverage_cap > 0.0 and notional / eq > leverage_cap:
+        return True
+    return margin_buffer_pct > 0.0 and (eq - mm) / eq < margin_buffer_pct
+
+
+@njit(cache=True)
+def entry_over_cap(  # noqa: PLR0913
+    balance: float,
+    size: np.ndarray,
+    pprice: np.ndarray,
+    refs: np.ndarray,
+    s: int,
+    price: float,
+    qty: float,
+    cap: float,
+) -> bool:
+    """Would an entry of ``qty`` at ``price`` on coin ``s`` take total notional / equity past
+    ``cap`` (coin ``s`` at ``price``, the others at ``refs``)?"""
+    eq = balance
+    notional = qty * price
+    for i in range(refs.shape[0]):
+        p = price if i == s else refs[i]
+        eq += size[0, i] * (p - pprice[0, i]) + size[1, i] * (pprice[1, i] - p)
+        notional += (size[0, i] + size[1, i]) * p
+    return eq <= 0.0 or notional / eq > cap
+
+
+@njit(cache=True)
+def exit_mode(  # noqa: PLR0913
+    fraction: float,
+    marked: float,
+    equity: float,
+    balance: float,
+    size: np.ndarray,
+    marks: np.ndarray,
+    tiers: np.ndarray,
+    threshold: float,
+    cash_buffer_pct: float,
+    leverage_cap: float,
+    margin_buffer_pct: float,
+) -> int:
+    """How an exit of ``fraction`` of the shares (claim ``marked`` at mark) is run:
+    ``MODE_CONTROLLED`` at or above ``threshold``; ``MODE_BUFFER`` when the claim fits in the
+    cash buffer and the balance and, once paid from cash, the leverage stays within the cap and
+    the margin buffer holds (every position at ``marks``); ``MODE_PRO_RATA`` otherwise."""
+    if fraction >= threshold:
+        return MODE_CONTROLLED
+    if marked > cash_buffer_pct * equity + 1e-9 or marked > balance:
+        return MODE_PRO_RATA
+    eq_after = equity - marked
+    if eq_after <= 0.0:
+        return MODE_PRO_RATA
+    notional = 0.0
+    for s in range(marks.shape[0]):
+        notional += (size[0, s] + size[1, s]) * marks[s]
+    if notional / eq_after > leverage_cap:
+        return MODE_PRO_RATA
+    zero = np.zeros_like(size)
+    eq, mm, _ = combined_margin(eq_after, size, zero, zero, zero, marks, marks, tiers)
+    if (eq - mm) / eq < margin_buffer_pct:
+        return MODE_PRO_RATA
+    return MODE_BUFFER

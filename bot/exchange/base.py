@@ -85,6 +85,20 @@ class ExchangeAdapter(Protocol):
 
     async def cancel_order(self, o: LiveOrder) -> None: ...
 
+    async def create_market_close(
+        self, symbol: str, pside: int, qty: float, client_id: str
+    ) -> tuple[float, float]:
+        """A reduce-only market close (a vault exit's tranche): (filled qty, average price)."""
+        ...
+
+    async def fetch_funding_rates(self, symbols: Sequence[str]) -> dict[str, float]:
+        """The last funding rate of each symbol (a vault slice's funding during an unwind)."""
+        ...
+
+    async def query_order_fill(self, symbol: str, client_id: str) -> tuple[float, float] | None:
+        """(filled qty, average price) of our order ``client_id``; None if the exchange has none."""
+        ...
+
     async def run_batch(
         self, fn: Callable[[LiveOrder], Awaitable[Any]], orders: Sequence[LiveOrder]
     ) -> list[Any]: ...

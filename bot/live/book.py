@@ -400,6 +400,10 @@ class Book:
                 "ours (deleverage / ADL / manual / reset); recomputing the grid from it",
                 c.symbol, "long" if j == 0 else "short", why, size, side.size,
             )  # fmt: skip
+        if 0.0 < size < side.size and abs(price - side.price) <= 1e-6 * side.price:
+            # a reduction leaves the entry price as it was; the exchange reports it rounded
+            # (to the price's decimals + 2): our exact average stays (the backtest's, to the bit)
+            price = side.price
         side.size, side.price = size, (price if size > 0 else 0.0)
         self.changes += 1
         self.save(c)

@@ -7,7 +7,9 @@ Its parts, each in its own module:
   watermarks that notice an exchange account that went backwards;
 - :mod:`bot.live.feeds`: websocket streams, klines and EMAs, REST fallbacks;
 - :mod:`bot.live.cycle`: ideal orders from the core -> guard -> diff -> cancel/create;
-- :mod:`bot.live.pacing`: real time or lockstep (replay), injected.
+- :mod:`bot.live.pacing`: real time or lockstep (replay), injected;
+- :mod:`bot.live.vault_sizing` / :mod:`bot.live.vault_exits`: a vault (``vault.enabled``): the
+  cash buffer, leverage cap and margin buffer; the ledger's requests and exits.
 
 Exchange-agnostic: the adapter (:class:`bot.exchange.base.ExchangeAdapter`: Binance USDT-M or
 Bybit v5 linear, picked by :mod:`bot.exchange.registry`) speaks REST, and the streams deliver
@@ -48,7 +50,10 @@ from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
 from bot.live.state import StateStore
+from bot.live.vault_exits import VaultExits
+from bot.live.vault_sizing import VaultSizing
 from bot.markets import MarketSpec
+from bot.vault.ledger import live_ledger_path
 
 __all__ = ["LiveBot", "LiveFill", "StartupRefused"]
 
@@ -80,6 +85,7 @@ class LiveBot:
         listen_key_keepalive_s: float = 1800.0,
         max_rest_retries: int = 60,
         ws_ping_interval_s: float = 20.0,
+        vault_ledger: str | None = None,
     ) -> None:
         self.config = config
         self.live: LiveConfig = config.live
@@ -133,6 +139,17 @@ class LiveBot:
         self._mode_check: asyncio.Task | None = None
         self._mode_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
+        self.vault_sizing = VaultSizing(config.vault)
+        # the vault's ledger beside the state (bot.live.vault_exits), with vault.enabled
+        self.vault: VaultExits | None = None
+        if config.vault.enabled:
+            if getattr(adapter, "kind", "binance") != "binance":
+                raise StartupRefused(
+                    "vault.enabled: the live vault unwinds exits on Binance only (not yet on "
+                    f"{adapter.kind})"
+                )
+            self.vault = VaultExits(self, vault_ledger or live_ledger_path(self.live.state_dir))
+            self.vault.refresh()
         self.feeds = Feeds(self)
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None
@@ -166,6 +183,19 @@ class LiveBot:
 
     def position(self, c: Coin, j: int) -> tuple[float, float]:
         return self.book.position(c.symbol, j)
+
+    # the strategy's book: the account less what belongs to depositors on their way out
+    # (bot.live.vault_exits); the account itself without a vault
+    def strategy_position(self, symbol: str, j: int) -> tuple[float, float]:
+        if self.vault is not None:
+            return self.vault.position(symbol, j)
+        return self.book.position(symbol, j)
+
+    def strategy_balance(self) -> float:
+        return self.vault.balance() if self.vault is not None else self.book.balance
+
+    def strategy_balance_peak(self) -> float:
+        return self.vault.balance_peak() if self.vault is not None else self.book.balance_peak
 
     def open_orders(self, symbol: str) -> list[LiveOrder]:
         return list(self.book.coins[symbol].open.values())
@@ -276,6 +306,8 @@ class LiveBot:
                 asyncio.create_task(self.cycle.loop(c), name=f"coin-{s}")
                 for s, c in self.coins.items()
             ]
+            if self.vault is not None:
+                tasks.append(asyncio.create_task(self.vault.loop(), name="vault"))
             stop_task = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([*tasks, stop_task], return_when="FIRST_COMPLETED")
             self._stop.set()

@@ -89,7 +89,7 @@ class OrderCycle:
         """The orders ``c`` should have open now, from the core."""
         bot = self.bot
         syms = list(bot.coins)
-        sizes = np.array([[self.book.position(s, j)[0] for s in syms] for j in (0, 1)])
+        sizes = np.array([[bot.strategy_position(s, j)[0] for s in syms] for j in (0, 1)])
         idx = syms.index(c.symbol)
         # the forager, as the backtester: eligible by the open of the candle the orders rest in
         now_ms = c.last_kline_ts + _MINUTE_MS
@@ -98,6 +98,9 @@ class OrderCycle:
         # bid = ask = the latest trade price (in lockstep: the closed kline's close, which is
         # the backtester's previous close)
         price = c.last_price
+        # a vault sizes from its balance less the cash buffer (bot.live.vault_sizing)
+        frac = bot.vault_sizing.sizing_fraction
+        balance, peak = bot.strategy_balance() * frac, bot.strategy_balance_peak() * frac
         for j, side in enumerate(_SIDES):
             fema = np.array([bot.coins[s].fema[j] for s in syms])
             prm = bot.params[j]
@@ -107,12 +110,12 @@ class OrderCycle:
                     prm[P_FILTER_VOLATILITY_WINDOW], prm[P_FILTER_VOLUME_DROP_PCT],
                 )[idx]
             )  # fmt: skip
-            size, pprice = self.book.position(c.symbol, j)
+            size, pprice = bot.strategy_position(c.symbol, j)
             if (size, pprice) != tuple(c.trail_pos[j]):
                 self._trail_reset(c, j, (size, pprice))
             rows = ideal_orders(
-                side, self.book.balance, self.book.balance_peak, size, pprice, price, price,
-                c.emas[j], c.market, bot.params[j], may_open, c.trails[j],
+                side, balance, peak, size, pprice, price, price, c.emas[j], c.market,
+                bot.params[j], may_open, c.trails[j],
             )  # fmt: skip
             out += orders_from_rows(c.symbol, side, rows)
         ids = self.adapter.client_ids
@@ -154,6 +157,7 @@ class OrderCycle:
         if entries and self.book.doubts:
             log.debug("%s: entries held back: %s", c.symbol, ", ".join(sorted(self.book.doubts)))
             entries, withheld = [], True
+        entries = self.bot.vault_sizing.allowed_entries(self.bot, c.symbol, entries)
         allowed: list[LiveOrder] = []
         for j, side in enumerate(_SIDES):
             mine = [o for o in entries if o.pside == side]

@@ -370,6 +370,8 @@ class Monitor:
                 self._event("stream_down", "warning", f"{name} stream down")
         elif kind == "reconciled":
             self.last_reconciled = now
+        elif kind.startswith("vault_"):  # bot.live.vault_sizing, bot.live.vault_exits
+            self._event(kind, "info", self.clean(f["text"]))
         elif kind == "account_reset":
             text = (
                 f"the exchange account went backwards on {', '.join(f['symbols'])} (a reset or "

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from bot.errors import ConfigError
 
-__all__ = ["Exit", "Ledger", "LedgerError"]
+__all__ = ["Exit", "Ledger", "LedgerError", "live_ledger_path"]
+
+
+def live_ledger_path(state_dir: str | Path) -> Path:
+    """The live bot's ledger: beside its state, in ``live.state_dir``."""
+    return Path(state_dir) / "vault.sqlite"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS depositors (
@@ -54,6 +60,46 @@ CREATE TABLE IF NOT EXISTS exits (
     due_at INTEGER NOT NULL,            -- earliest payout time
     paid_at INTEGER,
     paid_value REAL
+);
+-- the live bot's side (bot.live.vault_exits): requests the CLI writes, each exit's slice and
+-- cash, and every unwind order (written before it is sent, so a restart finds it)
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,          -- deposit / withdraw
+    depositor TEXT NOT NULL,
+    amount REAL,                 -- USDT (deposit)
+    shares REAL,                 -- shares (withdraw)
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending / done / refused
+    note TEXT,
+    exit_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS slices (
+    exit_id INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    side INTEGER NOT NULL,       -- 0 long, 1 short
+    qty REAL NOT NULL,           -- the leaver's slice of the position at the request
+    price REAL NOT NULL,         -- the position's average entry price then
+    done REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (exit_id, symbol, side)
+);
+CREATE TABLE IF NOT EXISTS exit_cash (
+    exit_id INTEGER PRIMARY KEY,
+    cash REAL NOT NULL           -- marked value less the slice's unrealized pnl at the request
+);
+CREATE TABLE IF NOT EXISTS unwind_orders (
+    client_id TEXT PRIMARY KEY,
+    exit_id INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    side INTEGER NOT NULL,
+    qty REAL NOT NULL,           -- asked (magnitude)
+    cum REAL NOT NULL,           -- the exit's cumulative fraction once it fills
+    status TEXT NOT NULL,        -- sent / filled / missing (funding: the slice's funding)
+    filled REAL NOT NULL DEFAULT 0,
+    price REAL,
+    fee REAL NOT NULL DEFAULT 0,
+    pnl REAL NOT NULL DEFAULT 0, -- against the slice's entry price (funding rows: - paid)
+    time_ms INTEGER NOT NULL
 );
 """
 
@@ -230,6 +276,163 @@ class Ledger:
                 (time_ms, ex.depositor, value, ex.nav_per_share, exit_id),
             )
         return self.exit(exit_id)
+
+    # -- the live bot's requests and unwinds ---------------------------------------------
+    def submit(
+        self, kind: str, depositor: str, time_ms: int, *, amount: float = 0.0, shares: float = 0.0
+    ) -> int:
+        """Queue a deposit (``amount`` USDT, already transferred to the account) or a withdrawal
+        (``shares``) for the live bot; returns the request's id. Checked now and again when the
+        bot applies it."""
+        if kind not in ("deposit", "withdraw"):
+            raise LedgerError(f"vault request {kind!r}: deposit or withdraw")
+        with self._tx():
+            if kind == "deposit" and not amount > 0.0:
+                raise LedgerError(f"deposit of {amount!r}: the amount must be positive")
+            if kind == "withdraw":
+                have = self.shares_of(depositor) - self._queued_shares(depositor)
+                if not 0.0 < shares <= have * (1.0 + 1e-12):
+                    raise LedgerError(
+                        f"withdrawal of {shares:.6g} shares by {depositor!r}: holds {have:.6g} "
+                        "not already asked for"
+                    )
+            cur = self._db.execute(
+                "INSERT INTO requests (time_ms, kind, depositor, amount, shares) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (time_ms, kind, depositor, amount if kind == "deposit" else None,
+                 shares if kind == "withdraw" else None),
+            )  # fmt: skip
+            return int(cur.lastrowid or 0)
+
+    def _queued_shares(self, depositor: str) -> float:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(shares), 0) FROM requests WHERE depositor = ? AND "
+            "kind = 'withdraw' AND status = 'pending'",
+            (depositor,),
+        ).fetchone()
+        return float(row[0])
+
+    def pending_requests(self) -> list[dict]:
+        cur = self._db.execute("SELECT * FROM requests WHERE status = 'pending' ORDER BY id")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def requests(self) -> list[dict]:
+        cur = self._db.execute("SELECT * FROM requests ORDER BY id")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def settle_request(
+        self, req_id: int, status: str, note: str = "", exit_id: int | None = None
+    ) -> None:
+        self._db.execute(
+            "UPDATE requests SET status = ?, note = ?, exit_id = ? WHERE id = ?",
+            (status, note, exit_id, req_id),
+        )
+
+    def set_slice(
+        self, exit_id: int, cash: float, rows: list[tuple[str, int, float, float]]
+    ) -> None:
+        """The exit's slice, (symbol, side, qty, entry price) rows, and its cash part."""
+        self._db.execute("INSERT INTO exit_cash (exit_id, cash) VALUES (?, ?)", (exit_id, cash))
+        self._db.executemany(
+            "INSERT INTO slices (exit_id, symbol, side, qty, price) VALUES (?, ?, ?, ?, ?)",
+            [(exit_id, sym, side, qty, price) for sym, side, qty, price in rows],
+        )
+
+    def slices(self, exit_id: int) -> list[dict]:
+        cur = self._db.execute(
+            "SELECT symbol, side, qty, price, done FROM slices WHERE exit_id = ? "
+            "ORDER BY symbol, side",
+            (exit_id,),
+        )
+        return [dict(zip(("symbol", "side", "qty", "price", "done"), r, strict=True)) for r in cur]
+
+    def exit_cash(self, exit_id: int) -> float:
+        row = self._db.execute(
+            "SELECT cash FROM exit_cash WHERE exit_id = ?", (exit_id,)
+        ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def unwind_orders(self, exit_id: int | None = None, status: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM unwind_orders WHERE 1 = 1", list[object]()
+        if exit_id is not None:
+            q, args = q + " AND exit_id = ?", [*args, exit_id]
+        if status is not None:
+            q, args = q + " AND status = ?", [*args, status]
+        cur = self._db.execute(q + " ORDER BY time_ms, client_id", args)
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def order_sent(self, rows: list[tuple[str, int, str, int, float, float]], time_ms: int) -> None:
+        """Write-ahead: (client id, exit, symbol, side, qty, cum) of orders about to be sent."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO unwind_orders (client_id, exit_id, symbol, side, qty, cum, status, "
+                "time_ms) VALUES (?, ?, ?, ?, ?, ?, 'sent', ?)",
+                [(*r, time_ms) for r in rows],
+            )
+
+    def order_result(self, client_id: str, filled: float, price: float, fee: float) -> None:
+        """Book what an unwind order did, once (a second result for it is ignored): the
+        slice's done quantity, and the exit's progress and value so far."""
+        with self._tx():
+            row = self._db.execute(
+                "SELECT exit_id, symbol, side, status FROM unwind_orders WHERE client_id = ?",
+                (client_id,),
+            ).fetchone()
+            if row is None or row[3] != "sent":
+                return
+            exit_id, symbol, side, _ = row
+            sl = self._db.execute(
+                "SELECT price FROM slices WHERE exit_id = ? AND symbol = ? AND side = ?",
+                (exit_id, symbol, side),
+            ).fetchone()
+            sign = 1.0 if side == 0 else -1.0
+            pnl = filled * (price - sl[0]) * sign if filled > 0.0 else 0.0
+            self._db.execute(
+                "UPDATE unwind_orders SET status = ?, filled = ?, price = ?, fee = ?, pnl = ? "
+                "WHERE client_id = ?",
+                ("filled" if filled > 0.0 else "missing", filled, price, fee, pnl, client_id),
+            )
+            self._db.execute(
+                "UPDATE slices SET done = done + ? WHERE exit_id = ? AND symbol = ? AND side = ?",
+                (filled, exit_id, symbol, side),
+            )
+            self._update_progress(exit_id)
+
+    def record_funding(self, exit_id: int, funding_ms: int, paid: float) -> bool:
+        """The funding the exit's slice paid at ``funding_ms`` (negative: received), once per
+        funding time; False when it was recorded already."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO unwind_orders (client_id, exit_id, symbol, side, qty, cum, "
+                "status, pnl, time_ms) VALUES (?, ?, '', -1, 0, 0, 'funding', ?, ?)",
+                (f"funding-{exit_id}-{funding_ms}", exit_id, -paid, funding_ms),
+            )
+            if cur.rowcount:
+                self._update_progress(exit_id)
+            return bool(cur.rowcount)
+
+    def _update_progress(self, exit_id: int) -> None:
+        """Progress = the cumulative fraction of the latest tranche that filled (1 once every
+        position's slice is done); value = cash + pnl - fees."""
+        rows = self.slices(exit_id)
+        progress = float(
+            self._db.execute(
+                "SELECT COALESCE(MAX(cum), 0) FROM unwind_orders WHERE exit_id = ? AND "
+                "status = 'filled'",
+                (exit_id,),
+            ).fetchone()[0]
+        )
+        if all(r["done"] >= r["qty"] - 1e-12 for r in rows):
+            progress = 1.0
+        else:
+            progress = min(progress, 1.0 - 1e-9)
+        got = self._db.execute(
+            "SELECT COALESCE(SUM(pnl - fee), 0) FROM unwind_orders WHERE exit_id = ?", (exit_id,)
+        ).fetchone()[0]
+        self.record_progress(exit_id, progress, self.exit_cash(exit_id) + float(got))
 
     def _tx(self) -> _Tx:
         return _Tx(self._db)

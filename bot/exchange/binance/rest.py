@@ -14,7 +14,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import numpy as np
 
-from bot.errors import ExchangeError, PositionModeError
+from bot.errors import ExchangeError, PositionModeError, UnknownOrderError
 from bot.exchange.base import AccountSnapshot
 from bot.exchange.ccxt_base import CcxtBase
 from bot.exchange.ccxt_base import num as _num
@@ -282,6 +282,40 @@ class BinanceAdapter(CcxtBase):
         return LiveOrder(
             o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, str(raw["orderId"])
         )
+
+    async def create_market_close(
+        self, symbol: str, pside: int, qty: float, client_id: str
+    ) -> tuple[float, float]:
+        """A taker close (MARKET, hedge mode) of ``qty`` of the ``pside`` position, as a vault
+        exit's tranche sends it; returns (filled qty, average price)."""
+        params = {
+            "symbol": self.market_id(symbol),
+            "side": "SELL" if pside > 0 else "BUY",
+            "positionSide": "LONG" if pside > 0 else "SHORT",
+            "type": "MARKET",
+            "quantity": _num(qty),
+            "newClientOrderId": client_id,
+            "newOrderRespType": "RESULT",
+        }
+        raw = await self._call(self.ex.fapiPrivatePostOrder, params)
+        return _f(raw.get("executedQty")), _f(raw.get("avgPrice"))
+
+    async def fetch_funding_rates(self, symbols: Sequence[str]) -> dict[str, float]:
+        """The last funding rate of each symbol (what its positions paid at the last funding
+        time, per unit of notional)."""
+        raw = await self._call(self.ex.fapiPublicGetPremiumIndex)
+        want = {self.market_id(s) for s in symbols}
+        return {r["symbol"]: _f(r.get("lastFundingRate")) for r in raw if r["symbol"] in want}
+
+    async def query_order_fill(self, symbol: str, client_id: str) -> tuple[float, float] | None:
+        """(filled qty, average price) of the order ``client_id``; None: the exchange never
+        took it."""
+        params = {"symbol": self.market_id(symbol), "origClientOrderId": client_id}
+        try:
+            raw = await self._call(self.ex.fapiPrivateGetOrder, params)
+        except UnknownOrderError:
+            return None
+        return _f(raw.get("executedQty")), _f(raw.get("avgPrice"))
 
     async def cancel_order(self, o: LiveOrder) -> None:
         params: dict[str, Any] = {"symbol": self.market_id(o.symbol)}

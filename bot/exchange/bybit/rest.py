@@ -25,7 +25,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import numpy as np
 
-from bot.errors import ExchangeError, PositionModeError
+from bot.errors import ConfigError, ExchangeError, PositionModeError
 from bot.exchange.base import AccountSnapshot
 from bot.exchange.bybit import format as bybit_format
 from bot.exchange.ccxt_base import CcxtBase
@@ -314,6 +314,17 @@ class BybitAdapter(CcxtBase):
         raw = await self._call(self.ex.privatePostV5OrderCreate, params)
         oid = str(_result(raw)["orderId"])
         return LiveOrder(o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, oid)
+
+    async def create_market_close(
+        self, symbol: str, pside: int, qty: float, client_id: str
+    ) -> tuple[float, float]:
+        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
+
+    async def fetch_funding_rates(self, symbols: Sequence[str]) -> dict[str, float]:
+        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
+
+    async def query_order_fill(self, symbol: str, client_id: str) -> tuple[float, float] | None:
+        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
 
     async def cancel_order(self, o: LiveOrder) -> None:
         params: dict[str, Any] = {"category": CATEGORY, "symbol": self.market_id(o.symbol)}
