@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from bot.exchange.ccxt_adapter import CcxtAdapter
 
+from bot.exchange.registry import make_adapter
 from tests.test_live_replay import TIGHT_GRID_SIDE
 from tests.test_live_unattended import GRIDBOT, ROOT, SYMBOLS, _drain, _read_until
 
@@ -116,7 +116,7 @@ def test_kill_9_mid_unwind_then_restart_resumes_and_pays_once(tmp_path):
         base_url = argv[argv.index("--base-url") + 1]
 
         async def exchange_view() -> dict[str, float]:
-            ad = CcxtAdapter("binance", keys["apiKey"], keys["secret"], base_url=base_url,
+            ad = make_adapter("binance", keys["apiKey"], keys["secret"], base_url=base_url,
                              throttle=False)  # fmt: skip
             try:
                 out = {}

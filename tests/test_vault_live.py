@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 import pytest
-from bot.exchange.ccxt_adapter import CcxtAdapter
 
 from backtest.replay import replay_config, round_to_ticks
 from backtest.venue.server import Venue, VenueConfig
 from backtest.venue.vault_impact import VaultImpact
 from bot.config import parse_config, warmup_candles
 from bot.core.rounding import round_dn
+from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot
 from bot.vault.ledger import Ledger
 from tests.test_live_replay import TIGHT_GRID_SIDE, sample
@@ -71,7 +71,7 @@ def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_p
         key, secret = secrets.token_hex(16), secrets.token_hex(32)
         venue.add_account(key, secret, config.backtest.starting_balance)
         await venue.start()
-        adapter = CcxtAdapter("binance", key, secret, base_url=venue.rest_url, throttle=False)
+        adapter = make_adapter("binance", key, secret, base_url=venue.rest_url, throttle=False)
         cfg = replay_config(config, str(tmp_path / "state"), {})
         bot = LiveBot(cfg, adapter, symbols=candles.symbols, ws_url=venue.ws_url,
                       vault_ledger=str(ledger_path))  # fmt: skip
@@ -176,7 +176,7 @@ def test_a_vault_on_bybit_is_refused_at_start(tmp_path):
     from bot.live.bot import StartupRefused
 
     async def go() -> None:
-        adapter = CcxtAdapter("bybit", "k", "s", base_url="http://127.0.0.1:9", throttle=False)
+        adapter = make_adapter("bybit", "k", "s", base_url="http://127.0.0.1:9", throttle=False)
         try:
             cfg = replay_config(vault_config(), str(tmp_path))
             with pytest.raises(StartupRefused, match="Binance only"):
