@@ -13,6 +13,7 @@ from backtest.engine import EngineInputs, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
 from bot.config import Config, side_params_array, warmup_candles
 from bot.core.margin import stack_tiers
+from bot.core.params import P_EMA_SPAN_0, P_EMA_SPAN_1
 from bot.markets import market_spec
 
 __all__ = ["BacktestRun", "build_inputs", "run_backtest", "warmup_candles"]
@@ -36,8 +37,8 @@ def build_inputs(
     for side in (config.bot.long, config.bot.short):
         p = side_params_array(side)
         # EMA spans are in minutes; the kernel advances the EMAs once per candle.
-        p[14] = side.ema_span_0 / minutes_per_candle
-        p[15] = side.ema_span_1 / minutes_per_candle
+        p[P_EMA_SPAN_0] = side.ema_span_0 / minutes_per_candle
+        p[P_EMA_SPAN_1] = side.ema_span_1 / minutes_per_candle
         params.append(p)
     return EngineInputs(
         timestamps=np.asarray(candles.timestamps, dtype=np.int64),
