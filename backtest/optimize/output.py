@@ -36,6 +36,8 @@ class WorkerStats:
     peak_rss_bytes: int
     engine_seconds: float = 0.0  # inside the backtest engine's loop
     busy_seconds: float = 0.0  # whole trials: sampler, config, engine, metrics
+    # (ticket, trial seconds, engine seconds) of each trial, for benchmarks; not in to_json
+    timings: list[tuple[int, float, float]] = field(default_factory=list, repr=False)
 
 
 @dataclass

@@ -104,6 +104,8 @@ class _Driver:
         self.rdb, self.study_id, self.n_written = rdb, study_id, n_before
         self.results = ctx.Queue()
         self.inboxes = [ctx.Queue() for _ in range(k)]
+        for inbox in self.inboxes:  # trials a worker never took in must not block our exit
+            inbox.cancel_join_thread()
         self.pending: list[Any] = []
         self.last_write = time.monotonic()
         self.done = 0

@@ -7,14 +7,15 @@ no two trials of a study draw from the same random stream.
 
 Why a bounded history: TPE reads every trial of its study on every suggestion (splitting,
 feasibility, Parzen estimators), so its cost grows with the study: ~40 ms per trial at 5,000
-trials, ten times a short backtest. The sampler's study holds the best trials (the feasible
+trials, ten times a short backtest, and ~5 ms at 200. The sampler's study holds the best trials (the feasible
 Pareto front and the best of each objective) and the most recent ones, at most a few hundred:
 TPE's "good" group (at most 25 trials) comes from the best, its "bad" group is a recent
-sample, and its cost stays flat.
+sample, and its cost stays flat (a few hundred trials: ~3x its cost at 50).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "SAMPLERS",
     "ELITE_TRIALS",
     "RECENT_TRIALS",
+    "REBUILD_FACTOR",
     "history_window",
     "make_sampler",
     "trial_seed",
@@ -33,8 +35,9 @@ __all__ = [
 
 SAMPLERS = ("tpe", "nsga2")
 NSGA2_POPULATION = 50  # Optuna's default generation size
-RECENT_TRIALS = 300  # the latest trials the sampler sees (6 NSGA-II generations)
-ELITE_TRIALS = 60  # at most this many of the best, whatever their age
+RECENT_TRIALS = 150  # the latest trials the sampler sees (3 NSGA-II generations)
+ELITE_TRIALS = 50  # at most this many of the best, whatever their age
+REBUILD_FACTOR = 1.5  # the sampler's study is rebuilt when it holds this many times the window
 TPE_STARTUP_TRIALS = 10  # random trials before TPE models anything (Optuna's default)
 
 
@@ -42,22 +45,45 @@ def trial_seed(seed: int, key: int) -> int:
     return int(np.random.SeedSequence([seed, key]).generate_state(1)[0])
 
 
-def make_sampler(kind: str, seed: int | None, key: int) -> Any:
-    """A sampler for the trial with ``key``, seeded from (seed, key); None: unseeded."""
-    import optuna
-
+def make_sampler(kind: str, seed: int | None, key: int, space: dict[str, Any]) -> Any:
+    """A sampler for the trial with ``key``, seeded from (seed, key); None: unseeded.
+    ``space``: the searched distributions by name (every trial draws all of them)."""
     s = None if seed is None else trial_seed(seed, key)
     if kind == "nsga2":
         # Constraints reach NSGA-II through Trial.set_constraint (the trial's system attrs).
-        return optuna.samplers.NSGAIISampler(population_size=NSGA2_POPULATION, seed=s)
+        return _fixed_space(kind)(space, population_size=NSGA2_POPULATION, seed=s)
     if kind == "tpe":
-        return optuna.samplers.TPESampler(
+        return _fixed_space(kind)(
+            space,
             multivariate=True,
             constant_liar=True,
             n_startup_trials=TPE_STARTUP_TRIALS,
             seed=s,
         )
     raise ValueError(f"unknown sampler {kind!r}; known: {', '.join(SAMPLERS)}")
+
+
+@functools.cache
+def _fixed_space(kind: str) -> type:
+    """``kind``'s Optuna sampler told the search space instead of working it out. Optuna
+    infers it from every trial of the study on each suggestion (the parameters all trials
+    share); a fresh sampler per trial has no cache of it, and on a few hundred trials that
+    alone cost more than a short backtest. Every trial here draws the same parameters, so
+    the inferred space is this one."""
+    import optuna
+
+    base = optuna.samplers.NSGAIISampler if kind == "nsga2" else optuna.samplers.TPESampler
+
+    class FixedSpace(base):  # type: ignore[misc, valid-type]
+        def __init__(self, space: dict[str, Any], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._fixed_space = {k: d for k, d in space.items() if not d.single()}
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return dict(self._fixed_space)
+
+    FixedSpace.__name__ = f"FixedSpace{base.__name__}"
+    return FixedSpace
 
 
 def _violation(t: Any) -> float:

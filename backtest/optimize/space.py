@@ -31,6 +31,16 @@ class ParamSpec:
             )
         return trial.suggest_float(self.key, self.low, self.high, step=self.step)
 
+    def distribution(self) -> Any:
+        """The Optuna distribution ``suggest`` draws from."""
+        import optuna
+
+        if self.is_int:
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), step=int(self.step or 1)
+            )
+        return optuna.distributions.FloatDistribution(self.low, self.high, step=self.step)
+
 
 def _field_is_int(name: str) -> bool:
     return SideConfig.model_fields[name].annotation is int

@@ -20,7 +20,13 @@ from backtest.data import Candles
 from backtest.optimize.candles import load_backtest_candles
 from backtest.optimize.objectives import constraint_values, objective_values
 from backtest.optimize.orphans import die_with_parent
-from backtest.optimize.sampler import ELITE_TRIALS, RECENT_TRIALS, history_window, make_sampler
+from backtest.optimize.sampler import (
+    ELITE_TRIALS,
+    REBUILD_FACTOR,
+    RECENT_TRIALS,
+    history_window,
+    make_sampler,
+)
 from backtest.optimize.space import ParamSpec, build_search_space, trial_config
 from backtest.optimize.storage import quiet_optuna
 from bot.config import Config, parse_config
@@ -64,7 +70,7 @@ def make_trial_runner(
 class SamplerStudy:
     """An in-memory study holding what the sampler should see of the whole history (every
     finished trial, this worker's and the others'): rebuilt from the elite and the latest
-    trials when it has grown to twice that, so a suggestion's cost stays flat."""
+    trials when it has grown to REBUILD_FACTOR times that, so a suggestion's cost stays flat."""
 
     def __init__(self, directions: Sequence[str], history: Sequence[Any]) -> None:
         self.directions = list(directions)
@@ -81,7 +87,7 @@ class SamplerStudy:
 
     def _grew(self, n: int) -> None:
         self._held += n
-        if self._held > 2 * (RECENT_TRIALS + ELITE_TRIALS):
+        if self._held > REBUILD_FACTOR * (RECENT_TRIALS + ELITE_TRIALS):
             self._rebuild()
 
     def absorb(self, trials: Sequence[Any]) -> None:
@@ -135,6 +141,7 @@ def worker_main(
 ) -> None:
     """Entry point of one worker process (spawned; everything it needs comes in ``spec``)."""
     clock = {"engine_seconds": 0.0, "busy_seconds": 0.0}
+    timings: list[tuple[int, float, float]] = []  # (ticket, trial seconds, engine seconds)
     trials_run = 0
     try:
         if parent_pid is not None:
@@ -146,15 +153,19 @@ def worker_main(
         candles = load_backtest_candles(config, spec["cache_dir"])
         objective = make_trial_runner(config, space, candles, index, clock)
         book = SamplerStudy([o.direction for o in config.optimize.objectives], spec["history"])
+        distributions = {p.key: p.distribution() for p in space}
         while parent_pid is None or os.getppid() == parent_pid:  # else: our run is gone
+            t0, e0 = time.perf_counter(), clock["engine_seconds"]
             book.absorb(_drain(inbox))
             ticket = _claim(tickets, spec["trials"])
             if ticket is None:
                 break
-            t0 = time.perf_counter()
             key = spec["key_base"] + ticket
-            frozen = book.run(make_sampler(spec["sampler"], spec["seed"], key), objective)
-            clock["busy_seconds"] += time.perf_counter() - t0
+            sampler = make_sampler(spec["sampler"], spec["seed"], key, distributions)
+            frozen = book.run(sampler, objective)
+            busy = time.perf_counter() - t0
+            clock["busy_seconds"] += busy
+            timings.append((ticket, busy, clock["engine_seconds"] - e0))
             results.put(("trial", index, (ticket, frozen)))
             trials_run += 1
     except KeyboardInterrupt:
@@ -167,5 +178,5 @@ def worker_main(
         # ru_maxrss is in KiB on Linux: this process's resident high-water mark.
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if parent_pid is None or os.getppid() == parent_pid:  # nobody reads an orphan's queue
-            stats = {"trials": trials_run, "peak_rss_bytes": rss, **clock}
+            stats = {"trials": trials_run, "peak_rss_bytes": rss, "timings": timings, **clock}
             results.put(("stats", index, stats))
