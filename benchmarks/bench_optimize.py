@@ -28,7 +28,7 @@ __all__ = ["run"]
 ROOT = Path(__file__).resolve().parents[1]
 LONG_TRIALS = 5000
 QUICK_LONG_TRIALS = 1000
-SCALE_TRIALS = 40
+SCALE_TRIALS = 60
 WINDOW = 50  # trials either side of a mark for the rate
 OVERHEAD_SPAN = 500
 

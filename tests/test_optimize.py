@@ -449,3 +449,32 @@ def test_one_worker_study_is_reproducible_and_nsga2_is_an_option(tmp_path, capsy
     assert res["sampler"] == "nsga2" and res["n_trials"] == 6 and "nsga2" in err
     code, out, err = run_cli(["optimize", str(path), "--sampler", "cmaes"], capsys)
     assert code == 2 and "--sampler" in err and out == ""
+
+
+def test_batched_writes_read_back_as_optunas_own(tmp_path):
+    """The main process writes finished trials in one transaction with Optuna's table models:
+    the study reads back the same trials (numbers, params, values incl. -inf, attrs, times)."""
+    from backtest.optimize.storage import open_storage, write_trials
+
+    mem = optuna.create_study(directions=["maximize", "minimize"])
+    for i in range(7):
+        t = mem.ask()
+        t.suggest_float("x", 0.0, 1.0)
+        t.suggest_int("n", 1, 3)
+        t.set_user_attr("metrics", {"adg": None if i == 3 else 0.001 * i, "liquidated": False})
+        t.set_constraint("liquidated", float(i % 2))
+        mem.tell(t, [-math.inf if i == 3 else 0.1 * i, 0.5])
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    optuna.create_study(study_name="s", storage=rdb, directions=["maximize", "minimize"])
+    sid = rdb.get_study_id_from_name("s")
+    done = mem.get_trials()
+    write_trials(rdb, sid, done[:3])
+    write_trials(rdb, sid, done[3:])
+    back = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").trials
+
+    def row(t: optuna.trial.FrozenTrial) -> tuple:
+        return (t.number, t.state, t.params, t.distributions, t.values, t.user_attrs,
+                t.system_attrs, t.constraints, t.datetime_start, t.datetime_complete)  # fmt: skip
+
+    assert [row(t) for t in back] == [row(t) for t in done]
+    assert back[3].values[0] == -math.inf

@@ -1,4 +1,8 @@
-"""Workers that end with their run, and trials a dead run left RUNNING."""
+"""Workers that end with their run, and trials a dead run left RUNNING.
+
+Today's workers write nothing to the storage (the main process writes finished trials only),
+so a killed run leaves no RUNNING trial; studies run by earlier versions (each worker a trial
+writer, owner recorded per trial) may hold some, and :func:`fail_orphaned_trials` fails them."""
 
 from __future__ import annotations
 
@@ -13,14 +17,6 @@ _PR_SET_PDEATHSIG = 1
 
 
 _WORKER_ATTR = "gridbot_worker"
-
-
-def owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def worker_key() -> str:
-    return f"{_WORKER_ATTR}:{socket.gethostname()}:{os.getpid()}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 import json
@@ -128,24 +129,87 @@ FINGERPRINT_ATTR = "gridbot_fingerprint"
 
 
 def write_trials(rdb: Any, study_id: int, trials: list[Any]) -> None:
-    """Add finished trials (FrozenTrials from a worker's in-memory study) to the RDB study in
-    one transaction: the storage numbers them in this order. One commit per batch instead of
-    Optuna's ~20 per trial, which were most of a short trial's time. Falls back to Optuna's
-    public one-trial-per-commit call if its internals change."""
+    """Add finished trials (FrozenTrials from the workers' in-memory studies) to the RDB study,
+    numbered in this order, in one transaction.
+
+    Optuna's own path (``create_new_trial`` with a template) flushes and queries per field and
+    counts the study's trials per trial: ~25 ms a trial here, more than a short backtest, and
+    growing with the study. This builds the same rows with Optuna's own table models and
+    writes them at once (rows as Optuna writes them: the study reads back the same trials).
+    Falls back to Optuna's public call if its internals move."""
     if not trials:
         return
     try:
+        import sqlalchemy as sa
+        from optuna.distributions import distribution_to_json
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(rdb.scoped_session) as session:
-            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-            for t in trials:
-                rdb._get_prepared_new_trial(study_id, t, session)
-                session.flush()  # numbers count the trials before: each must be in
-    except (ImportError, AttributeError):
+    except ImportError:
         for t in trials:
             rdb.create_new_trial(study_id, template_trial=t)
+        return
+    with _create_scoped_session(rdb.scoped_session) as session:
+        # Lock the study as Optuna does when it numbers a trial.
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        trials_t = models.TrialModel.__table__
+        count = sa.select(sa.func.count()).where(trials_t.c.study_id == study_id)
+        base = session.scalar(count) or 0
+        session.execute(
+            sa.insert(trials_t),
+            [
+                {
+                    "study_id": study_id,
+                    "number": base + i,
+                    "state": t.state,
+                    "datetime_start": _naive_utc(t.datetime_start),
+                    "datetime_complete": _naive_utc(t.datetime_complete),
+                }
+                for i, t in enumerate(trials)
+            ],
+        )
+        got = sa.select(trials_t.c.number, trials_t.c.trial_id).where(
+            trials_t.c.study_id == study_id, trials_t.c.number >= base
+        )
+        ids = {number: tid for number, tid in session.execute(got)}
+        params, values, user, system = [], [], [], []
+        for i, t in enumerate(trials):
+            tid = ids[base + i]
+            for k, v in t.params.items():
+                d = t.distributions[k]
+                params.append(
+                    {
+                        "trial_id": tid,
+                        "param_name": k,
+                        "param_value": d.to_internal_repr(v),
+                        "distribution_json": distribution_to_json(d),
+                    }
+                )
+            for j, v in enumerate(t.values or []):
+                stored, kind = models.TrialValueModel.value_to_stored_repr(v)
+                values.append(
+                    {"trial_id": tid, "objective": j, "value": stored, "value_type": kind}
+                )
+            user += [
+                {"trial_id": tid, "key": k, "value_json": json.dumps(v)}
+                for k, v in t.user_attrs.items()
+            ]
+            system += [
+                {"trial_id": tid, "key": k, "value_json": json.dumps(v)}
+                for k, v in t.system_attrs.items()
+            ]
+        for model, rows in (
+            (models.TrialParamModel, params),
+            (models.TrialValueModel, values),
+            (models.TrialUserAttributeModel, user),
+            (models.TrialSystemAttributeModel, system),
+        ):
+            if rows:
+                session.execute(sa.insert(model.__table__), rows)
+
+
+def _naive_utc(t: datetime.datetime | None) -> datetime.datetime | None:
+    """Optuna's RDB keeps naive UTC; a FrozenTrial carries naive local time."""
+    return None if t is None else t.astimezone(datetime.UTC).replace(tzinfo=None)
 
 
 def open_study(rdb: Any, name: str, url: str, directions: list[str], fingerprint: str) -> Any:
