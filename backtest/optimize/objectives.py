@@ -70,16 +70,22 @@ def is_feasible(constraints: dict[str, float]) -> bool:
 
 
 def pareto_front(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Indices of the non-dominated rows of ``values`` (n x m) under ``directions``."""
+    """Indices (ascending) of the non-dominated rows of ``values`` (n x m) under ``directions``.
+
+    Rows are visited in lexicographic order (everything minimized): a row can only be
+    dominated by one before it, and then by one already on the front, so each row is checked
+    against the front alone (the front is small; the study may hold many thousands of rows).
+    Equal rows are all kept."""
     v = np.asarray(values, dtype=np.float64).reshape(len(values), len(directions))
     if len(v) == 0:
         return np.zeros(0, dtype=np.int64)
     sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
     v = v * sign  # everything minimized
-    keep = []
-    for i in range(len(v)):
-        le = np.all(v <= v[i], axis=1)
-        lt = np.any(v < v[i], axis=1)
-        if not np.any(le & lt):
-            keep.append(i)
-    return np.array(keep, dtype=np.int64)
+    front: list[int] = []
+    for i in np.lexsort(v.T[::-1]):
+        if front:
+            f = v[front]
+            if np.any(np.all(f <= v[i], axis=1) & np.any(f < v[i], axis=1)):
+                continue
+        front.append(int(i))
+    return np.array(sorted(front), dtype=np.int64)

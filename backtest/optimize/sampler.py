@@ -28,7 +28,9 @@ __all__ = [
     "ELITE_TRIALS",
     "RECENT_TRIALS",
     "REBUILD_FACTOR",
+    "best_trials",
     "history_window",
+    "window_of",
     "make_sampler",
     "trial_seed",
 ]
@@ -123,6 +125,20 @@ def history_window(
     in history order. A history that fits is returned whole."""
     if len(trials) <= recent + elite:
         return list(trials)
-    keep = {id(t) for t in trials[-recent:]}
-    keep |= {id(t) for t in _elite(trials[:-recent], directions, elite)}
-    return [t for t in trials if id(t) in keep]
+    return window_of(trials[-recent:], best_trials(trials[:-recent], directions, elite))
+
+
+def best_trials(
+    trials: Sequence[Any], directions: Sequence[str], limit: int = ELITE_TRIALS
+) -> list:
+    """The elite of ``trials``, in their order. The elite of (an elite + newer trials) is the
+    elite of the whole (a trial dominated or outranked among some is so among all), so a
+    worker keeps it up to date from the last elite and the trials since."""
+    picked = {id(t) for t in _elite(trials, directions, limit)}
+    return [t for t in trials if id(t) in picked]
+
+
+def window_of(recent: Sequence[Any], elite: Sequence[Any]) -> list[Any]:
+    """The elite (older first) then the recent trials, each trial once."""
+    seen = {id(t) for t in recent}
+    return [t for t in elite if id(t) not in seen] + list(recent)

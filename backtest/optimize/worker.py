@@ -24,8 +24,9 @@ from backtest.optimize.sampler import (
     ELITE_TRIALS,
     REBUILD_FACTOR,
     RECENT_TRIALS,
-    history_window,
+    best_trials,
     make_sampler,
+    window_of,
 )
 from backtest.optimize.space import ParamSpec, build_search_space, trial_config
 from backtest.optimize.storage import quiet_optuna
@@ -75,13 +76,21 @@ class SamplerStudy:
     def __init__(self, directions: Sequence[str], history: Sequence[Any]) -> None:
         self.directions = list(directions)
         self.history: list[Any] = list(history)
+        self.elite = best_trials(self.history[:-RECENT_TRIALS], self.directions)
+        self._elite_upto = max(0, len(self.history) - RECENT_TRIALS)  # history[:this] is ranked
         self._rebuild()
 
     def _rebuild(self) -> None:
         import optuna
 
+        # The elite from the last elite and what has left the recent part since (see
+        # sampler.best_trials): the cost stays flat however long the history.
+        upto = max(self._elite_upto, len(self.history) - RECENT_TRIALS)
+        fresh = self.history[self._elite_upto : upto]
+        self.elite = best_trials(self.elite + fresh, self.directions)
+        self._elite_upto = upto
+        window = window_of(self.history[upto:], self.elite)
         self.study = optuna.create_study(directions=self.directions)
-        window = history_window(self.history, self.directions)
         self.study.add_trials(window)
         self._held = len(window)
 
