@@ -478,3 +478,25 @@ def test_batched_writes_read_back_as_optunas_own(tmp_path):
 
     assert [row(t) for t in back] == [row(t) for t in done]
     assert back[3].values[0] == -math.inf
+
+
+def test_worker_sampler_study_stays_bounded_and_keeps_the_front_as_trials_arrive():
+    from backtest.optimize.sampler import ELITE_TRIALS, REBUILD_FACTOR, RECENT_TRIALS
+    from backtest.optimize.worker import SamplerStudy
+
+    rng = np.random.default_rng(5)
+    dirs = ["maximize", "minimize"]
+    trials = [
+        _frozen(i, [float(rng.uniform(0, 1)), float(rng.uniform(0, 1))], float(i % 7 == 0))
+        for i in range(2500)
+    ]
+    book = SamplerStudy(dirs, trials[:400])  # a resumed study's history, then new trials
+    for k in range(400, 2500, 37):
+        book.absorb(trials[k : k + 37])
+        held = book.study.get_trials(deepcopy=False)
+        assert len(held) <= REBUILD_FACTOR * (RECENT_TRIALS + ELITE_TRIALS) + 37
+    feasible = [t for t in trials if t.system_attrs["constraints:liquidated"] == 0.0]
+    front = {feasible[i].params["x"] for i in pareto_front([t.values for t in feasible], dirs)}
+    seen = {t.params["x"] for t in book.study.get_trials(deepcopy=False)}
+    assert front <= seen  # every trial of the feasible Pareto front is still in view
+    assert {t.params["x"] for t in trials[-RECENT_TRIALS:]} <= seen
