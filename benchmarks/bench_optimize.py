@@ -11,12 +11,15 @@ Three measurements, each a fresh study in a temporary folder, all in the same ru
   outside the engine's loop, over the first and the last 500 trials.
 - **Worker scaling**: ``SCALE_TRIALS`` trials on the whole sample (BTC+ETH+DOGE, 10 days,
   15.6k candles x 3), 1 then 2 workers; trials per second from the first trial's start to the
-  last one's end (worker start-up excluded). Baseline: 1 worker.
+  last one's end (worker start-up excluded). Baseline: 1 worker. Also CPU milliseconds per
+  trial in the workers (start-up included) and in the main process (which does not depend on
+  the machine's other load).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 from pathlib import Path
 
@@ -28,7 +31,7 @@ __all__ = ["run"]
 ROOT = Path(__file__).resolve().parents[1]
 LONG_TRIALS = 5000
 QUICK_LONG_TRIALS = 1000
-SCALE_TRIALS = 60
+SCALE_TRIALS = 100
 WINDOW = 50  # trials either side of a mark for the rate
 OVERHEAD_SPAN = 500
 
@@ -99,12 +102,19 @@ def _long(sampler: str, n: int) -> dict:
     }
 
 
+def _cpu_seconds() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def _scale(workers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_optimize_") as tmp:
+        cpu0 = _cpu_seconds()
         res = run_optimize(
             _config(tmp, WHOLE, "tpe"), n_trials=SCALE_TRIALS, workers=workers,
             study_name="bench", progress=False,
         )  # fmt: skip
+        main_cpu = _cpu_seconds() - cpu0  # incl. the study's output files at the end
         trials = _study(tmp)
     span = (trials[-1].datetime_complete - min(t.datetime_start for t in trials)).total_seconds()
     busy = sum(w.busy_seconds for w in res.workers)
@@ -115,6 +125,12 @@ def _scale(workers: int) -> dict:
         "trials_per_second": round(len(trials) / span, 2) if span > 0 else None,
         "overhead": round(1.0 - sum(w.engine_seconds for w in res.workers) / busy, 3),
         "peak_rss_mb_per_worker": [round(w.peak_rss_bytes / 2**20, 1) for w in res.workers],
+        # CPU per trial does not depend on what else the machine runs: if 2 workers cost no
+        # more CPU per trial than 1, only free cores limit their speed-up.
+        "worker_cpu_ms_per_trial": round(
+            1e3 * sum(w.cpu_seconds for w in res.workers) / max(1, res.n_run), 1
+        ),
+        "main_cpu_ms_per_trial": round(1e3 * main_cpu / max(1, res.n_run), 1),
     }
 
 

@@ -215,15 +215,18 @@ def _optimize_section(r: dict) -> list[str]:
         "trials per second from the first trial's start to the last one's end (worker start-up "
         "excluded). Baseline: 1 worker.",
         "",
-        "| workers | trials | trials/s | vs 1 worker | outside engine | peak RSS per worker (MB) |",
-        "|---|---|---|---|---|---|",
+        "| workers | trials | trials/s | vs 1 worker | outside engine | worker CPU ms/trial | "
+        "main CPU ms/trial | peak RSS per worker (MB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for w in ("1", "2"):
         v = sc[w]
         ratio = v["trials_per_second"] / sc["1"]["trials_per_second"]
         lines.append(
             f"| {w} | {v['trials']} | {v['trials_per_second']:.2f} | {ratio:.2f}x | "
-            f"{v['overhead']:.0%} | {', '.join(str(x) for x in v['peak_rss_mb_per_worker'])} |"
+            f"{v['overhead']:.0%} | {v['worker_cpu_ms_per_trial']:.1f} | "
+            f"{v['main_cpu_ms_per_trial']:.1f} | "
+            f"{', '.join(str(x) for x in v['peak_rss_mb_per_worker'])} |"
         )
     note = (
         (HERE / "optimize_notes.md").read_text().strip()

@@ -36,6 +36,7 @@ class WorkerStats:
     peak_rss_bytes: int
     engine_seconds: float = 0.0  # inside the backtest engine's loop
     busy_seconds: float = 0.0  # whole trials: sampler, config, engine, metrics
+    cpu_seconds: float = 0.0  # the worker process's CPU time, start-up included
     # (ticket, trial seconds, engine seconds) of each trial, for benchmarks; not in to_json
     timings: list[tuple[int, float, float]] = field(default_factory=list, repr=False)
 
@@ -90,6 +91,7 @@ class OptimizeResult:
                     "peak_rss_bytes": w.peak_rss_bytes,
                     "engine_seconds": w.engine_seconds,
                     "busy_seconds": w.busy_seconds,
+                    "cpu_seconds": w.cpu_seconds,
                 }
                 for w in self.workers
             ],

@@ -185,7 +185,9 @@ def worker_main(
             results.put(("error", index, detail))
     finally:
         # ru_maxrss is in KiB on Linux: this process's resident high-water mark.
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        rss = usage.ru_maxrss * 1024
+        clock["cpu_seconds"] = usage.ru_utime + usage.ru_stime
         if parent_pid is None or os.getppid() == parent_pid:  # nobody reads an orphan's queue
             stats = {"trials": trials_run, "peak_rss_bytes": rss, "timings": timings, **clock}
             results.put(("stats", index, stats))
