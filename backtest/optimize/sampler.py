@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from backtest.optimize.objectives import is_feasible, pareto_front
+from bot.config import OptimizeConfig
 
 __all__ = [
     "SAMPLERS",
@@ -35,7 +36,7 @@ __all__ = [
     "trial_seed",
 ]
 
-SAMPLERS = ("tpe", "nsga2")
+SAMPLERS = get_args(OptimizeConfig.model_fields["sampler"].annotation)  # "tpe", "nsga2"
 NSGA2_POPULATION = 50  # Optuna's default generation size
 RECENT_TRIALS = 150  # the latest trials the sampler sees (3 NSGA-II generations)
 ELITE_TRIALS = 50  # at most this many of the best, whatever their age

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
 from bot import inputs
-from bot.config import Config, load_config
+from bot.config import Config, OptimizeConfig, load_config
 from bot.errors import ConfigError
 
-SAMPLERS = ("tpe", "nsga2")  # backtest.optimize.sampler.SAMPLERS, kept light for --help
+SAMPLERS = get_args(OptimizeConfig.model_fields["sampler"].annotation)  # "tpe", "nsga2"
 
 __all__ = ["add_parser", "run"]
 
