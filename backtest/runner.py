@@ -16,6 +16,7 @@ from bot.config import Config, VaultConfig, side_params_array, warmup_candles
 from bot.core import params as P
 from bot.core.forager import eligible_from_ms
 from bot.core.margin import stack_tiers
+from bot.core.params import P_EMA_SPAN_0, P_EMA_SPAN_1
 from bot.markets import market_spec
 
 __all__ = ["BacktestRun", "build_inputs", "funding_plan", "run_backtest", "warmup_candles"]
@@ -51,8 +52,8 @@ def build_inputs(
     for side in (config.bot.long, config.bot.short):
         p = side_params_array(side)
         # EMA spans are in minutes; the kernel advances the EMAs once per candle.
-        p[14] = side.ema_span_0 / minutes_per_candle
-        p[15] = side.ema_span_1 / minutes_per_candle
+        p[P_EMA_SPAN_0] = side.ema_span_0 / minutes_per_candle
+        p[P_EMA_SPAN_1] = side.ema_span_1 / minutes_per_candle
         p[P.P_FILTER_VOLUME_WINDOW] = side.filter_volume_rolling_window / minutes_per_candle
         p[P.P_FILTER_VOLATILITY_WINDOW] = side.filter_volatility_rolling_window / minutes_per_candle
         params.append(p)

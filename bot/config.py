@@ -307,6 +307,7 @@ class OptimizeConfig(_Strict):
     seed: int | None = 42
     storage: str | None = None
     study_name: str | None = None
+    sampler: Literal["tpe", "nsga2"] = "tpe"
     bounds: dict[str, tuple[float, float] | tuple[float, float, float]] = {
         "bot.long.total_wallet_exposure_limit": (0.3, 3.0),
         "bot.long.n_positions": (1, 3, 1),

@@ -365,3 +365,138 @@ def test_two_processes_share_a_postgresql_study(tmp_path):
         assert any(p.suffix == ".hjson" for p in written)
         for p in written:
             assert b"Pw-s3cret" not in p.read_bytes(), p
+
+
+# --------------------------------------------------------------------------- speed-ups keep behaviour
+
+
+def test_trial_config_is_the_fully_validated_config(tmp_path):
+    from backtest.optimize import trial_config
+    from bot.config import config_to_dict, with_overrides
+
+    cfg = parse_config(config_dict(tmp_path))
+    params = {
+        "bot.long.total_wallet_exposure_limit": 2.5,
+        "bot.long.n_positions": 2,
+        "bot.long.entry_grid_spacing_pct": 0.013,
+    }
+    fast = trial_config(cfg, params)
+    assert config_to_dict(fast) == config_to_dict(with_overrides(cfg, params))
+    assert fast.bot.long.n_positions == 2 and fast.bot.short == cfg.bot.short
+    with pytest.raises(ConfigError, match="bot.long.entry_grid_spacing_pct"):
+        trial_config(cfg, {"bot.long.entry_grid_spacing_pct": 2.0})
+
+
+def _frozen(number: int, values: list[float], violation: float) -> optuna.trial.FrozenTrial:
+    t = optuna.trial.create_trial(
+        values=values,
+        params={"x": float(number)},
+        distributions={"x": optuna.distributions.FloatDistribution(0.0, 1e6)},
+        system_attrs={"constraints:liquidated": violation},
+    )
+    t.number = number
+    return t
+
+
+def test_sampler_history_is_bounded_and_keeps_the_best():
+    from backtest.optimize.sampler import ELITE_TRIALS, RECENT_TRIALS, history_window
+
+    rng = np.random.default_rng(3)
+    trials = [
+        _frozen(i, [float(rng.uniform(0, 1)), float(rng.uniform(0, 1))], 0.0) for i in range(3000)
+    ]
+    trials[5] = _frozen(5, [2.0, 0.5], 0.0)  # the best adg, old
+    trials[6] = _frozen(6, [5.0, 0.0], 1.0)  # better still, but infeasible
+    dirs = ["maximize", "minimize"]
+    window = history_window(trials, dirs)
+    assert len(window) <= RECENT_TRIALS + ELITE_TRIALS
+    numbers = [t.number for t in window]
+    assert numbers == sorted(numbers)  # history order kept
+    assert set(range(3000 - RECENT_TRIALS, 3000)) <= set(numbers)
+    assert 5 in numbers and 6 not in numbers
+    front = {int(i) for i in pareto_front(np.array([t.values for t in trials]), dirs)} - {6}
+    assert front <= set(numbers)  # the whole feasible Pareto front
+    assert history_window(trials[:100], dirs) == trials[:100]  # a short history: all of it
+
+
+def test_progress_line_shows_trials_per_second(tmp_path):
+    from backtest.optimize.progress import Progress
+
+    bar = Progress(False, 10, parse_config(config_dict(tmp_path)), None)
+    bar.add([_frozen(0, [0.01, 0.1], 0.0), _frozen(1, [0.02, 0.1], 1.0)])
+    text = bar.status(0)
+    assert "trials/s" in text and "2 done, 1 feasible" in text and "best adg 0.01 (#0)" in text
+
+
+@pytest.mark.slow
+def test_one_worker_study_is_reproducible_and_nsga2_is_an_option(tmp_path, capsys):
+    params = []
+    for run in ("a", "b"):
+        cfg = parse_config(config_dict(tmp_path / run))
+        run_optimize(cfg, n_trials=14, workers=1, study_name="rep", progress=False)
+        study = optuna.load_study(
+            study_name="rep", storage=f"sqlite:///{tmp_path / run}/optimize/rep.db"
+        )
+        params.append([t.params for t in study.trials])
+    assert len(params[0]) == 14 and params[0] == params[1]
+    assert len({tuple(sorted(p.items())) for p in params[0]}) == 14
+
+    path = write_config(tmp_path / "n.hjson", config_dict(tmp_path / "n"))
+    code, out, err = run_cli(["optimize", str(path), "--trials", "6", "--workers", "2"]
+                             + ["--sampler", "nsga2", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["sampler"] == "nsga2" and res["n_trials"] == 6 and "nsga2" in err
+    code, out, err = run_cli(["optimize", str(path), "--sampler", "cmaes"], capsys)
+    assert code == 2 and "--sampler" in err and out == ""
+
+
+def test_batched_writes_read_back_as_optunas_own(tmp_path):
+    """The main process writes finished trials in one transaction with Optuna's table models:
+    the study reads back the same trials (numbers, params, values incl. -inf, attrs, times)."""
+    from backtest.optimize.storage import open_storage, write_trials
+
+    mem = optuna.create_study(directions=["maximize", "minimize"])
+    for i in range(7):
+        t = mem.ask()
+        t.suggest_float("x", 0.0, 1.0)
+        t.suggest_int("n", 1, 3)
+        t.set_user_attr("metrics", {"adg": None if i == 3 else 0.001 * i, "liquidated": False})
+        t.set_constraint("liquidated", float(i % 2))
+        mem.tell(t, [-math.inf if i == 3 else 0.1 * i, 0.5])
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    optuna.create_study(study_name="s", storage=rdb, directions=["maximize", "minimize"])
+    sid = rdb.get_study_id_from_name("s")
+    done = mem.get_trials()
+    write_trials(rdb, sid, done[:3])
+    write_trials(rdb, sid, done[3:])
+    back = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").trials
+
+    def row(t: optuna.trial.FrozenTrial) -> tuple:
+        return (t.number, t.state, t.params, t.distributions, t.values, t.user_attrs,
+                t.system_attrs, t.constraints, t.datetime_start, t.datetime_complete)  # fmt: skip
+
+    assert [row(t) for t in back] == [row(t) for t in done]
+    assert back[3].values[0] == -math.inf
+
+
+def test_worker_sampler_study_stays_bounded_and_keeps_the_front_as_trials_arrive():
+    from backtest.optimize.sampler import ELITE_TRIALS, REBUILD_FACTOR, RECENT_TRIALS
+    from backtest.optimize.worker import SamplerStudy
+
+    rng = np.random.default_rng(5)
+    dirs = ["maximize", "minimize"]
+    trials = [
+        _frozen(i, [float(rng.uniform(0, 1)), float(rng.uniform(0, 1))], float(i % 7 == 0))
+        for i in range(2500)
+    ]
+    book = SamplerStudy(dirs, trials[:400])  # a resumed study's history, then new trials
+    for k in range(400, 2500, 37):
+        book.absorb(trials[k : k + 37])
+        held = book.study.get_trials(deepcopy=False)
+        assert len(held) <= REBUILD_FACTOR * (RECENT_TRIALS + ELITE_TRIALS) + 37
+    feasible = [t for t in trials if t.system_attrs["constraints:liquidated"] == 0.0]
+    front = {feasible[i].params["x"] for i in pareto_front([t.values for t in feasible], dirs)}
+    seen = {t.params["x"] for t in book.study.get_trials(deepcopy=False)}
+    assert front <= seen  # every trial of the feasible Pareto front is still in view
+    assert {t.params["x"] for t in trials[-RECENT_TRIALS:]} <= seen

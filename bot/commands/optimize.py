@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
 from bot import inputs
-from bot.config import Config, load_config
+from bot.config import Config, OptimizeConfig, load_config
 from bot.errors import ConfigError
+
+SAMPLERS = get_args(OptimizeConfig.model_fields["sampler"].annotation)  # "tpe", "nsga2"
 
 __all__ = ["add_parser", "run"]
 
@@ -49,6 +51,11 @@ def add_parser(subparsers: Any) -> None:
         "--study",
         type=inputs.study_name,
         help="study name (default: config stem + hash of its search)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="tpe (multivariate TPE, default optimize.sampler) or nsga2 (NSGA-II)",
     )
     p.add_argument("--data", help="candle file or folder (overrides backtest.data)")
     p.add_argument(
@@ -123,7 +130,7 @@ def _print_table(result: Any, config: Config, space_keys: list[str]) -> None:
     rate = result.n_run / result.elapsed_seconds if result.elapsed_seconds else 0.0
     console.print(
         f"{result.n_run} trial(s) run in {result.elapsed_seconds:.1f} s ({rate:.2f}/s) on "
-        f"{len(result.workers)} worker(s); storage {result.storage}\n"
+        f"{len(result.workers)} worker(s), sampler {result.sampler}; storage {result.storage}\n"
         f"results: {result.results_dir} (trials.csv, pareto.png, pareto/<trial>.hjson)"
     )
 
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         storage=args.storage,
         study_name=args.study,
+        sampler=args.sampler,
         data_path=data_path,
         progress=True,
         verbose=args.verbose,

@@ -24,6 +24,8 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from bot.core.params import T_CAP, T_MAX_LEVERAGE
+
 from ..host import VenueHost
 from ..ratelimit import Limited
 from ..refusals import Refused
@@ -553,7 +555,10 @@ class RestApi:
             )
         lev = self.eng.set_leverage(key, symbol, lev)
         spec = self.eng.specs[symbol]
-        cap = max((float(r[1]) for r in spec.tiers if r[3] >= lev), default=float(spec.tiers[0, 1]))
+        cap = max(
+            (float(r[T_CAP]) for r in spec.tiers if r[T_MAX_LEVERAGE] >= lev),
+            default=float(spec.tiers[0, T_CAP]),
+        )
         return {"leverage": lev, "maxNotionalValue": formats.fmt(cap, 0), "symbol": symbol}
 
     def set_margin_type(self, params: dict[str, str], key: str) -> dict:
