@@ -140,8 +140,8 @@ def _reentry_price(
     we = size * pos_price / balance
     dist = params[P_ENTRY_GRID_SPACING_PCT] * (1.0 + we / wel * params[P_ENTRY_GRID_SPACING_WEIGHT])
     if side > 0:
-        return min(book, round_dn(pos_price * (1.0 - dist), pstep))
-    return max(book, round_up(pos_price * (1.0 + dist), pstep))
+        return round_dn(min(book, pos_price * (1.0 - dist)), pstep)
+    return round_up(max(book, pos_price * (1.0 + dist)), pstep)
 
 
 @njit(cache=True)
@@ -306,11 +306,11 @@ def _close_price(
     if side > 0:
         start = round_up(pos_price * (1.0 + lo), pstep)
         end = round_up(pos_price * (1.0 + hi), pstep)
-        return max(book, round_up(start + (end - start) * ratio, pstep))
+        return round_up(max(book, start + (end - start) * ratio), pstep)
     # Markups of 100% and more would put a short's take-profit at or below zero.
     start = max(pstep, round_dn(pos_price * (1.0 - lo), pstep))
     end = max(pstep, round_dn(pos_price * (1.0 - hi), pstep))
-    return min(book, max(pstep, round_dn(start + (end - start) * ratio, pstep)))
+    return max(pstep, round_dn(min(book, start + (end - start) * ratio), pstep))
 
 
 @njit(cache=True)
