@@ -3,8 +3,9 @@
 Every order comes from ``bot.core.ideal_orders`` and every fill is booked by
 ``bot.core.account``, the same functions the live bot and the simulated venue call. The loop
 only decides *when* to ask: the order grid of a position depends on its size, price and the
-balance, so it is recomputed only after something changed (a fill or a balance change), and a
-candle that cannot reach the nearest cached order costs a few comparisons. A flat side's initial
+balance, so its nearest orders are cached until its position changes or the balance leaves the
+window they hold for (``backtest.triggers``), and a candle that cannot reach them costs a few
+comparisons. A flat side's initial
 entry follows the EMAs, so its price is computed every candle (one cheap call).
 
 Fill model (DESIGN.md, README "The fill model"): orders computed from the state after candle
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from backtest.triggers import BALANCE_WINDOW, reached, window_orders
 from bot.core.account import funding_payment, unrealized_pnl
 from bot.core.book import (
     E_KIND,
@@ -50,26 +52,17 @@ from bot.core.book import (
     liquidation_prices,
 )
 from bot.core.ema import ema_alphas, ema_update
-from bot.core.grid import (
-    close_grid,
-    entry_grid,
-    ideal_orders_into,
-    initial_entry_price,
-    opening_slots,
-    unstuck_order,
-)
+from bot.core.grid import ideal_orders_into, initial_entry_price, opening_slots, unstuck_order
 from bot.core.margin import account_at_risk, account_equity_margin
 from bot.core.params import (
     KIND_LIQUIDATION,
     KIND_OUTSIDE,
-    M_MIN_COST,
     M_PRICE_STEP,
     M_QTY_STEP,
     MAX_ORDERS,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
     P_ENABLED,
-    P_WALLET_EXPOSURE_LIMIT,
 )
 
 __all__ = ["EngineInputs", "EngineOutput", "run_engine", "F_COLUMNS"]
@@ -94,8 +87,6 @@ F_COLUMNS = (
 )  # fmt: skip
 
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
-_NO_ORDER_LOW = -1.0  # an entry trigger nothing can reach
-_NO_ORDER_HIGH = np.inf
 
 
 @dataclass(frozen=True)
@@ -140,61 +131,6 @@ class EngineOutput:
     insurance_deficit: float = 0.0  # what a liquidation left below zero (the fund's loss)
     # (n,) True where the vault's leverage cap or margin buffer blocked new entries
     entries_blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
-
-
-@njit(cache=True)
-def _triggers(
-    side: int,
-    balance: float,
-    size: float,
-    pos_price: float,
-    emas: np.ndarray,
-    market: np.ndarray,
-    params: np.ndarray,
-    buf: np.ndarray,
-) -> tuple[float, float]:
-    """(nearest entry, nearest close) of a position before the book clamp, from the core.
-
-    The core places a long's entries at min(bid, level) and its closes at max(ask, level)
-    (a short mirrored). The levels depend only on the position and the balance, so they are
-    cached until a fill or a balance change; each candle clamps them with the previous close
-    (see :func:`_reached`). When no entry level fits under the limit at the unclamped price
-    but the position is below its limit, one might at a better clamped price: the entry is
-    then "at the bid" (inf for a long, 0 for a short), so any candle below the previous close
-    asks the core.
-    """
-    no_entry = _NO_ORDER_LOW if side > 0 else _NO_ORDER_HIGH
-    no_close = _NO_ORDER_HIGH if side > 0 else _NO_ORDER_LOW
-    stop = 0.0 if side > 0 else np.inf
-    # bid = inf and ask = 0: the clamps min(bid, .) / max(ask, .) leave every level as it is
-    n = entry_grid(
-        side, balance, size, pos_price, np.inf, 0.0, emas, market, params, buf, 0, stop, 1
-    )
-    room = params[P_WALLET_EXPOSURE_LIMIT] * balance - size * pos_price  # quote under the limit
-    if n > 0:
-        entry = buf[0, 1]
-    elif room >= market[M_MIN_COST] * (1.0 - 1e-6) and room > 0.0:
-        entry = np.inf if side > 0 else 0.0
-    else:
-        # Less room than the minimum order cost: no entry fits at any price (the qty that fits,
-        # room / price, stays below min_cost / price however the price is clamped).
-        entry = no_entry
-    n = close_grid(side, balance, size, pos_price, np.inf, 0.0, market, params, buf, 0)
-    close = buf[0, 1] if n > 0 else no_close
-    return entry, close
-
-
-@njit(cache=True)
-def _reached(
-    side: int, entry: float, close: float, prev_close: float, high: float, low: float
-) -> bool:
-    """Can the candle fill the position's nearest entry or close (cached levels clamped to the
-    previous close, as the core clamps them to bid / ask)? Conservative: a clamped order sits
-    at or beyond the previous close, so asking when the candle passes it never misses a fill;
-    an unclamped one is exactly the cached level."""
-    if side > 0:
-        return low < min(entry, prev_close) or high > max(close, prev_close)
-    return high > max(entry, prev_close) or low < min(close, prev_close)
 
 
 @njit(cache=True)
@@ -262,6 +198,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
     sizing_fraction: float,
     leverage_cap: float,
     margin_buffer_pct: float,
+    balance_window: float,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -294,9 +231,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
         emas[s, 1, :] = ohlcv[s, 0, 3]
     price_steps = np.ascontiguousarray(markets[:, M_PRICE_STEP])
     qty_steps = np.ascontiguousarray(markets[:, M_QTY_STEP])
-    # cached triggers, valid while ``dirty`` is False
+    # cached nearest orders (backtest.triggers): valid for the position they were computed
+    # from and for sizing balances in [trig_lo, trig_hi]
     entry_trig = np.zeros((n_sym, 2))
     close_trig = np.zeros((n_sym, 2))
+    trig_size = np.full((n_sym, 2), -1.0)
+    trig_pprice = np.zeros((n_sym, 2))
+    trig_lo = np.zeros((n_sym, 2))
+    trig_hi = np.zeros((n_sym, 2))
     dirty = True
 
     out_balance = np.empty(n)
@@ -424,12 +366,19 @@ def _kernel(  # noqa: PLR0913, PLR0915
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
                                 hit_side[j] = True
                             continue
-                        if recompute:
-                            entry_trig[s, j], close_trig[s, j] = _triggers(
-                                side, ord_balance, osz[j, s], opp[j, s], emas[s, j],
-                                markets[s], prm, buf,
+                        if not (
+                            trig_size[s, j] == osz[j, s]
+                            and trig_pprice[s, j] == opp[j, s]
+                            and trig_lo[s, j] <= ord_balance <= trig_hi[s, j]
+                        ):
+                            e, c, b_lo, b_hi = window_orders(
+                                side, ord_balance, balance_window, osz[j, s], opp[j, s],
+                                emas[s, j], markets[s], prm, buf,
                             )  # fmt: skip
-                        if _reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
+                            entry_trig[s, j], close_trig[s, j] = e, c
+                            trig_lo[s, j], trig_hi[s, j] = b_lo, b_hi
+                            trig_size[s, j], trig_pprice[s, j] = osz[j, s], opp[j, s]
+                        if reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
                             hit_side[j] = True
                         else:
                             uq, up = unstuck_order(
@@ -536,8 +485,12 @@ def _kernel(  # noqa: PLR0913, PLR0915
     )
 
 
-def run_engine(inp: EngineInputs) -> EngineOutput:
-    """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed."""
+def run_engine(inp: EngineInputs, balance_window: float = BALANCE_WINDOW) -> EngineOutput:
+    """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed.
+
+    ``balance_window`` (see ``backtest.triggers``) changes only the speed, never a fill; 0
+    recomputes every cached trigger on every balance change (the tests compare the two).
+    """
     capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
     while True:
@@ -560,6 +513,7 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
             float(inp.sizing_fraction),
             float(inp.leverage_cap),
             float(inp.margin_buffer_pct),
+            float(balance_window),
         )
         if nf <= capacity:
             return EngineOutput(
