@@ -51,7 +51,7 @@ from bot.core.book import (
     candle_fill_order,
     liquidation_prices,
 )
-from bot.core.ema import ema_alphas, ema_update
+from bot.core.ema import ema_alphas, ema_step
 from bot.core.grid import ideal_orders_into, initial_entry_price, opening_slots, unstuck_order
 from bot.core.margin import account_at_risk, account_equity_margin
 from bot.core.params import (
@@ -60,6 +60,7 @@ from bot.core.params import (
     M_PRICE_STEP,
     M_QTY_STEP,
     MAX_ORDERS,
+    N_MARKET,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
     P_ENABLED,
@@ -167,6 +168,17 @@ def _book_rows(fills, nf, k, rows, n_rows, size, pprice, kind):  # noqa: ANN001,
 
 
 @njit(cache=True)
+def _with_room(fills: np.ndarray, nf: int, more: int) -> np.ndarray:
+    """``fills`` with room for ``more`` rows after the first ``nf`` (doubled when full, so a
+    busy run grows its buffer a few times instead of running twice)."""
+    if nf + more <= fills.shape[0]:
+        return fills
+    bigger = np.zeros((max(2 * fills.shape[0], nf + more), fills.shape[1]))
+    bigger[:nf] = fills[:nf]
+    return bigger
+
+
+@njit(cache=True)
 def _over_cap(balance, size, pprice, refs, s, price, qty, cap):  # noqa: ANN001, ANN202
     """Would an entry of qty at price on coin s take total notional / equity past the cap
     (the other coins at their previous closes)?"""
@@ -217,6 +229,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
     # per side (0 long, 1 short) and coin: rows are contiguous arrays for the margin checks
     size = np.zeros((2, n_sym))
     pprice = np.zeros((2, n_sym))
+    # views made once: making them per candle costs more than the check they feed
+    size_l, size_s, pprice_l, pprice_s = size[0], size[1], pprice[0], pprice[1]
     # the positions the resting orders were sized from (differ only after an outside event)
     ord_size = np.zeros((2, n_sym))
     ord_pprice = np.zeros((2, n_sym))
@@ -251,6 +265,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
     refs = np.empty(n_sym)
     may_open = np.ones((n_sym, 2), dtype=np.bool_)
     buf = np.zeros((MAX_ORDERS, 3))
+    em = np.empty(3)  # one coin side's EMAs
+    mk = np.empty(N_MARKET)  # one coin's market
     hit_side = np.zeros(2, dtype=np.bool_)
     no_liq = np.empty(0)
     ol = np.zeros((MAX_ORDERS, 3))
@@ -268,16 +284,17 @@ def _kernel(  # noqa: PLR0913, PLR0915
         if k > 0:
             for s in range(n_sym):
                 # a disabled side never opens a position in a backtest: its EMAs go unused
-                if enabled[0]:
-                    ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
-                if enabled[1]:
-                    ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
+                c = ohlcv[s, k - 1, 3]
+                for j in range(2):
+                    if enabled[j]:
+                        for i in range(3):  # scalars: a view per coin and candle costs more
+                            emas[s, j, i] = ema_step(emas[s, j, i], alphas[j, i], c)
         trading = k >= trade_start and k > 0 and liquidated_k < 0
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance * sizing_fraction
         ord_peak = balance_peak * sizing_fraction
-        osz = size
-        opp = pprice
+        # the resting orders' positions: ord_size / ord_pprice after an outside event
+        after_event = False
         # Cached nearest orders and position slots are refreshed on the first trading candle
         # and after anything changed (a fill, funding, an event); warm-up candles leave them.
         recompute = dirty and trading
@@ -288,8 +305,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
             # resting in this candle stay as they were placed (sized before the events).
             ord_size[:, :] = size
             ord_pprice[:, :] = pprice
-            osz = ord_size
-            opp = ord_pprice
+            after_event = True
             for s in range(n_sym):
                 refs[s] = ohlcv[s, k - 1, 3]
             while ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
@@ -302,6 +318,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     transfers += balance - before
                 for r in range(n_rows):
                     realized += rows[r, R_PNL]
+                fills = _with_room(fills, nf, n_rows)
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_OUTSIDE)
                 ei += 1
             dirty = True
@@ -322,7 +339,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
             blocked = False
             if check_block:
                 eq_ref, mm_ref = account_equity_margin(
-                    balance, size[0], pprice[0], size[1], pprice[1], refs, tiers
+                    balance, size_l, pprice_l, size_s, pprice_s, refs, tiers
                 )
                 notional = 0.0
                 for s in range(n_sym):
@@ -335,13 +352,14 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     blocked = True
                 out_blocked[k] = blocked
             liq = no_liq
-            if account_at_risk(balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers):
+            if account_at_risk(balance, size_l, pprice_l, size_s, pprice_s, lows, highs, tiers):
                 liq = liquidation_prices(
                     balance, size, pprice, refs, lows, highs, tiers, price_steps
                 )
             if liq.shape[0] == 0:
                 nf_candle = nf
                 if recompute:
+                    osz = ord_size if after_event else size
                     sl = opening_slots(osz[0], n_positions_long)
                     ss = opening_slots(osz[1], n_positions_short)
                     for s in range(n_sym):
@@ -354,36 +372,45 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     lo = ohlcv[s, k, 2]
                     hit_side[0] = False
                     hit_side[1] = False
+                    # scratch copies, not views: a view per coin and candle costs more than this
+                    for i in range(N_MARKET):
+                        mk[i] = markets[s, i]
                     for j in range(2):
                         side = sides[j]
                         prm = params_long if j == 0 else params_short
-                        if osz[j, s] == 0.0:
+                        for i in range(3):
+                            em[i] = emas[s, j, i]
+                        pos_sz = ord_size[j, s] if after_event else size[j, s]
+                        pos_pp = ord_pprice[j, s] if after_event else pprice[j, s]
+                        if pos_sz == 0.0:
                             if blocked or not (enabled[j] and may_open[s, j]):
                                 continue
-                            p0 = initial_entry_price(
-                                side, prev_close, prev_close, emas[s, j], markets[s], prm
-                            )
+                            # the core never places an entry beyond the bid / ask
+                            if (lo >= prev_close) if side > 0 else (hi <= prev_close):
+                                continue
+                            p0 = initial_entry_price(side, prev_close, prev_close, em, mk, prm)
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
                                 hit_side[j] = True
                             continue
                         if not (
-                            trig_size[s, j] == osz[j, s]
-                            and trig_pprice[s, j] == opp[j, s]
+                            trig_size[s, j] == pos_sz
+                            and trig_pprice[s, j] == pos_pp
                             and trig_lo[s, j] <= ord_balance <= trig_hi[s, j]
                         ):
                             e, c, b_lo, b_hi = window_orders(
-                                side, ord_balance, balance_window, osz[j, s], opp[j, s],
-                                emas[s, j], markets[s], prm, buf,
+                                side, ord_balance, balance_window, pos_sz, pos_pp, em, mk, prm,
+                                buf,
                             )  # fmt: skip
                             entry_trig[s, j], close_trig[s, j] = e, c
                             trig_lo[s, j], trig_hi[s, j] = b_lo, b_hi
-                            trig_size[s, j], trig_pprice[s, j] = osz[j, s], opp[j, s]
+                            trig_size[s, j], trig_pprice[s, j] = pos_sz, pos_pp
                         if reached(side, entry_trig[s, j], close_trig[s, j], prev_close, hi, lo):
                             hit_side[j] = True
-                        else:
+                        elif (hi > prev_close) if side > 0 else (lo < prev_close):
+                            # an unstuck close rests at or beyond the ask / bid like every close
                             uq, up = unstuck_order(
-                                side, ord_balance, ord_peak, osz[j, s], opp[j, s],
-                                prev_close, prev_close, emas[s, j], markets[s], prm,
+                                side, ord_balance, ord_peak, pos_sz, pos_pp, prev_close,
+                                prev_close, em, mk, prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
                                 hit_side[j] = True
@@ -397,9 +424,11 @@ def _kernel(  # noqa: PLR0913, PLR0915
                         if not hit_side[j]:
                             continue
                         orders = ol if j == 0 else osh
+                        osz = ord_size if after_event else size
+                        opp = ord_pprice if after_event else pprice
                         n_o = ideal_orders_into(
                             sides[j], ord_balance, ord_peak, osz[j, s], opp[j, s], prev_close,
-                            prev_close, emas[s, j], markets[s],
+                            prev_close, emas[s, j], mk,
                             params_long if j == 0 else params_short, may_open[s, j], orders,
                             lo if j == 0 else hi,
                         )  # fmt: skip
@@ -414,6 +443,8 @@ def _kernel(  # noqa: PLR0913, PLR0915
                     n_fill = candle_fill_order(
                         c_qty[:n_c], c_price[:n_c], c_pside[:n_c], o, hi, lo, c_order
                     )
+                    if nf + n_fill > fills.shape[0]:
+                        fills = _with_room(fills, nf, n_fill)
                     for f in range(n_fill):
                         i = c_order[f]
                         side = int(c_pside[i])
@@ -446,7 +477,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                         dirty = True
                 # liquidation with the positions after the candle's fills, if any
                 if nf > nf_candle and account_at_risk(
-                    balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers
+                    balance, size_l, pprice_l, size_s, pprice_s, lows, highs, tiers
                 ):
                     liq = liquidation_prices(
                         balance, size, pprice, refs, lows, highs, tiers, price_steps
@@ -456,6 +487,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
                 for r in range(n_rows):
                     fees_paid += rows[r, R_FEE]
                     realized += rows[r, R_PNL]
+                fills = _with_room(fills, nf, n_rows)
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_LIQUIDATION)
                 liquidated_k = k
         # Record the candle's close.
@@ -471,7 +503,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
         out_balance[k] = balance
         out_equity[k] = equity
     return (
-        nf,
+        fills[:nf].copy(),
         out_balance,
         out_equity,
         out_pos,
@@ -486,38 +518,33 @@ def _kernel(  # noqa: PLR0913, PLR0915
 
 
 def run_engine(inp: EngineInputs, balance_window: float = BALANCE_WINDOW) -> EngineOutput:
-    """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed.
+    """Run the kernel.
 
     ``balance_window`` (see ``backtest.triggers``) changes only the speed, never a fill; 0
     recomputes every cached trigger on every balance change (the tests compare the two).
     """
     capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
-    while True:
-        fills = np.zeros((capacity, N_F))
-        nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
-            inp.timestamps,
-            np.ascontiguousarray(inp.ohlcv),
-            inp.markets,
-            inp.tiers,
-            inp.params_long,
-            inp.params_short,
-            inp.n_positions_long,
-            inp.n_positions_short,
-            inp.starting_balance,
-            inp.maker_fee,
-            inp.funding_rate,
-            inp.trade_start,
-            events,
-            fills,
-            float(inp.sizing_fraction),
-            float(inp.leverage_cap),
-            float(inp.margin_buffer_pct),
-            float(balance_window),
-        )
-        if nf <= capacity:
-            return EngineOutput(
-                fills[:nf].copy(), bal, eq, pos, liq_k, fees, funding, realized, transfers,
-                deficit, blocked,
-            )  # fmt: skip
-        capacity = nf + 1024
+    fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
+        inp.timestamps,
+        np.ascontiguousarray(inp.ohlcv),
+        inp.markets,
+        inp.tiers,
+        inp.params_long,
+        inp.params_short,
+        inp.n_positions_long,
+        inp.n_positions_short,
+        inp.starting_balance,
+        inp.maker_fee,
+        inp.funding_rate,
+        inp.trade_start,
+        events,
+        np.zeros((capacity, N_F)),
+        float(inp.sizing_fraction),
+        float(inp.leverage_cap),
+        float(inp.margin_buffer_pct),
+        float(balance_window),
+    )
+    return EngineOutput(
+        fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked
+    )
