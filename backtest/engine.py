@@ -266,6 +266,7 @@ def _kernel(  # noqa: PLR0913, PLR0915
     may_open = np.ones((n_sym, 2), dtype=np.bool_)
     buf = np.zeros((MAX_ORDERS, 3))
     em = np.empty(3)  # one coin side's EMAs
+    prm = np.empty(params_long.shape[0])  # one side's params
     mk = np.empty(N_MARKET)  # one coin's market
     hit_side = np.zeros(2, dtype=np.bool_)
     no_liq = np.empty(0)
@@ -377,9 +378,10 @@ def _kernel(  # noqa: PLR0913, PLR0915
                         mk[i] = markets[s, i]
                     for j in range(2):
                         side = sides[j]
-                        prm = params_long if j == 0 else params_short
                         for i in range(3):
                             em[i] = emas[s, j, i]
+                        for i in range(prm.shape[0]):  # cheaper than an array variable per side
+                            prm[i] = params_long[i] if j == 0 else params_short[i]
                         pos_sz = ord_size[j, s] if after_event else size[j, s]
                         pos_pp = ord_pprice[j, s] if after_event else pprice[j, s]
                         if pos_sz == 0.0:
