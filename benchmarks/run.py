@@ -96,8 +96,8 @@ def main() -> None:
 # Written by hand: what the numbers mean and where the goals stand (issue 12).
 _ENGINE_NOTES = [
     "Goal (issue 12): at least 10 M coin-steps/s for busy at 1, 3, 6 and 20 coins, and 20 "
-    "coins at least 0.8x 1 coin. Flatness is met; the absolute rate is not (busy reaches less "
-    "than half of it on this shared machine, patient nearly all). Where the time goes now (gdb samples of the 20-coin busy "
+    "coins at least 0.8x 1 coin. Flatness is met; the absolute rate is not for busy (about half "
+    "of it on this shared machine; patient passes it from 3 coins). Where the time goes now (gdb samples of the 20-coin busy "
     "run): reference counting of the arrays passed to the core's functions "
     "(`initial_entry_price` of every flat side and `unstuck_order` of every position, every "
     "candle; numba does not inline them across modules and counts each array argument with "
@@ -120,7 +120,7 @@ _CLI_NOTES = [
     "The compiled code is cached per version of the compiled sources (`bot/_numba_cache.py`): "
     "numba's own cache is keyed on each function's file only, so before this a change in "
     "`bot/core` alone could leave the engine running the old core from its cache.",
-    "The machine is shared with other engineers' jobs (load average 8 to 13 on 2 cores during "
+    "The machine is shared with other engineers' jobs (load average 4 to 13 on 2 cores during "
     "these runs): wall seconds are inflated several times; CPU seconds are the fairer figure "
     "here, and the lead re-runs `make bench` on a quiet machine.",
 ]
