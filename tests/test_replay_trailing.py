@@ -10,7 +10,7 @@ import pytest
 
 from backtest.replay import replay
 from bot.config import parse_config
-from bot.core.params import KIND_NAMES
+from bot.core.params import KIND_CLOSE_TRAILING, KIND_ENTRY_TRAILING, KIND_NAMES
 from tests.test_live_replay import SYMBOLS, TIGHT_GRID_SIDE, sample
 
 TRAILING_SIDE = {
@@ -37,7 +37,7 @@ def trailing_config():
 
 def _check(result) -> None:
     kinds = {f["kind"] for f in result.fills_backtest}
-    assert {KIND_NAMES[7], KIND_NAMES[8]} <= kinds, kinds  # both trailing kinds filled
+    assert {KIND_NAMES[KIND_ENTRY_TRAILING], KIND_NAMES[KIND_CLOSE_TRAILING]} <= kinds, kinds
     assert result.mismatches == []
     assert result.first_divergence is None, result.first_divergence
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
