@@ -216,6 +216,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     margin_buffer_pct: float,
     eligible_from: np.ndarray,
     balance_window: float,
+    ask_every_candle: bool,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -439,14 +440,19 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                         if pos_sz == 0.0:
                             if blocked or not (enabled[j] and may_open[s, j]):
                                 continue
-                            # the core never places an entry beyond the bid / ask
-                            if (lo >= prev_close) if side > 0 else (hi <= prev_close):
+                            # the core places an initial entry at or beyond the bid / ask (a
+                            # tick of slack: its rounding tolerates float noise)
+                            if (
+                                (lo >= prev_close + mk[M_PRICE_STEP])
+                                if side > 0
+                                else (hi <= prev_close - mk[M_PRICE_STEP])
+                            ) and not ask_every_candle:
                                 continue
                             p0 = initial_entry_price(side, prev_close, prev_close, em, mk, prm)
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
                                 hit_side[j] = True
                             continue
-                        if trailing[j]:
+                        if trailing[j] or ask_every_candle:
                             hit_side[j] = True
                             continue
                         if not (
@@ -467,8 +473,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                             close_trig[s, j] if ord_balance == trig_bal[s, j] else close_bound[s, j]
                         )
                         if reached(
-                            side, entry_trig[s, j], c_trig, part_trig[s, j], prev_close, hi, lo
-                        ):
+                            side, entry_trig[s, j], c_trig, part_trig[s, j], prev_close, hi, lo,
+                            mk[M_PRICE_STEP],
+                        ):  # fmt: skip
                             hit_side[j] = True
                         elif (hi > prev_close) if side > 0 else (lo < prev_close):
                             # unstuck and exposure-limit closes rest at the ask / bid
@@ -596,11 +603,15 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     )
 
 
-def run_engine(inp: EngineInputs, balance_window: float = BALANCE_WINDOW) -> EngineOutput:
+def run_engine(
+    inp: EngineInputs, balance_window: float = BALANCE_WINDOW, ask_every_candle: bool = False
+) -> EngineOutput:
     """Run the kernel.
 
     ``balance_window`` (see ``backtest.triggers``) changes only the speed, never a fill; 0
-    recomputes every cached trigger on every balance change (the tests compare the two).
+    recomputes every cached trigger on every balance change. ``ask_every_candle`` asks the
+    core for every side of every coin on every candle: slow, the reference the cached
+    triggers must match fill for fill (tests/test_engine_triggers.py compares the three).
     """
     capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
@@ -635,6 +646,7 @@ def run_engine(inp: EngineInputs, balance_window: float = BALANCE_WINDOW) -> Eng
         float(inp.margin_buffer_pct),
         elig_from,
         float(balance_window),
+        bool(ask_every_candle),
     )
     return EngineOutput(
         fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked

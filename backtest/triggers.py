@@ -179,16 +179,21 @@ def window_orders(
 @njit(cache=True)
 def reached(
     side: int, entry: float, close: float, partial: float, prev_close: float, high: float,
-    low: float,
+    low: float, price_step: float,
 ) -> bool:  # fmt: skip
     """Can the candle fill the position's nearest entry or close (cached levels clamped to the
     previous close, as the core clamps them to bid / ask)? Conservative: a clamped order sits
     at or beyond the previous close, so asking when the candle passes it never misses a fill;
-    an unclamped one is exactly the cached level. A partial initial entry sits below the
-    partial bound (long; at or beyond the book) or at or above the previous close (short, when
-    the bound lies above it), wherever the EMAs put it."""
+    an unclamped one is exactly the cached level. The clamp keeps a tick of slack: the core
+    rounds a clamped price to the tick with a little tolerance for float noise, so an order at
+    the book can sit a hair inside it (a candle whose high equals the previous close then
+    fills it). A partial initial entry sits below the partial bound (long; at or beyond the
+    book) or at or above the book (short, when the bound lies above it), wherever the EMAs put
+    it."""
     if side > 0:
-        return low < min(max(entry, partial), prev_close) or high > max(close, prev_close)
-    if partial > prev_close:
-        entry = prev_close
-    return high > max(entry, prev_close) or low < min(close, prev_close)
+        book = prev_close + price_step
+        return low < min(max(entry, partial), book) or high > max(close, prev_close - price_step)
+    book = prev_close - price_step
+    if partial > book:
+        entry = book
+    return high > max(entry, book) or low < min(close, prev_close + price_step)

@@ -1,8 +1,9 @@
-"""The engine's cached triggers hold over a window of balances (backtest.triggers): a fill on
-one coin no longer recomputes every other coin's nearest orders. That shortcut must never
-change a fill: here the engine runs with the window and with a window of zero width (every
-balance change recomputes every trigger, as before) on many coins that trade a lot, through
-the crash, and every output must be identical to the last bit. The cases include every
+"""The engine asks the core for a side's orders only when a candle can reach its cached nearest
+orders, and those hold over a window of balances (backtest.triggers): a fill on one coin no
+longer recomputes every other coin's nearest orders. Neither shortcut may change a fill: here
+the engine runs with the window, with a window of zero width (every balance change recomputes
+every trigger) and asking the core for every side on every candle (the reference), on many
+coins that trade a lot, through the crash, and every output must be identical to the last bit. The cases include every
 feature that shares the candle loop with the cache: trailing on one side (that side asks the
 core every candle, the other still uses the cache), the forager ranking coins into fewer slots,
 enforce_exposure_limit, and positions that fall back to Passivbot's partial initial entry
@@ -88,7 +89,7 @@ def _partial_refills(fills: np.ndarray) -> int:
 def test_the_balance_window_never_changes_a_fill(overrides: dict):
     inputs = build_inputs(_config(6, **overrides), many_coins(6))
     windowed = run_engine(inputs)
-    exact = run_engine(inputs, balance_window=0.0)
+    exact = run_engine(inputs, ask_every_candle=True)
     assert len(exact.fills) > 2_000, "the case should trade a lot"
     kinds = exact.fills[:, F_KIND]
     if "entry_initial_qty_pct" in overrides:
@@ -100,9 +101,10 @@ def test_the_balance_window_never_changes_a_fill(overrides: dict):
     if "filter_volume_rolling_window" in overrides:
         assert ((exact.positions[:, :, 0] > 0.0).sum(axis=1) <= 3).all(), "3 long slots"
     _same(windowed, exact)
+    _same(run_engine(inputs, balance_window=0.0), exact)
     # the vault's sizing fraction and leverage cap go through the same triggers
     vault = replace(inputs, sizing_fraction=0.9, leverage_cap=1.5)
-    _same(run_engine(vault), run_engine(vault, balance_window=0.0))
+    _same(run_engine(vault), run_engine(vault, ask_every_candle=True))
 
 
 def test_a_window_bounds_the_nearest_orders_at_every_balance_inside():
