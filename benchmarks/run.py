@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     stamp = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
+        "load_average_1m": os.getloadavg()[0],  # the machine is shared: what else ran
     }
     results: dict = dict(stamp)
     if args.only and (HERE / "results.json").exists():
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         results.setdefault("measured", {})[name] = stamp
     if not args.only:
         print("running whole-CLI backtest cold/warm ...", file=sys.stderr)
-        results["cli_backtest"] = _cli_backtest_times()
+        results["cli_backtest"] = _cli_backtest_times() | {"measured": stamp}
     (HERE / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     _write_readme(results)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
@@ -113,20 +114,28 @@ def main(argv: list[str] | None = None) -> None:
 # Written by hand: what the numbers mean and where the goals stand (issue 12).
 _ENGINE_NOTES = [
     "Goal (issue 12): at least 10 M coin-steps/s for busy at 1, 3, 6 and 20 coins, and 20 "
-    "coins at least 0.8x 1 coin. Flatness is met; the absolute rate is not for busy (about half "
-    "of it on this shared machine; patient passes it from 3 coins). Where the time goes now (gdb samples of the 20-coin busy "
-    "run): reference counting of the arrays passed to the core's functions "
-    "(`initial_entry_price` of every flat side and `unstuck_order` of every position, every "
-    "candle; numba does not inline them across modules and counts each array argument with "
-    "an atomic add), then the full grid on the ~10% of coin-candles that reach an order.",
-    "What changed (outputs bit-identical, tests/test_engine_triggers.py and the engine "
-    "reference test): no array views per coin and candle in the hot loop; cached nearest "
-    "orders hold over a 2% window of balances; the core is not asked when the candle cannot "
-    "pass the bid / ask; the fills buffer grows in the kernel (a 20-coin busy run used to run "
-    "twice when its fills overflowed the first guess).",
-    "Before (the engine at e5101ab, the same coins, configs and timing, 2026-12-02 07:42 UTC "
-    "on this machine): busy 2.42 / 2.58 / 2.55 / 0.98 M coin-steps/s at 1 / 3 / 6 / 20 coins "
-    "(20 coins 0.40x 1 coin); patient 4.12 / 5.10 / 5.42 / 5.15 M.",
+    "coins at least 0.8x 1 coin. Not met for busy (about 2.4-3.4 M; patient 4.2-7.8 M). The "
+    "core does more per order than when the engine work was first measured (5.0 M busy on the "
+    "old grid): Passivbot's grid rules (a re-entry previews the level after it, the close grid "
+    "prices each remainder by its own WE / WEL, the partial initial entry), trailing, the "
+    "forager and the exposure-limit check all landed, and the same busy config now trades about "
+    "twice as often (25,450 fills at 20 coins instead of 13,804): more candles reach an order "
+    "and each ask builds a longer grid. Flatness is at the goal's edge (20 coins 0.75-0.80x "
+    "1 coin over the runs made today).",
+    "Merged engine (speed + merge2, fills bit-identical to asking the core for every side on "
+    "every candle: tests/test_engine_triggers.py, six configs including trailing, the forager, "
+    "enforce_exposure_limit and partial initial re-posts; every row above also matches it): no "
+    "array views per coin and candle; cached nearest orders over a 2% window of balances, the "
+    "nearest entry bounded by the window's ends, the partial-entry bound taken at its highest "
+    "balance, the nearest close exact only at the balance it was computed at (Passivbot's close "
+    "grid is not monotone in the balance: elsewhere in the window the minimum markup's price "
+    "bounds it, so the window gains less than before: 0.85-1.5x); the core not asked when the "
+    "candle stays a tick inside the bid / ask; a trailing side asks every candle; the fills "
+    "buffer grows in the kernel.",
+    "Before (the merge2 engine at c240a9b, the same coins, configs and timing, measured minutes "
+    "before the table on this machine, load average 1.2-1.6): busy 2.04 / 1.91 / 0.83 / 0.63 M "
+    "coin-steps/s at 1 / 3 / 6 / 20 coins (20 coins 0.31x 1 coin); patient 3.38 / 4.37 / 4.43 "
+    "/ 3.81 M. The merged engine is 1.4-4.0x that on busy and 1.4-1.9x on patient.",
 ]
 _CLI_NOTES = [
     "Goal (issue 12): warm at most 0.5 s, cold at most 10 s. Not met. matplotlib is no longer "
@@ -137,9 +146,9 @@ _CLI_NOTES = [
     "The compiled code is cached per version of the compiled sources (`bot/_numba_cache.py`): "
     "numba's own cache is keyed on each function's file only, so before this a change in "
     "`bot/core` alone could leave the engine running the old core from its cache.",
-    "The machine is shared with other engineers' jobs (load average 4 to 13 on 2 cores during "
-    "these runs): wall seconds are inflated several times; CPU seconds are the fairer figure "
-    "here, and the lead re-runs `make bench` on a quiet machine.",
+    "The machine is shared with other engineers' jobs (the load average above, on 2 cores): "
+    "wall seconds can be inflated several times; CPU seconds are the fairer figure here, and "
+    "the lead re-runs `make bench` on a quiet machine.",
 ]
 
 
@@ -155,8 +164,13 @@ def _write_readme(r: dict) -> None:
         "",
     ]
     if "bench_engine" in r:
+        when = r.get("measured", {}).get("bench_engine", r)
+        load = when.get("load_average_1m")
         lines += [
             "## Backtest engine (coin-steps per second, one core, after compilation)",
+            "",
+            f"Measured {when['date']} on {when['machine']}"
+            + (f"; 1-minute load average {load:.1f} when it started." if load else "."),
             "",
             "Coins built from the bundled 1m sample (2021-05-10 to 2021-05-20, through the "
             "crash) by `benchmarks/coins.py`: coin i is bundled coin i % 3 (BTC, ETH, DOGE) "
@@ -189,6 +203,15 @@ def _write_readme(r: dict) -> None:
         lines += [
             "## Whole `gridbot backtest configs/default.hjson --no-plots` run (3 coins, wall clock)",
             "",
+            *(
+                [
+                    f"Measured {c['measured']['date']}; 1-minute load average "
+                    f"{c['measured']['load_average_1m']:.1f} when it started.",
+                    "",
+                ]
+                if "measured" in c
+                else []
+            ),
             "| run | wall seconds | CPU seconds (user + sys) | exit |",
             "|---|---|---|---|",
             f"| cold (fresh NUMBA_CACHE_DIR and candle cache: compile included) | {c['cold_seconds']:.2f} | {c['cold_cpu_seconds']:.2f} | {c['cold_exit_code']} |",
