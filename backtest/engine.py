@@ -3,9 +3,10 @@
 Every order comes from ``bot.core.ideal_orders`` and every fill is booked by
 ``bot.core.account``, the same functions the live bot and the simulated venue call. The loop
 only decides *when* to ask: the order grid of a position depends on its size, price and the
-balance, so it is recomputed only after something changed (a fill or a balance change), and a
-candle that cannot reach the nearest cached order costs a few comparisons. A flat side's initial
-entry follows the EMAs, so its price is computed every candle (one cheap call).
+balance, so its nearest orders are cached until its position changes or the balance leaves the
+window they hold for (``backtest.triggers``), and a candle that cannot reach them costs a few
+comparisons. A flat side's initial entry follows the EMAs, so its price is computed every
+candle (one cheap call); a side that trails asks the core every candle.
 
 Fill model (DESIGN.md, README "The fill model"): orders computed from the state after candle
 k-1 (bid = ask = close of k-1, EMAs through k-1) rest through candle k. At the top of candle k
@@ -19,8 +20,8 @@ order's price with the maker fee), each booked by ``bot.core.book.book_fill``; t
 liquidation check again (``liquidation_prices`` / ``book_liquidation``). Orders created by a
 fill in candle k rest from candle k+1. Trailing orders (``bot.core.trailing``) follow each
 position's price extremes through candle k-1 since the candle it last changed in (a grid
-ratio's first phase hands over when its share has no room left, ``bot.core.grid._entries``). The simulated venue runs the same sequence through the
-same functions.
+ratio's first phase hands over when its share has no room left, ``bot.core.grid._entries``).
+The simulated venue runs the same sequence through the same functions.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from backtest.triggers import BALANCE_WINDOW, reached, window_orders
 from bot.core.account import funding_payment, unrealized_pnl
 from bot.core.book import (
     E_KIND,
@@ -51,26 +53,18 @@ from bot.core.book import (
     candle_fill_order,
     liquidation_prices,
 )
-from bot.core.ema import ema_alphas, ema_update
+from bot.core.ema import ema_alphas, ema_step
 from bot.core.enforce import exposure_close
 from bot.core.forager import N_FORAGE, candle_values, forager_alphas, forager_slots, forager_update
-from bot.core.grid import (
-    close_grid,
-    entry_grid,
-    ideal_orders_into,
-    initial_entry_price,
-    partial_entry_bound,
-    unstuck_order,
-)
+from bot.core.grid import ideal_orders_into, initial_entry_price, unstuck_order
 from bot.core.margin import account_at_risk
 from bot.core.params import (
-    KIND_ENTRY_INITIAL,
     KIND_LIQUIDATION,
     KIND_OUTSIDE,
-    M_MIN_COST,
     M_PRICE_STEP,
     M_QTY_STEP,
     MAX_ORDERS,
+    N_MARKET,
     P_CLOSE_TRAILING_GRID_RATIO,
     P_EMA_SPAN_0,
     P_EMA_SPAN_1,
@@ -79,7 +73,6 @@ from bot.core.params import (
     P_FILTER_VOLATILITY_WINDOW,
     P_FILTER_VOLUME_DROP_PCT,
     P_FILTER_VOLUME_WINDOW,
-    P_WALLET_EXPOSURE_LIMIT,
 )
 from bot.core.trailing import N_TRAIL, trail_reset, trail_update
 from bot.core.vault import entries_blocked, entry_over_cap
@@ -106,8 +99,6 @@ F_COLUMNS = (
 )  # fmt: skip
 
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
-_NO_ORDER_LOW = -1.0  # an entry trigger nothing can reach
-_NO_ORDER_HIGH = np.inf
 
 
 @dataclass(frozen=True)
@@ -161,69 +152,6 @@ class EngineOutput:
 
 
 @njit(cache=True)
-def _triggers(
-    side: int,
-    balance: float,
-    size: float,
-    pos_price: float,
-    emas: np.ndarray,
-    market: np.ndarray,
-    params: np.ndarray,
-    buf: np.ndarray,
-) -> tuple[float, float, float]:
-    """(nearest entry, nearest close, partial bound) of a position before the book clamp.
-
-    The core places a long's entries at min(bid, level) and its closes at max(ask, level)
-    (a short mirrored). The levels depend only on the position and the balance, so they are
-    cached until a fill or a balance change; each candle clamps them with the previous close
-    (see :func:`_reached`). When no entry level fits under the limit at the unclamped price
-    but the position is below its limit, one might at a better clamped price: the entry is
-    then "at the bid" (inf for a long, 0 for a short), so any candle below the previous close
-    asks the core. Below the partial bound (:func:`partial_entry_bound`) the next entry is the
-    rest of the initial entry, priced off the EMAs, which move every candle: see :func:`_reached`.
-    """
-    no_entry = _NO_ORDER_LOW if side > 0 else _NO_ORDER_HIGH
-    no_close = _NO_ORDER_HIGH if side > 0 else _NO_ORDER_LOW
-    stop = 0.0 if side > 0 else np.inf
-    # bid = inf and ask = 0: the clamps min(bid, .) / max(ask, .) leave every level as it is
-    n = entry_grid(
-        side, balance, size, pos_price, np.inf, 0.0, emas, market, params, buf, 0, stop, 1
-    )
-    room = params[P_WALLET_EXPOSURE_LIMIT] * balance - size * pos_price  # quote under the limit
-    if n > 0 and buf[0, 2] == KIND_ENTRY_INITIAL:
-        entry = np.inf if side > 0 else 0.0  # a partial initial entry: priced off the EMAs
-    elif n > 0:
-        entry = buf[0, 1]
-    elif room >= market[M_MIN_COST] * (1.0 - 1e-6) and room > 0.0:
-        entry = np.inf if side > 0 else 0.0
-    else:
-        # Less room than the minimum order cost: no entry fits at any price (the qty that fits,
-        # room / price, stays below min_cost / price however the price is clamped).
-        entry = no_entry
-    n = close_grid(side, balance, size, pos_price, np.inf, 0.0, market, params, buf, 0)
-    close = buf[0, 1] if n > 0 else no_close
-    return entry, close, partial_entry_bound(balance, size, market, params)
-
-
-@njit(cache=True)
-def _reached(
-    side: int, entry: float, close: float, partial: float, prev_close: float, high: float,
-    low: float,
-) -> bool:  # fmt: skip
-    """Can the candle fill the position's nearest entry or close (cached levels clamped to the
-    previous close, as the core clamps them to bid / ask)? Conservative: a clamped order sits
-    at or beyond the previous close, so asking when the candle passes it never misses a fill;
-    an unclamped one is exactly the cached level. A partial initial entry sits below the
-    partial bound (long; at or beyond the book) or at or above the previous close (short, when
-    the bound lies above it), wherever the EMAs put it."""
-    if side > 0:
-        return low < min(max(entry, partial), prev_close) or high > max(close, prev_close)
-    if partial > prev_close:
-        entry = prev_close
-    return high > max(entry, prev_close) or low < min(close, prev_close)
-
-
-@njit(cache=True)
 def _record(fills, nf, k, s, side, qty, price, fee, pnl, balance, size, pos_price, kind):  # noqa: ANN001, ANN202
     if nf < fills.shape[0]:
         fills[nf, F_K] = k
@@ -257,6 +185,17 @@ def _book_rows(fills, nf, k, rows, n_rows, size, pprice, kind):  # noqa: ANN001,
 
 
 @njit(cache=True)
+def _with_room(fills: np.ndarray, nf: int, more: int) -> np.ndarray:
+    """``fills`` with room for ``more`` rows after the first ``nf`` (doubled when full, so a
+    busy run grows its buffer a few times instead of running twice)."""
+    if nf + more <= fills.shape[0]:
+        return fills
+    bigger = np.zeros((max(2 * fills.shape[0], nf + more), fills.shape[1]))
+    bigger[:nf] = fills[:nf]
+    return bigger
+
+
+@njit(cache=True)
 def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compiled function keeps it fast
     timestamps: np.ndarray,
     ohlcv: np.ndarray,
@@ -276,6 +215,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     leverage_cap: float,
     margin_buffer_pct: float,
     eligible_from: np.ndarray,
+    balance_window: float,
+    ask_every_candle: bool,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -294,6 +235,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     # per side (0 long, 1 short) and coin: rows are contiguous arrays for the margin checks
     size = np.zeros((2, n_sym))
     pprice = np.zeros((2, n_sym))
+    # views made once: making them per candle costs more than the check they feed
+    size_l, size_s, pprice_l, pprice_s = size[0], size[1], pprice[0], pprice[1]
     # the positions the resting orders were sized from (differ only after an outside event)
     ord_size = np.zeros((2, n_sym))
     ord_pprice = np.zeros((2, n_sym))
@@ -324,10 +267,17 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     elig = np.ones(n_sym, dtype=np.bool_)
     price_steps = np.ascontiguousarray(markets[:, M_PRICE_STEP])
     qty_steps = np.ascontiguousarray(markets[:, M_QTY_STEP])
-    # cached triggers, valid while ``dirty`` is False
+    # cached nearest orders (backtest.triggers): valid for the position they were computed
+    # from and for sizing balances in [trig_lo, trig_hi]; the close is exact at trig_bal only
     entry_trig = np.zeros((n_sym, 2))
     close_trig = np.zeros((n_sym, 2))
+    close_bound = np.zeros((n_sym, 2))
     part_trig = np.zeros((n_sym, 2))
+    trig_size = np.full((n_sym, 2), -1.0)
+    trig_pprice = np.zeros((n_sym, 2))
+    trig_bal = np.zeros((n_sym, 2))
+    trig_lo = np.zeros((n_sym, 2))
+    trig_hi = np.zeros((n_sym, 2))
     dirty = True
     # trailing: each position's price extremes since it last changed (bot.core.trailing); a
     # side that trails asks the core every candle (its orders follow the previous close)
@@ -357,6 +307,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     refs = np.empty(n_sym)
     may_open = np.ones((n_sym, 2), dtype=np.bool_)
     buf = np.zeros((MAX_ORDERS, 3))
+    em = np.empty(3)  # one coin side's EMAs
+    prm = np.empty(params_long.shape[0])  # one side's params
+    mk = np.empty(N_MARKET)  # one coin's market
     hit_side = np.zeros(2, dtype=np.bool_)
     no_liq = np.empty(0)
     ol = np.zeros((MAX_ORDERS, 3))
@@ -373,20 +326,22 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
         if k > 0:
             for s in range(n_sym):
                 # a disabled side never opens a position in a backtest: its EMAs go unused
-                if enabled[0]:
-                    ema_update(emas[s, 0], alphas[0], ohlcv[s, k - 1, 3])
-                if enabled[1]:
-                    ema_update(emas[s, 1], alphas[1], ohlcv[s, k - 1, 3])
+                c = ohlcv[s, k - 1, 3]
                 for j in range(2):
+                    if enabled[j]:
+                        for i in range(3):  # scalars: a view per coin and candle costs more
+                            emas[s, j, i] = ema_step(emas[s, j, i], alphas[j, i], c)
                     if f_on[j]:
-                        row = ohlcv[s, k - 1]
-                        forager_update(fema[s, j], f_alphas[j], row[1], row[2], row[3], row[4])
+                        forager_update(
+                            fema[s, j], f_alphas[j], ohlcv[s, k - 1, 1], ohlcv[s, k - 1, 2], c,
+                            ohlcv[s, k - 1, 4],
+                        )  # fmt: skip
         trading = k >= trade_start and k > 0 and liquidated_k < 0
         # Orders resting in candle k were sized from the state after candle k-1.
         ord_balance = balance * sizing_fraction
         ord_peak = balance_peak * sizing_fraction
-        osz = size
-        opp = pprice
+        # the resting orders' positions: ord_size / ord_pprice after an outside event
+        after_event = False
         # Cached nearest orders and position slots are refreshed on the first trading candle
         # and after anything changed (a fill, funding, an event); warm-up candles leave them.
         recompute = dirty and trading
@@ -400,8 +355,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
             # resting in this candle stay as they were placed (sized before the events).
             ord_size[:, :] = size
             ord_pprice[:, :] = pprice
-            osz = ord_size
-            opp = ord_pprice
+            after_event = True
             for s in range(n_sym):
                 refs[s] = ohlcv[s, k - 1, 3]
             while ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
@@ -414,6 +368,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     transfers += balance - before
                 for r in range(n_rows):
                     realized += rows[r, R_PNL]
+                fills = _with_room(fills, nf, n_rows)
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_OUTSIDE)
                 ei += 1
             dirty = True
@@ -440,13 +395,14 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                 )
                 out_blocked[k] = blocked
             liq = no_liq
-            if account_at_risk(balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers):
+            if account_at_risk(balance, size_l, pprice_l, size_s, pprice_s, lows, highs, tiers):
                 liq = liquidation_prices(
                     balance, size, pprice, refs, lows, highs, tiers, price_steps
                 )
             if liq.shape[0] == 0:
                 nf_candle = nf
                 if recompute or slots_every_candle:
+                    osz = ord_size if after_event else size
                     for s in range(n_sym):
                         elig[s] = timestamps[k] >= eligible_from[s]
                     sl = forager_slots(
@@ -470,42 +426,68 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     lo = ohlcv[s, k, 2]
                     hit_side[0] = False
                     hit_side[1] = False
+                    # scratch copies, not views: a view per coin and candle costs more than this
+                    for i in range(N_MARKET):
+                        mk[i] = markets[s, i]
                     for j in range(2):
                         side = sides[j]
-                        prm = params_long if j == 0 else params_short
-                        if osz[j, s] == 0.0:
+                        for i in range(3):
+                            em[i] = emas[s, j, i]
+                        for i in range(prm.shape[0]):  # cheaper than an array variable per side
+                            prm[i] = params_long[i] if j == 0 else params_short[i]
+                        pos_sz = ord_size[j, s] if after_event else size[j, s]
+                        pos_pp = ord_pprice[j, s] if after_event else pprice[j, s]
+                        if pos_sz == 0.0:
                             if blocked or not (enabled[j] and may_open[s, j]):
                                 continue
-                            p0 = initial_entry_price(
-                                side, prev_close, prev_close, emas[s, j], markets[s], prm
-                            )
+                            # the core places an initial entry at or beyond the bid / ask (a
+                            # tick of slack: its rounding tolerates float noise)
+                            if (
+                                (lo >= prev_close + mk[M_PRICE_STEP])
+                                if side > 0
+                                else (hi <= prev_close - mk[M_PRICE_STEP])
+                            ) and not ask_every_candle:
+                                continue
+                            p0 = initial_entry_price(side, prev_close, prev_close, em, mk, prm)
                             if (side > 0 and lo < p0) or (side < 0 and hi > p0):
                                 hit_side[j] = True
                             continue
-                        if trailing[j]:
+                        if trailing[j] or ask_every_candle:
                             hit_side[j] = True
                             continue
-                        if recompute:
-                            entry_trig[s, j], close_trig[s, j], part_trig[s, j] = _triggers(
-                                side, ord_balance, osz[j, s], opp[j, s], emas[s, j],
-                                markets[s], prm, buf,
+                        if not (
+                            trig_size[s, j] == pos_sz
+                            and trig_pprice[s, j] == pos_pp
+                            and trig_lo[s, j] <= ord_balance <= trig_hi[s, j]
+                        ):
+                            e, c, cb, pt, b_lo, b_hi = window_orders(
+                                side, ord_balance, balance_window, pos_sz, pos_pp, em, mk, prm,
+                                buf,
                             )  # fmt: skip
-                        if _reached(
-                            side, entry_trig[s, j], close_trig[s, j], part_trig[s, j],
-                            prev_close, hi, lo,
+                            entry_trig[s, j], close_trig[s, j], close_bound[s, j] = e, c, cb
+                            part_trig[s, j], trig_bal[s, j] = pt, ord_balance
+                            trig_lo[s, j], trig_hi[s, j] = b_lo, b_hi
+                            trig_size[s, j], trig_pprice[s, j] = pos_sz, pos_pp
+                        # the nearest close is exact at the balance it was computed at only
+                        c_trig = (
+                            close_trig[s, j] if ord_balance == trig_bal[s, j] else close_bound[s, j]
+                        )
+                        if reached(
+                            side, entry_trig[s, j], c_trig, part_trig[s, j], prev_close, hi, lo,
+                            mk[M_PRICE_STEP],
                         ):  # fmt: skip
                             hit_side[j] = True
-                        else:
+                        elif (hi > prev_close) if side > 0 else (lo < prev_close):
+                            # unstuck and exposure-limit closes rest at the ask / bid
                             uq, up = unstuck_order(
-                                side, ord_balance, ord_peak, osz[j, s], opp[j, s],
-                                prev_close, prev_close, emas[s, j], markets[s], prm,
+                                side, ord_balance, ord_peak, pos_sz, pos_pp, prev_close,
+                                prev_close, em, mk, prm,
                             )  # fmt: skip
                             if uq > 0.0 and ((side > 0 and hi > up) or (side < 0 and lo < up)):
                                 hit_side[j] = True
                             eq, ep = exposure_close(
-                                side, ord_balance, osz[j, s], opp[j, s], prev_close, prev_close,
-                                markets[s], prm,
-                            )  # fmt: skip
+                                side, ord_balance, pos_sz, pos_pp, prev_close, prev_close, mk, prm
+                            )
                             if eq > 0.0 and ((side > 0 and hi > ep) or (side < 0 and lo < ep)):
                                 hit_side[j] = True
                     if not (hit_side[0] or hit_side[1]):
@@ -518,9 +500,11 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                         if not hit_side[j]:
                             continue
                         orders = ol if j == 0 else osh
+                        osz = ord_size if after_event else size
+                        opp = ord_pprice if after_event else pprice
                         n_o = ideal_orders_into(
                             sides[j], ord_balance, ord_peak, osz[j, s], opp[j, s], prev_close,
-                            prev_close, emas[s, j], markets[s],
+                            prev_close, emas[s, j], mk,
                             params_long if j == 0 else params_short, may_open[s, j], orders,
                             lo if j == 0 else hi, trails[s, j],
                         )  # fmt: skip
@@ -535,6 +519,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     n_fill = candle_fill_order(
                         c_qty[:n_c], c_price[:n_c], c_pside[:n_c], o, hi, lo, c_order
                     )
+                    if nf + n_fill > fills.shape[0]:
+                        fills = _with_room(fills, nf, n_fill)
                     for f in range(n_fill):
                         i = c_order[f]
                         side = int(c_pside[i])
@@ -569,7 +555,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                         dirty = True
                 # liquidation with the positions after the candle's fills, if any
                 if nf > nf_candle and account_at_risk(
-                    balance, size[0], pprice[0], size[1], pprice[1], lows, highs, tiers
+                    balance, size_l, pprice_l, size_s, pprice_s, lows, highs, tiers
                 ):
                     liq = liquidation_prices(
                         balance, size, pprice, refs, lows, highs, tiers, price_steps
@@ -579,6 +565,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                 for r in range(n_rows):
                     fees_paid += rows[r, R_FEE]
                     realized += rows[r, R_PNL]
+                fills = _with_room(fills, nf, n_rows)
                 nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_LIQUIDATION)
                 liquidated_k = k
         if trading and use_trail:
@@ -602,7 +589,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
         out_balance[k] = balance
         out_equity[k] = equity
     return (
-        nf,
+        fills[:nf].copy(),
         out_balance,
         out_equity,
         out_pos,
@@ -616,8 +603,16 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     )
 
 
-def run_engine(inp: EngineInputs) -> EngineOutput:
-    """Run the kernel; grows the fills buffer and reruns in the rare case it overflowed."""
+def run_engine(
+    inp: EngineInputs, balance_window: float = BALANCE_WINDOW, ask_every_candle: bool = False
+) -> EngineOutput:
+    """Run the kernel.
+
+    ``balance_window`` (see ``backtest.triggers``) changes only the speed, never a fill; 0
+    recomputes every cached trigger on every balance change. ``ask_every_candle`` asks the
+    core for every side of every coin on every candle: slow, the reference the cached
+    triggers must match fill for fill (tests/test_engine_triggers.py compares the three).
+    """
     capacity = 4096 + inp.ohlcv.shape[1] // 8 + 2 * inp.events.shape[0] * inp.ohlcv.shape[0]
     events = np.ascontiguousarray(inp.events, dtype=np.float64).reshape(-1, N_E)
     rates = inp.funding
@@ -631,31 +626,28 @@ def run_engine(inp: EngineInputs) -> EngineOutput:
         if inp.eligible_from_ms is None
         else np.ascontiguousarray(inp.eligible_from_ms, dtype=np.int64)
     )
-    while True:
-        fills = np.zeros((capacity, N_F))
-        nf, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
-            inp.timestamps,
-            np.ascontiguousarray(inp.ohlcv),
-            inp.markets,
-            inp.tiers,
-            inp.params_long,
-            inp.params_short,
-            inp.n_positions_long,
-            inp.n_positions_short,
-            inp.starting_balance,
-            inp.maker_fee,
-            rates,
-            inp.trade_start,
-            events,
-            fills,
-            float(inp.sizing_fraction),
-            float(inp.leverage_cap),
-            float(inp.margin_buffer_pct),
-            elig_from,
-        )
-        if nf <= capacity:
-            return EngineOutput(
-                fills[:nf].copy(), bal, eq, pos, liq_k, fees, funding, realized, transfers,
-                deficit, blocked,
-            )  # fmt: skip
-        capacity = nf + 1024
+    fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
+        inp.timestamps,
+        np.ascontiguousarray(inp.ohlcv),
+        inp.markets,
+        inp.tiers,
+        inp.params_long,
+        inp.params_short,
+        inp.n_positions_long,
+        inp.n_positions_short,
+        inp.starting_balance,
+        inp.maker_fee,
+        rates,
+        inp.trade_start,
+        events,
+        np.zeros((capacity, N_F)),
+        float(inp.sizing_fraction),
+        float(inp.leverage_cap),
+        float(inp.margin_buffer_pct),
+        elig_from,
+        float(balance_window),
+        bool(ask_every_candle),
+    )
+    return EngineOutput(
+        fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked
+    )

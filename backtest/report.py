@@ -25,9 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
-from matplotlib import dates as mdates
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from backtest.data import format_ms
 from backtest.engine import (
@@ -61,7 +58,12 @@ from bot.core.params import (
 from bot.errors import GridbotError
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from backtest.runner import BacktestRun
+
+# matplotlib is imported by the plotting functions only: importing it costs more than a whole
+# warm `gridbot backtest --no-plots`.
 
 __all__ = ["EQUITY_MAX_ROWS", "report_dir_name", "worst_day", "write_report"]
 
@@ -155,6 +157,12 @@ def _num(x: float) -> str:
     return repr(float(x)) if math.isfinite(x) else ""
 
 
+def _nums(x: np.ndarray) -> list[str]:
+    """:func:`_num` of every element (through Python floats: numpy scalars are slow to format)."""
+    finite = np.isfinite(x).tolist()
+    return [repr(v) if ok else "" for v, ok in zip(x.tolist(), finite, strict=True)]
+
+
 def _write_fills(run: BacktestRun, path: Path) -> None:
     f = run.output.fills
     ts = np.asarray(run.candles.timestamps, dtype=np.int64)
@@ -202,10 +210,10 @@ def _write_equity(run: BacktestRun, path: Path, max_rows: int) -> int:
     out = run.output
     keep = _equity_rows(np.asarray(out.equity), max_rows)
     times = _iso(np.asarray(run.candles.timestamps)[keep])
-    bal = out.balance[keep]
-    eq = out.equity[keep]
+    bal = _nums(np.asarray(out.balance[keep], dtype=np.float64))
+    eq = _nums(np.asarray(out.equity[keep], dtype=np.float64))
     lines = ["time,balance,equity"]
-    lines += [f"{t},{_num(b)},{_num(e)}" for t, b, e in zip(times, bal, eq, strict=True)]
+    lines += [f"{t},{b},{e}" for t, b, e in zip(times.tolist(), bal, eq, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return len(keep)
 
@@ -294,10 +302,14 @@ def _envelope(
 
 
 def _dates(ts_ms: np.ndarray) -> np.ndarray:
+    from matplotlib import dates as mdates
+
     return mdates.date2num(np.asarray(ts_ms, dtype=np.int64).astype("datetime64[ms]"))
 
 
 def _time_axis(ax: object, label: bool = True) -> None:
+    from matplotlib import dates as mdates
+
     loc = mdates.AutoDateLocator(**_UTC_LOCATOR_KW)
     ax.xaxis.set_major_locator(loc)  # type: ignore[attr-defined]
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, **_UTC_LOCATOR_KW))  # type: ignore[attr-defined]
@@ -316,6 +328,8 @@ def _figure(
 ) -> tuple[Figure, list]:
     """A figure with fixed margins in inches. No layout engine: constrained layout costs an
     extra draw and a tight-bbox pass per figure, half the plotting time."""
+    from matplotlib.figure import Figure
+
     w, h = size
     fig = Figure(figsize=size)
     fig.subplots_adjust(
@@ -326,6 +340,8 @@ def _figure(
 
 
 def _save(fig: Figure, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=_DPI)
 

@@ -16,10 +16,16 @@ def ema_alphas(span_0: float, span_1: float) -> np.ndarray:
 
 
 @njit(cache=True)
+def ema_step(ema: float, alpha: float, close: float) -> float:
+    """One EMA advanced by one candle close (the backtester's hot loop calls it on scalars)."""
+    return ema * (1.0 - alpha) + close * alpha
+
+
+@njit(cache=True)
 def ema_update(emas: np.ndarray, alphas: np.ndarray, close: float) -> None:
     """Advance the EMAs by one candle close, in place."""
     for i in range(emas.shape[0]):
-        emas[i] = emas[i] * (1.0 - alphas[i]) + close * alphas[i]
+        emas[i] = ema_step(emas[i], alphas[i], close)
 
 
 @njit(cache=True)
@@ -34,5 +40,12 @@ def ema_seed(closes: np.ndarray, alphas: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def ema_band(emas: np.ndarray) -> tuple[float, float]:
-    """(lower, upper) of the EMAs: entries key off the lower for longs, the upper for shorts."""
-    return emas.min(), emas.max()
+    """(lower, upper) of the EMAs: entries key off the lower for longs, the upper for shorts.
+    A plain loop: the backtester calls this every candle, and ``emas.min()`` costs a reference
+    count of the array each time."""
+    lower = emas[0]
+    upper = emas[0]
+    for i in range(1, emas.shape[0]):
+        lower = min(lower, emas[i])
+        upper = max(upper, emas[i])
+    return lower, upper

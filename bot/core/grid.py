@@ -314,6 +314,18 @@ def _close_price(
 
 
 @njit(cache=True)
+def nearest_close_bound(
+    side: int, pos_price: float, market: np.ndarray, params: np.ndarray
+) -> float:
+    """The nearest price (before the book clamp) any close-grid level of a position bought at
+    ``pos_price`` can have, whatever its size and the balance: :func:`_close_price` at a WE
+    ratio of 0. Every level lies between the ratio-0 and ratio-1 prices, and the price moves
+    one way with the ratio (the backtester's triggers bound the nearest close with this)."""
+    book = 0.0 if side > 0 else np.inf
+    return _close_price(side, 0.0, 1.0, pos_price, book, params, market[M_PRICE_STEP])
+
+
+@njit(cache=True)
 def close_grid(
     side: int,
     balance: float,
