@@ -37,7 +37,9 @@ def trailing_config():
 
 def _check(result) -> None:
     kinds = {f["kind"] for f in result.fills_backtest}
-    assert {KIND_NAMES[KIND_ENTRY_TRAILING], KIND_NAMES[KIND_CLOSE_TRAILING]} <= kinds, kinds  # both trailing kinds filled
+    assert {KIND_NAMES[KIND_ENTRY_TRAILING], KIND_NAMES[KIND_CLOSE_TRAILING]} <= kinds, (
+        kinds
+    )  # both trailing kinds filled
     assert result.mismatches == []
     assert result.first_divergence is None, result.first_divergence
     assert result.matched == len(result.fills_live) == len(result.fills_backtest)
