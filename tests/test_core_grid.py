@@ -382,6 +382,29 @@ def test_short_closes_with_markups_past_100pct_stay_positive() -> None:
     assert round(out[:n, 0].sum(), 9) == 1.0
 
 
+@pytest.mark.parametrize("side", [LONG, SHORT])
+def test_closes_at_an_off_tick_book_are_put_on_the_tick(side: int) -> None:
+    # A book one float ulp off the 0.0001 tick (found by the property above): the exposure-limit
+    # close and the unstuck close, both priced at the book, must still be on the tick.
+    params = params_of(
+        total_wallet_exposure_limit=0.5, n_positions=1, enforce_exposure_limit=True,
+        unstuck_threshold=0.5, unstuck_close_pct=0.1, unstuck_ema_dist=0.0,
+        unstuck_loss_allowance_pct=0.5,
+    )  # fmt: skip
+    m = market(1.0, 0.0001, 1.0, 5.0)
+    price = 31622.7766
+    bid, ask = (price, 31622.776700000006) if side == LONG else (31622.776599999994, price)
+    emas = np.array([price, price, price])
+    orders = ideal_orders(side, 1e5, 1e5, 2.0, price, bid, ask, emas, m, params)
+    kinds = {int(k) for k in orders[:, 2]}
+    assert {KIND_EXPOSURE_LIMIT, KIND_UNSTUCK} <= kinds, orders
+    for _, p, kind in orders:
+        assert on_step(p, 0.0001), (p, kind)
+    at_book = orders[np.isin(orders[:, 2], (KIND_EXPOSURE_LIMIT, KIND_UNSTUCK)), 1]
+    # the book's own tick: the noise is dropped, the price is not moved a tick
+    assert np.all(at_book == (31622.7767 if side == LONG else 31622.7766))
+
+
 # ---------------------------------------------------------------------------------------------
 # Bookkeeping: fills, pnl, funding, the candle fill model.
 

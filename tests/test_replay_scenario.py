@@ -1,10 +1,11 @@
 """The venue's own candle loop deleverages the bot (``gridbot venue|replay --scenario``).
 
-A scenario puts a short trader with 500x leverage beside the bot on BTCUSDT at 10:23 on
-2021-05-18; that candle's high (45325.3) passes the short's bankruptcy price (about 45227.5).
-The market takes nothing of its liquidation, there is no liquidity provider and the insurance
-fund is empty, so the venue's risk engine closes the short at its bankruptcy price against the
-longs ranked by leverage x size x ROE: the bot's grid long (0.003 @ 44936.1, in profit) ranks
+A scenario puts a short trader with 500x leverage beside the bot on BTCUSDT at 09:55 on
+2021-05-18, opened at that candle's open (44953.9); the candle's high (45045.0) passes the
+short's bankruptcy price (about 45043.8). The market takes nothing of its liquidation, there is
+no liquidity provider and the insurance fund is empty, so the venue's risk engine closes the
+short at its bankruptcy price against the longs ranked by leverage x size x ROE: the bot's grid
+long (0.003 @ 44936.1 since 09:50, in profit; its close rests at 45074.4, above that high) ranks
 first, ahead of a losing long, and loses 0.002 of it. The bot must book it at once (its book
 equals the exchange's), never rest a close beyond what is left, and keep trading; the
 backtester, given the same cut as an outside event, matches the live run fill for fill.
@@ -23,7 +24,7 @@ from backtest.venue.scenario import parse_scenario
 from bot.config import parse_config
 from tests.test_live_replay import TIGHT_GRID_SIDE, sample
 
-EVENT_AT = "2021-05-18T10:23"
+EVENT_AT = "2021-05-18T09:55"
 SCENARIO = {
     "symbol": "BTCUSDT",
     "insurance_fund": 0,
@@ -31,7 +32,7 @@ SCENARIO = {
     "liquidity_provider": {"capacity": 0},
     "liquidation": {"step": "chunk", "chunk_pct": 0.25},
     "traders": [
-        {"name": "short_500x", "side": "short", "size": 0.002, "entry_price": 45137.2,
+        {"name": "short_500x", "side": "short", "size": 0.002, "entry_price": 44953.9,
          "leverage": 500, "opened_at": EVENT_AT},
         {"name": "late_long", "side": "long", "size": 0.01, "entry_price": 46000,
          "leverage": 2, "opened_at": EVENT_AT},
@@ -92,9 +93,9 @@ def test_venue_loop_deleverages_the_bots_profitable_long(exchange: str, caplog):
     assert rest == [] and ev["unfilled_qty"] == 0.0  # the bot's long was enough
     (booked,) = risk["venue_deleverages"]
     assert booked["qty"] == pytest.approx(0.002) and booked["time_ms"] == event_ms
-    # 0.001 left; the candle's high then takes it with the grid's own close
+    # 0.001 left after the event candle (its high is below the grid's close)
     after = seen["after"]
-    assert after[0] == pytest.approx(after[1]) and after[0] <= 0.001 + 1e-12
+    assert after[0] == pytest.approx(after[1]) and after[0] == pytest.approx(0.001)
     assert "a fill of an order that is not ours" in caplog.text  # recorded by the bot
     assert seen["checked"] > 30
     k = seen["event_k"]

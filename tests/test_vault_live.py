@@ -57,7 +57,10 @@ async def _until(cond, venue: Venue, max_candles: int) -> int:
 
 @pytest.mark.slow
 def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_path):
-    config = vault_config(max_participation_pct=0.0001, controlled_unwind_threshold_pct=0.25)
+    # the grid holds small positions here (0.01 BTC short, 98 DOGE a side before the withdrawal):
+    # at 0.001% of a candle's volume the first candle allows under half of the slice (0.43), so
+    # the unwind takes several tranches (4); at 0.003% one candle would take it all
+    config = vault_config(max_participation_pct=0.00001, controlled_unwind_threshold_pct=0.25)
     candles = round_to_ticks(sample(10))
     ledger_path = tmp_path / "vault.sqlite"
 

@@ -16,11 +16,12 @@ from numba import njit
 from bot.core.params import (
     M_MIN_COST,
     M_MIN_QTY,
+    M_PRICE_STEP,
     M_QTY_STEP,
     P_ENFORCE_EXPOSURE_LIMIT,
     P_WALLET_EXPOSURE_LIMIT,
 )
-from bot.core.rounding import min_entry_qty, round_up
+from bot.core.rounding import min_entry_qty, round_dn, round_up
 
 # Passivbot's tolerance: only a position more than 1% past its limit is reduced.
 ENFORCE_TOLERANCE = 1.01
@@ -40,14 +41,16 @@ def exposure_close(
     """(qty magnitude, price) of the close that brings WE back to the WEL, or (0, 0).
 
     qty = size - WEL x balance / position price, rounded up to the qty step (at least the
-    exchange minimum, at most the position); price: the ask (long) / bid (short).
+    exchange minimum, at most the position); price: the ask (long) / bid (short), on the tick.
     """
     wel = params[P_WALLET_EXPOSURE_LIMIT]
     if params[P_ENFORCE_EXPOSURE_LIMIT] == 0.0 or pos_size <= 0.0 or pos_price <= 0.0:
         return 0.0, 0.0
     if balance > 0.0 and pos_size * pos_price / balance <= wel * ENFORCE_TOLERANCE:
         return 0.0, 0.0
-    price = ask if side > 0 else bid
+    # On the tick: an off-tick book (float noise, a spot feed) must not reach the exchange.
+    pstep = market[M_PRICE_STEP]
+    price = round_up(ask, pstep) if side > 0 else round_dn(bid, pstep)
     if not (price > 0.0):
         return 0.0, 0.0
     qstep = market[M_QTY_STEP]

@@ -429,12 +429,12 @@ def unstuck_order(
     if side > 0:
         if ask < round_up(upper * (1.0 + params[P_UNSTUCK_EMA_DIST]), pstep):
             return 0.0, 0.0
-        price = ask
+        price = round_up(ask, pstep)  # on the tick (an off-tick book must not leak through)
         loss_per_coin = pos_price - price
     else:
         if bid > round_dn(lower * (1.0 - params[P_UNSTUCK_EMA_DIST]), pstep):
             return 0.0, 0.0
-        price = bid
+        price = round_dn(bid, pstep)
         loss_per_coin = price - pos_price
     if price <= 0.0:
         return 0.0, 0.0
