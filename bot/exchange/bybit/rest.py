@@ -298,11 +298,11 @@ class BybitAdapter(CcxtBase):
 
     # ------------------------------------------------------------------ orders
 
-    async def create_order(self, o: LiveOrder) -> LiveOrder:
-        """Post-only limit order in hedge mode; returns it with Bybit's order id."""
-        params = {
-            "category": CATEGORY,
-            "symbol": self.market_id(o.symbol),
+    @classmethod
+    def _order_params(cls, o: LiveOrder) -> dict[str, Any]:
+        """Post-only limit order in hedge mode, as Bybit's order parameters (no category)."""
+        return {
+            "symbol": cls.market_id(o.symbol),
             "side": "Buy" if o.qty > 0 else "Sell",
             "orderType": "Limit",
             "qty": _num(abs(o.qty)),
@@ -311,17 +311,65 @@ class BybitAdapter(CcxtBase):
             "positionIdx": POSITION_IDX[o.pside],
             "orderLinkId": o.client_id,
         }
+
+    @staticmethod
+    def _with_id(o: LiveOrder, order_id: Any) -> LiveOrder:
+        return LiveOrder(
+            o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, str(order_id)
+        )
+
+    @classmethod
+    def _order_ref(cls, o: LiveOrder) -> dict[str, Any]:
+        ref: dict[str, Any] = {"symbol": cls.market_id(o.symbol)}
+        if o.order_id:
+            ref["orderId"] = o.order_id
+        else:
+            ref["orderLinkId"] = o.client_id
+        return ref
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder:
+        """Post-only limit order in hedge mode; returns it with Bybit's order id."""
+        params = {"category": CATEGORY, **self._order_params(o)}
         raw = await self._call(self.ex.privatePostV5OrderCreate, params)
-        oid = str(_result(raw)["orderId"])
-        return LiveOrder(o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, oid)
+        return self._with_id(o, _result(raw)["orderId"])
 
     async def cancel_order(self, o: LiveOrder) -> None:
-        params: dict[str, Any] = {"category": CATEGORY, "symbol": self.market_id(o.symbol)}
-        if o.order_id:
-            params["orderId"] = o.order_id
-        else:
-            params["orderLinkId"] = o.client_id
+        params = {"category": CATEGORY, **self._order_ref(o)}
         await self._call(self.ex.privatePostV5OrderCancel, params)
+
+    #: /v5/order/create-batch and /v5/order/cancel-batch take 20 linear orders each
+    batch_create_max = 20
+    batch_cancel_max = 20
+
+    def _items(self, raw: dict[str, Any], n: int, path: str) -> list[Any]:
+        """Per item: its result row, or the error its retExtInfo code maps to."""
+        rows = _result(raw).get("list") or []
+        codes = (raw.get("retExtInfo") or {}).get("list") or []
+        if len(rows) != n or len(codes) != n:
+            bad = ExchangeError(f"bybit: {path} answered {len(rows)}/{len(codes)} items of {n}")
+            return [bad] * n
+        url = f"{self.ex.urls.get('api', {}).get('private', '')}/{path}"
+        return [
+            r if str(c.get("code")) == "0" else self._item_error(
+                {"retCode": c.get("code"), "retMsg": c.get("msg", "")}, url
+            )
+            for r, c in zip(rows, codes, strict=True)
+        ]  # fmt: skip
+
+    async def _create_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        params = {"category": CATEGORY, "request": [self._order_params(o) for o in orders]}
+        raw = await self._call(self.ex.privatePostV5OrderCreateBatch, params)
+        items = self._items(raw, len(orders), "v5/order/create-batch")
+        return [
+            r if isinstance(r, Exception) else self._with_id(o, r["orderId"])
+            for o, r in zip(orders, items, strict=True)
+        ]
+
+    async def _cancel_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        params = {"category": CATEGORY, "request": [self._order_ref(o) for o in orders]}
+        raw = await self._call(self.ex.privatePostV5OrderCancelBatch, params)
+        items = self._items(raw, len(orders), "v5/order/cancel-batch")
+        return [r if isinstance(r, Exception) else None for r in items]
 
     # ------------------------------------------------------------------ user stream
 
