@@ -178,22 +178,29 @@ def readme_lines(r: dict[str, Any]) -> list[str]:
             f"{'yes' if v['ok'] else 'NO'} | {v['fills']} | {v['rest_calls_per_candle']:.1f} | "
             f"{v['coin_candles_per_s']:.0f} | {v['coin_candles_per_cpu_s']:.0f} | {ratio} |"
         )
+    best = [v for v in r["runs"] if v["coins"] == 3 and "baseline" not in v["orders"]]
+    met = [f"{v['config']} {v['exchange']} {v['coin_candles_per_cpu_s']:.0f}" for v in best]
+    status = (
+        "met on every 3-coin run"
+        if all(v["coin_candles_per_cpu_s"] >= GOAL_COIN_CANDLES_PER_S for v in best)
+        else "not met on every 3-coin run"
+    )
     lines += [
         "",
-        "Where a candle's time goes (cProfile of both sides, one process, 2026-12-02): no "
-        "timers (the lockstep settle loop slept 0.06 s in 4.7 s of loop) but REST round "
-        "trips: the bot cancels and re-creates every order whose ideal price moved, one call "
-        "each (zero tolerances in lockstep), and on Bybit takes each candle's fills, balance "
-        "and positions by REST (8 calls). Of the CPU: aiohttp client 14%, asyncio 14%, "
-        "venue logic 10%, ccxt 8%, aiohttp server 6%, the bot's own code 9%, websockets 5%. "
-        "Before this change an fsync per state write (EMAs every candle) was a quarter of "
-        "the time, and on Bybit the venue scanned every ended order (up to 10,000) on each "
-        "create and every trade on each execution query: over a 1,000-candle default-config "
-        "Bybit replay the old code's CPU rate fell from 67 to 25 coin-candles/s, the new "
-        "code's stays 62-81. The goal is missed: at ~0.6 ms of CPU per REST call and 14-48 "
-        "calls per candle, 500 coin-candles/s needs batch order endpoints (Binance "
-        "batchOrders, Bybit create-batch/cancel-batch: 5-20 orders a call) in the venue and "
-        "the adapter, or the venue in a process of its own.",
+        "Where a candle's time goes (cProfile of both sides, one process): not timers but "
+        "REST round trips, ~0.6 ms of CPU each between the aiohttp client and server, ccxt's "
+        "signing and asyncio. Before batch requests the bot cancelled and re-created every "
+        "order whose ideal price moved with one call each (zero tolerances in lockstep): "
+        "40-50 calls per candle with the default config and 3 coins. Now a coin's cancels "
+        "and its creates go out as one batch request each (Binance takes 5 creates a "
+        "request, so a coin's ~10 creates are 2), and on Bybit the per-candle catch-up of "
+        "fills (twice per snapshot, around the balance and positions) is one execution "
+        "query for all coins instead of one per coin. What is left on Bybit: the "
+        "balance and positions by REST every candle (2 calls) and the fills queries (2). "
+        f"Goal ({GOAL_COIN_CANDLES_PER_S:.0f} coin-candles per CPU second, 3 coins): "
+        f"{status} ({', '.join(met)}). Next levers: the venue in a process of its own (the "
+        "bot and the venue share one core here), the Bybit snapshot from the private "
+        "stream instead of REST each candle, and the bot's own per-candle CPU.",
         "",
     ]
     return lines

@@ -158,3 +158,28 @@ def test_a_batch_whose_answer_never_came_is_create_unknown_then_settled(exchange
     assert all(o.order_id for o in adopted.values())
     # the cycle passes what rests (the adopted orders) to the guard
     assert book.entry_room(SYM, 1, new, wel, adopted.values()) == (0 if landed else 1)
+
+
+def test_bybit_takes_every_coins_fills_in_one_query_from_each_coins_cursor():
+    """The per-candle catch-up on Bybit: one execution query for all coins, each coin's fills
+    from its own (inclusive) cursor, the same fills the per-coin queries return."""
+
+    async def go(venue, ad, price):
+        await ad.setup_account(["DOGEUSDT"], 10)
+        for sym, qty in (("BTCUSDT", 0.003), ("DOGEUSDT", 200.0), ("BTCUSDT", 0.004)):
+            venue.engine.place_order(KEY, sym, "BUY", "MARKET", qty, position_side="LONG")
+        t = venue.engine.now_ms
+        out = []
+        for cursors in ({"BTCUSDT": t, "DOGEUSDT": t}, {"BTCUSDT": t, "DOGEUSDT": t + 1}):
+            n = ad.requests
+            many = await ad.fetch_fills_many(cursors)
+            one_query = ad.requests - n
+            each = {s: await ad.fetch_fills(s, c) for s, c in cursors.items()}
+            out.append((many, one_query, each))
+        return out
+
+    (all_, calls_a, each_a), (part, calls_b, each_b) = asyncio.run(_with_adapter("bybit", go))
+    assert calls_a == calls_b == 1
+    assert all_ == each_a and part == each_b
+    assert [f.qty for f in all_["BTCUSDT"]] == [0.003, 0.004] and len(all_["DOGEUSDT"]) == 1
+    assert len(part["BTCUSDT"]) == 2 and part["DOGEUSDT"] == []  # before its cursor: dropped

@@ -28,6 +28,7 @@ from bot.errors import (
     UnknownOrderError,
 )
 from bot.exchange.client_ids import ClientIds
+from bot.exchange.events import FillEvent
 from bot.exchange.order import LiveOrder
 from bot.exchange.rewire import point_ccxt_at
 from bot.redaction import redact
@@ -155,6 +156,16 @@ class CcxtBase:
     def market_id(symbol: str) -> str:
         """``BTC/USDT:USDT`` or ``btcusdt`` -> ``BTCUSDT``."""
         return symbol.upper().replace("/USDT:USDT", "USDT").replace("/", "")
+
+    #: True when one REST query returns every coin's fills (:meth:`fetch_fills_many`)
+    fills_in_one_query = False
+
+    async def fetch_fills(self, symbol: str, cursor: int) -> list[FillEvent]:
+        raise NotImplementedError
+
+    async def fetch_fills_many(self, cursors: dict[str, int]) -> dict[str, list[FillEvent]]:
+        """Each symbol's fills since its cursor: one query per symbol here."""
+        return {s: await self.fetch_fills(s, c) for s, c in cursors.items()}
 
     # ------------------------------------------------------------------ batches
 

@@ -218,6 +218,25 @@ class BybitAdapter(CcxtBase):
         # newest first on the wire; stable sort keeps same-millisecond fills in booking order
         return sorted(reversed(fills), key=lambda f: f.time_ms)
 
+    #: one execution query serves every coin's catch-up (Bybit: symbol optional)
+    fills_in_one_query = True
+
+    async def fetch_fills_many(self, cursors: dict[str, int]) -> dict[str, list[FillEvent]]:
+        """Every coin's fills since its own cursor (execTime, inclusive) in one paged query
+        from the oldest cursor; rows of a coin before its cursor are dropped."""
+        if any(c <= 0 for c in cursors.values()):  # no start: one coin's query each
+            return await super().fetch_fills_many(cursors)
+        start = {self.market_id(s): (s, c) for s, c in cursors.items()}
+        q = {"category": CATEGORY, "limit": 100, "startTime": min(cursors.values())}
+        rows = await self._pages(self.ex.privateGetV5ExecutionList, q)
+        fills = [f for f in map(bybit_format.parse_execution, rows) if f is not None]
+        out: dict[str, list[FillEvent]] = {s: [] for s in cursors}
+        for f in sorted(reversed(fills), key=lambda f: f.time_ms):  # oldest first, stable
+            sym, cursor = start.get(f.symbol, (None, 0))
+            if sym is not None and f.time_ms >= cursor:
+                out[sym].append(f)
+        return out
+
     async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]:
         q: dict[str, Any] = {"category": CATEGORY, "openOnly": 0, "limit": 50}
         if symbol:
