@@ -161,25 +161,39 @@ def test_a_batch_whose_answer_never_came_is_create_unknown_then_settled(exchange
 
 
 def test_bybit_takes_every_coins_fills_in_one_query_from_each_coins_cursor():
-    """The per-candle catch-up on Bybit: one execution query for all coins, each coin's fills
-    from its own (inclusive) cursor, the same fills the per-coin queries return."""
+    """The per-candle catch-up on Bybit: one execution query for the coins with a cursor, each
+    coin's fills from its own (inclusive) cursor, the same fills the per-coin queries return;
+    a coin without a cursor is asked alone, and a shared answer of more than one page falls
+    back to one query per coin."""
 
     async def go(venue, ad, price):
         await ad.setup_account(["DOGEUSDT"], 10)
         for sym, qty in (("BTCUSDT", 0.003), ("DOGEUSDT", 200.0), ("BTCUSDT", 0.004)):
             venue.engine.place_order(KEY, sym, "BUY", "MARKET", qty, position_side="LONG")
         t = venue.engine.now_ms
-        out = []
-        for cursors in ({"BTCUSDT": t, "DOGEUSDT": t}, {"BTCUSDT": t, "DOGEUSDT": t + 1}):
+
+        async def both(cursors):
             n = ad.requests
             many = await ad.fetch_fills_many(cursors)
-            one_query = ad.requests - n
-            each = {s: await ad.fetch_fills(s, c) for s, c in cursors.items()}
-            out.append((many, one_query, each))
+            calls = ad.requests - n
+            return many, calls, {s: await ad.fetch_fills(s, c) for s, c in cursors.items()}
+
+        out = [
+            await both({"BTCUSDT": t, "DOGEUSDT": t}),
+            await both({"BTCUSDT": t, "DOGEUSDT": t + 1}),
+            await both({"BTCUSDT": t, "DOGEUSDT": 0}),
+        ]
+        for i in range(100):  # a busy coin: the shared answer takes two pages
+            side = "SELL" if i % 2 else "BUY"  # open and close again (margin stays small)
+            venue.engine.place_order(KEY, "BTCUSDT", side, "MARKET", 0.003, position_side="LONG")
+        out.append(await both({"BTCUSDT": t, "DOGEUSDT": t}))
         return out
 
-    (all_, calls_a, each_a), (part, calls_b, each_b) = asyncio.run(_with_adapter("bybit", go))
-    assert calls_a == calls_b == 1
-    assert all_ == each_a and part == each_b
+    (all_, c1, e1), (part, c2, e2), (zero, c3, e3), (busy, c4, e4) = asyncio.run(
+        _with_adapter("bybit", go)
+    )
+    assert (c1, c2, c3) == (1, 1, 2)  # shared; shared; DOGE without a cursor asked alone
+    assert all_ == e1 and part == e2 and zero == e3 and busy == e4
     assert [f.qty for f in all_["BTCUSDT"]] == [0.003, 0.004] and len(all_["DOGEUSDT"]) == 1
     assert len(part["BTCUSDT"]) == 2 and part["DOGEUSDT"] == []  # before its cursor: dropped
+    assert len(busy["BTCUSDT"]) == 102 and c4 == 1 + 2 + 1  # shared page, then coin by coin

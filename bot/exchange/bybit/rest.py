@@ -222,15 +222,26 @@ class BybitAdapter(CcxtBase):
     fills_in_one_query = True
 
     async def fetch_fills_many(self, cursors: dict[str, int]) -> dict[str, list[FillEvent]]:
-        """Every coin's fills since its own cursor (execTime, inclusive) in one paged query
-        from the oldest cursor; rows of a coin before its cursor are dropped."""
-        if any(c <= 0 for c in cursors.values()):  # no start: one coin's query each
-            return await super().fetch_fills_many(cursors)
-        start = {self.market_id(s): (s, c) for s, c in cursors.items()}
-        q = {"category": CATEGORY, "limit": 100, "startTime": min(cursors.values())}
-        rows = await self._pages(self.ex.privateGetV5ExecutionList, q)
-        fills = [f for f in map(bybit_format.parse_execution, rows) if f is not None]
-        out: dict[str, list[FillEvent]] = {s: [] for s in cursors}
+        """Every coin's fills since its own cursor (execTime, inclusive): the coins with a
+        cursor in one query from the oldest of them (rows before a coin's cursor dropped).
+
+        A coin without a cursor (no fill yet) is asked alone: its fills may predate the others'
+        cursors. When the shared query needs more than one page (cursors far apart, a busy
+        coin), the coins are asked one by one instead, so one query never costs more than a
+        page beyond what the per-coin ones cost.
+        """
+        alone = {s: c for s, c in cursors.items() if c <= 0}
+        shared = {s: c for s, c in cursors.items() if c > 0}
+        out = await super().fetch_fills_many(alone)
+        if len(shared) < 2:
+            return {**out, **await super().fetch_fills_many(shared)}
+        q = {"category": CATEGORY, "limit": 100, "startTime": min(shared.values())}
+        res = _result(await self._call(self.ex.privateGetV5ExecutionList, q))
+        if res.get("nextPageCursor"):
+            return {**out, **await super().fetch_fills_many(shared)}
+        start = {self.market_id(s): (s, c) for s, c in shared.items()}
+        fills = [f for f in map(bybit_format.parse_execution, res.get("list") or []) if f]
+        out.update({s: [] for s in shared})
         for f in sorted(reversed(fills), key=lambda f: f.time_ms):  # oldest first, stable
             sym, cursor = start.get(f.symbol, (None, 0))
             if sym is not None and f.time_ms >= cursor:
