@@ -179,7 +179,7 @@ class LiveConfig(_Strict):
     execution_delay_seconds: float = Field(2.0, ge=0.0, le=600.0)
     price_distance_threshold: float = Field(0.002, ge=0.0, le=0.5)
     qty_distance_threshold: float = Field(0.01, ge=0.0, le=0.5)
-    max_orders_per_batch: int = Field(5, ge=1, le=50)
+    max_orders_per_batch: int = Field(20, ge=1, le=50)
     cancel_orders_on_stop: bool = False
     api_key_env: str = "GRIDBOT_API_KEY"
     api_secret_env: str = "GRIDBOT_API_SECRET"

@@ -33,6 +33,9 @@ class RestFault:
 @dataclass
 class Faults:
     rest_delay_ms: float = 0.0
+    # served, then answered this late: a client that gave up meanwhile never learns that its
+    # call took effect (an order placed whose answer was lost)
+    rest_answer_delay_ms: float = 0.0
     rest_faults: list[RestFault] = field(default_factory=list)
     ws_silent: bool = False  # keep sockets open, send no data messages
     # Bybit private topic -> seconds its messages are held back (e.g. "execution" arriving
@@ -59,3 +62,8 @@ class Faults:
         if self.rest_delay_ms > 0:
             await asyncio.sleep(self.rest_delay_ms / 1000)
         return self.take_rest_fault(path)
+
+    async def before_answer(self) -> None:
+        """What every served REST call goes through before its answer is sent."""
+        if self.rest_answer_delay_ms > 0:
+            await asyncio.sleep(self.rest_answer_delay_ms / 1000)

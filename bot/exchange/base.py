@@ -71,6 +71,11 @@ class ExchangeAdapter(Protocol):
 
     async def fetch_fills(self, symbol: str, cursor: int) -> list[FillEvent]: ...
 
+    #: True when :meth:`fetch_fills_many` takes every coin's fills in one query (Bybit)
+    fills_in_one_query: bool
+
+    async def fetch_fills_many(self, cursors: dict[str, int]) -> dict[str, list[FillEvent]]: ...
+
     async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]: ...
 
     async def fetch_klines(

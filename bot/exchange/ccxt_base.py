@@ -10,6 +10,7 @@ signs, throttles and maps error codes, and the bot gets the exchange's exact num
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from bot.errors import (
     UnknownOrderError,
 )
 from bot.exchange.client_ids import ClientIds
+from bot.exchange.events import FillEvent
 from bot.exchange.order import LiveOrder
 from bot.exchange.rewire import point_ccxt_at
 from bot.redaction import redact
@@ -123,12 +125,29 @@ class CcxtBase:
         try:
             return await fn(*args, **kw)
         except Exception as exc:  # translate once, here
-            new = translate(exc)
+            new = self._translated(exc)
             if new is exc:
                 raise
-            # exchanges echo the signed string (API key included) in signature errors
-            text = redact(str(new), (self.ex.apiKey, self.ex.secret))
-            raise type(new)(text) from None
+            raise new from None
+
+    def _translated(self, exc: Exception) -> Exception:
+        """``exc`` in bot.errors terms, its text redacted (``exc`` itself if not ccxt's)."""
+        new = translate(exc)
+        if new is exc:
+            return exc
+        # exchanges echo the signed string (API key included) in signature errors
+        return type(new)(redact(str(new), (self.ex.apiKey, self.ex.secret)))
+
+    def _item_error(self, response: dict[str, Any], url: str) -> Exception:
+        """One refused item of a batch answer (Binance ``{code, msg}``, Bybit ``{retCode,
+        retMsg}``) as the error its single-order call would have raised: through ccxt's own
+        error table for the exchange, then :func:`translate`."""
+        body = json.dumps(response)
+        try:
+            self.ex.handle_errors(400, "Bad Request", url, "POST", {}, body, response, {}, "")
+        except Exception as exc:
+            return self._translated(exc)
+        return ExchangeError(f"{self.kind}: batch item refused: {body}")
 
     async def close(self) -> None:
         await self.ex.close()
@@ -138,8 +157,79 @@ class CcxtBase:
         """``BTC/USDT:USDT`` or ``btcusdt`` -> ``BTCUSDT``."""
         return symbol.upper().replace("/USDT:USDT", "USDT").replace("/", "")
 
+    #: True when one REST query returns every coin's fills (:meth:`fetch_fills_many`)
+    fills_in_one_query = False
+
+    async def fetch_fills(self, symbol: str, cursor: int) -> list[FillEvent]:
+        raise NotImplementedError
+
+    async def fetch_fills_many(self, cursors: dict[str, int]) -> dict[str, list[FillEvent]]:
+        """Each symbol's fills since its cursor: one query per symbol here."""
+        return {s: await self.fetch_fills(s, c) for s, c in cursors.items()}
+
+    # ------------------------------------------------------------------ batches
+
+    #: orders one batch request of the exchange takes (1: no batch endpoint)
+    batch_create_max = 1
+    batch_cancel_max = 1
+    #: two or more creates / cancels go through the batch endpoints (False: a call per order)
+    batch_endpoints = True
+
     async def run_batch(
         self, fn: Callable[[LiveOrder], Awaitable[Any]], orders: Sequence[LiveOrder]
     ) -> list[Any]:
-        """Run ``fn`` on a batch concurrently; results are values or bot.errors exceptions."""
-        return list(await asyncio.gather(*(fn(o) for o in orders), return_exceptions=True))
+        """Run ``fn`` on ``orders``; results, in order, are values or bot.errors exceptions.
+
+        Creates and cancels of two or more orders go out as batch requests (per symbol, at
+        most the exchange's batch size each), every item's refusal mapped as its single call's
+        would be; a request that fails as a whole (timeout, 5xx, rate limit) fails each of its
+        items with that error, so a timed-out create batch is "create unknown" item by item.
+        """
+        orders = list(orders)
+        send, size = None, 1
+        if self.batch_endpoints and len(orders) > 1:
+            if fn == self.create_order:
+                send, size = self._create_batch, self.batch_create_max
+            elif fn == self.cancel_order:
+                send, size = self._cancel_batch, self.batch_cancel_max
+        if send is None or size < 2:
+            return list(await asyncio.gather(*(fn(o) for o in orders), return_exceptions=True))
+        by_symbol: dict[str, list[int]] = {}
+        for i, o in enumerate(orders):
+            by_symbol.setdefault(o.symbol, []).append(i)
+        chunks = [idx[k : k + size] for idx in by_symbol.values() for k in range(0, len(idx), size)]
+        parts = await asyncio.gather(
+            *(self._send_chunk(fn, send, [orders[i] for i in c]) for c in chunks)
+        )
+        out: list[Any] = [None] * len(orders)
+        for c, part in zip(chunks, parts, strict=True):
+            for i, r in zip(c, part, strict=True):
+                out[i] = r
+        return out
+
+    async def _send_chunk(
+        self,
+        fn: Callable[[LiveOrder], Awaitable[Any]],
+        send: Callable[[list[LiveOrder]], Awaitable[list[Any]]],
+        chunk: list[LiveOrder],
+    ) -> list[Any]:
+        if len(chunk) == 1:  # one order: the single-order endpoint
+            return list(await asyncio.gather(fn(chunk[0]), return_exceptions=True))
+        try:
+            return await send(chunk)
+        except Exception as exc:  # the request as a whole: every item shares its fate
+            return [exc] * len(chunk)
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder:
+        raise NotImplementedError
+
+    async def cancel_order(self, o: LiveOrder) -> None:
+        raise NotImplementedError
+
+    async def _create_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        """Create ``orders`` (one symbol) in one request: per item a LiveOrder or an error."""
+        raise NotImplementedError
+
+    async def _cancel_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        """Cancel ``orders`` (one symbol) in one request: per item None or an error."""
+        raise NotImplementedError

@@ -18,6 +18,7 @@ While it runs the book is in doubt ("reconciling"): no new entries, closes still
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,24 @@ class Reconciler:
             new += self.bot.book_fill(f)
         return new
 
+    async def catch_up_all(self) -> int:
+        """Every coin's missed fills: in one query where the exchange serves all coins at once
+        (each coin's fills still taken from its own cursor), else coin by coin."""
+        coins = list(self.bot.coins.values())
+        started = all(self.book.coins[c.symbol].cursor >= 0 for c in coins)
+        if not (self.adapter.fills_in_one_query and started and len(coins) > 1):
+            new = 0
+            for c in coins:
+                async with c.lock:
+                    new += await self.catch_up_trades(c)
+            return new
+        async with contextlib.AsyncExitStack() as locks:  # every coin's, in one fixed order
+            for c in coins:
+                await locks.enter_async_context(c.lock)
+            cursors = {c.symbol: self.book.coins[c.symbol].cursor for c in coins}
+            fills = await self.bot.rest(self.adapter.fetch_fills_many, cursors)
+            return sum(self.bot.book_fill(f) for c in coins for f in fills.get(c.symbol, []))
+
     async def consistent_snapshot(self, tries: int = 3) -> tuple[AccountSnapshot, int, bool]:
         """(the last balance-and-positions snapshot, fills booked, whether it is consistent).
 
@@ -70,15 +89,10 @@ class Reconciler:
         booked = 0
         snap = None
         for _ in range(tries):
-            for c in self.bot.coins.values():
-                async with c.lock:
-                    booked += await self.catch_up_trades(c)
+            booked += await self.catch_up_all()
             changes = self.book.changes
             snap = await self.bot.rest(self.adapter.fetch_account, self.bot.symbols)
-            late = 0
-            for c in self.bot.coins.values():
-                async with c.lock:
-                    late += await self.catch_up_trades(c)
+            late = await self.catch_up_all()
             booked += late
             if late == 0 and self.book.changes == changes:
                 return snap, booked, True

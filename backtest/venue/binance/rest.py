@@ -31,6 +31,7 @@ from ..ratelimit import Limited
 from ..refusals import Refused
 from ..wire import wall_ms
 from . import formats
+from .batch import add_batch_routes
 from .errors import ApiError, to_api_error
 
 __all__ = ["RestApi"]
@@ -141,6 +142,7 @@ class RestApi:
         r("POST", "/fapi/v1/listenKey", self.listen_key_new, 1, "key")
         r("PUT", "/fapi/v1/listenKey", self.listen_key_keepalive, 1, "key")
         r("DELETE", "/fapi/v1/listenKey", self.listen_key_close, 1, "key")
+        add_batch_routes(self)  # POST/DELETE /fapi/v1/batchOrders
 
     def _route(
         self, method: str, path: str, handler: Handler, weight: int, security: str = "none"
@@ -187,6 +189,8 @@ class RestApi:
             if asyncio.iscoroutine(result):
                 result = await result
             used = self.venue.ip_budget.used_weight()
+            self.venue.flush_events()
+            await self.venue.faults.before_answer()
             return _json(result, headers={"X-MBX-USED-WEIGHT-1M": str(used)})
         except ApiError as err:
             return _error(err)
@@ -264,7 +268,7 @@ class RestApi:
         def strip(raw: str) -> str:
             return "&".join(p for p in raw.split("&") if p and not p.startswith("signature="))
 
-        total = strip(request.query_string) + strip(body)  # Binance: query string then body
+        total = strip(request.rel_url.raw_query_string) + strip(body)  # as sent: query, body
         expected = hmac.new(acct.api_secret.encode(), total.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
             raise ApiError(-1022, "Signature for this request is not valid.")

@@ -266,10 +266,11 @@ class BinanceAdapter(CcxtBase):
 
     # ------------------------------------------------------------------ orders
 
-    async def create_order(self, o: LiveOrder) -> LiveOrder:
-        """Post-only (GTX) limit order in hedge mode; returns it with the exchange's order id."""
-        params = {
-            "symbol": self.market_id(o.symbol),
+    @classmethod
+    def _order_params(cls, o: LiveOrder) -> dict[str, Any]:
+        """Post-only (GTX) limit order in hedge mode, as Binance's order parameters."""
+        return {
+            "symbol": cls.market_id(o.symbol),
             "side": o.side,
             "positionSide": o.position_side,
             "type": "LIMIT",
@@ -278,10 +279,17 @@ class BinanceAdapter(CcxtBase):
             "price": _num(o.price),
             "newClientOrderId": o.client_id,
         }
-        raw = await self._call(self.ex.fapiPrivatePostOrder, params)
+
+    @staticmethod
+    def _with_id(o: LiveOrder, order_id: Any) -> LiveOrder:
         return LiveOrder(
-            o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, str(raw["orderId"])
+            o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, str(order_id)
         )
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder:
+        """Post-only (GTX) limit order in hedge mode; returns it with the exchange's order id."""
+        raw = await self._call(self.ex.fapiPrivatePostOrder, self._order_params(o))
+        return self._with_id(o, raw["orderId"])
 
     async def create_market_close(
         self, symbol: str, pside: int, qty: float, client_id: str
@@ -324,6 +332,46 @@ class BinanceAdapter(CcxtBase):
         else:
             params["origClientOrderId"] = o.client_id
         await self._call(self.ex.fapiPrivateDeleteOrder, params)
+
+    #: POST /fapi/v1/batchOrders takes 5 orders, DELETE 10 (of one symbol)
+    batch_create_max = 5
+    batch_cancel_max = 10
+
+    def _batch_url(self) -> str:
+        return f"{self.ex.urls.get('api', {}).get('fapiPrivate', '')}/batchOrders"
+
+    async def _create_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        params = {"batchOrders": [self._order_params(o) for o in orders]}
+        raw = await self._call(self.ex.fapiPrivatePostBatchOrders, params)
+        return [
+            self._with_id(o, r["orderId"])
+            if "orderId" in r
+            else self._item_error(r, self._batch_url())
+            for o, r in zip(orders, raw, strict=True)
+        ]
+
+    async def _cancel_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        """By order id where known, else by client id: one request for each kind (Binance
+        takes one list or the other)."""
+        sid = self.market_id(orders[0].symbol)
+        out: list[Any] = [None] * len(orders)
+        for key, ref in (("orderidlist", "order_id"), ("origclientorderidlist", "client_id")):
+            idx = [i for i, o in enumerate(orders) if bool(o.order_id) == (ref == "order_id")]
+            if not idx:
+                continue
+            ids = [getattr(orders[i], ref) for i in idx]
+            try:
+                raw = await self._call(
+                    self.ex.fapiPrivateDeleteBatchOrders, {"symbol": sid, key: ids}
+                )
+            except Exception as exc:  # the request as a whole: its items share its fate
+                raw = [exc] * len(idx)
+            for i, r in zip(idx, raw, strict=True):
+                if isinstance(r, Exception) or "code" in r and "orderId" not in r:
+                    out[i] = (
+                        r if isinstance(r, Exception) else self._item_error(r, self._batch_url())
+                    )
+        return out
 
     # ------------------------------------------------------------------ user data stream
 

@@ -218,6 +218,36 @@ class BybitAdapter(CcxtBase):
         # newest first on the wire; stable sort keeps same-millisecond fills in booking order
         return sorted(reversed(fills), key=lambda f: f.time_ms)
 
+    #: one execution query serves every coin's catch-up (Bybit: symbol optional)
+    fills_in_one_query = True
+
+    async def fetch_fills_many(self, cursors: dict[str, int]) -> dict[str, list[FillEvent]]:
+        """Every coin's fills since its own cursor (execTime, inclusive): the coins with a
+        cursor in one query from the oldest of them (rows before a coin's cursor dropped).
+
+        A coin without a cursor (no fill yet) is asked alone: its fills may predate the others'
+        cursors. When the shared query needs more than one page (cursors far apart, a busy
+        coin), the coins are asked one by one instead, so one query never costs more than a
+        page beyond what the per-coin ones cost.
+        """
+        alone = {s: c for s, c in cursors.items() if c <= 0}
+        shared = {s: c for s, c in cursors.items() if c > 0}
+        out = await super().fetch_fills_many(alone)
+        if len(shared) < 2:
+            return {**out, **await super().fetch_fills_many(shared)}
+        q = {"category": CATEGORY, "limit": 100, "startTime": min(shared.values())}
+        res = _result(await self._call(self.ex.privateGetV5ExecutionList, q))
+        if res.get("nextPageCursor"):
+            return {**out, **await super().fetch_fills_many(shared)}
+        start = {self.market_id(s): (s, c) for s, c in shared.items()}
+        fills = [f for f in map(bybit_format.parse_execution, res.get("list") or []) if f]
+        out.update({s: [] for s in shared})
+        for f in sorted(reversed(fills), key=lambda f: f.time_ms):  # oldest first, stable
+            sym, cursor = start.get(f.symbol, (None, 0))
+            if sym is not None and f.time_ms >= cursor:
+                out[sym].append(f)
+        return out
+
     async def fetch_open_orders(self, symbol: str | None = None) -> list[LiveOrder]:
         q: dict[str, Any] = {"category": CATEGORY, "openOnly": 0, "limit": 50}
         if symbol:
@@ -298,11 +328,11 @@ class BybitAdapter(CcxtBase):
 
     # ------------------------------------------------------------------ orders
 
-    async def create_order(self, o: LiveOrder) -> LiveOrder:
-        """Post-only limit order in hedge mode; returns it with Bybit's order id."""
-        params = {
-            "category": CATEGORY,
-            "symbol": self.market_id(o.symbol),
+    @classmethod
+    def _order_params(cls, o: LiveOrder) -> dict[str, Any]:
+        """Post-only limit order in hedge mode, as Bybit's order parameters (no category)."""
+        return {
+            "symbol": cls.market_id(o.symbol),
             "side": "Buy" if o.qty > 0 else "Sell",
             "orderType": "Limit",
             "qty": _num(abs(o.qty)),
@@ -311,9 +341,27 @@ class BybitAdapter(CcxtBase):
             "positionIdx": POSITION_IDX[o.pside],
             "orderLinkId": o.client_id,
         }
+
+    @staticmethod
+    def _with_id(o: LiveOrder, order_id: Any) -> LiveOrder:
+        return LiveOrder(
+            o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, str(order_id)
+        )
+
+    @classmethod
+    def _order_ref(cls, o: LiveOrder) -> dict[str, Any]:
+        ref: dict[str, Any] = {"symbol": cls.market_id(o.symbol)}
+        if o.order_id:
+            ref["orderId"] = o.order_id
+        else:
+            ref["orderLinkId"] = o.client_id
+        return ref
+
+    async def create_order(self, o: LiveOrder) -> LiveOrder:
+        """Post-only limit order in hedge mode; returns it with Bybit's order id."""
+        params = {"category": CATEGORY, **self._order_params(o)}
         raw = await self._call(self.ex.privatePostV5OrderCreate, params)
-        oid = str(_result(raw)["orderId"])
-        return LiveOrder(o.symbol, o.pside, o.qty, o.price, o.kind, o.level, o.client_id, oid)
+        return self._with_id(o, _result(raw)["orderId"])
 
     async def create_market_close(
         self, symbol: str, pside: int, qty: float, client_id: str
@@ -327,12 +375,42 @@ class BybitAdapter(CcxtBase):
         raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
 
     async def cancel_order(self, o: LiveOrder) -> None:
-        params: dict[str, Any] = {"category": CATEGORY, "symbol": self.market_id(o.symbol)}
-        if o.order_id:
-            params["orderId"] = o.order_id
-        else:
-            params["orderLinkId"] = o.client_id
+        params = {"category": CATEGORY, **self._order_ref(o)}
         await self._call(self.ex.privatePostV5OrderCancel, params)
+
+    #: /v5/order/create-batch and /v5/order/cancel-batch take 20 linear orders each
+    batch_create_max = 20
+    batch_cancel_max = 20
+
+    def _items(self, raw: dict[str, Any], n: int, path: str) -> list[Any]:
+        """Per item: its result row, or the error its retExtInfo code maps to."""
+        rows = _result(raw).get("list") or []
+        codes = (raw.get("retExtInfo") or {}).get("list") or []
+        if len(rows) != n or len(codes) != n:
+            bad = ExchangeError(f"bybit: {path} answered {len(rows)}/{len(codes)} items of {n}")
+            return [bad] * n
+        url = f"{self.ex.urls.get('api', {}).get('private', '')}/{path}"
+        return [
+            r if str(c.get("code")) == "0" else self._item_error(
+                {"retCode": c.get("code"), "retMsg": c.get("msg", "")}, url
+            )
+            for r, c in zip(rows, codes, strict=True)
+        ]  # fmt: skip
+
+    async def _create_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        params = {"category": CATEGORY, "request": [self._order_params(o) for o in orders]}
+        raw = await self._call(self.ex.privatePostV5OrderCreateBatch, params)
+        items = self._items(raw, len(orders), "v5/order/create-batch")
+        return [
+            r if isinstance(r, Exception) else self._with_id(o, r["orderId"])
+            for o, r in zip(orders, items, strict=True)
+        ]
+
+    async def _cancel_batch(self, orders: list[LiveOrder]) -> list[Any]:
+        params = {"category": CATEGORY, "request": [self._order_ref(o) for o in orders]}
+        raw = await self._call(self.ex.privatePostV5OrderCancelBatch, params)
+        items = self._items(raw, len(orders), "v5/order/cancel-batch")
+        return [r if isinstance(r, Exception) else None for r in items]
 
     # ------------------------------------------------------------------ user stream
 
