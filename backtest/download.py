@@ -118,7 +118,7 @@ def _call_with_retry(
     fn: Callable[[], Any],
     *,
     max_retries: int,
-    backoff_s: float,
+    backoff_seconds: float,
     what: str,
     on_retry: Callable[[], None],
 ) -> Any:
@@ -133,7 +133,7 @@ def _call_with_retry(
                     f"{what}: giving up after {max_retries} retries: {type(exc).__name__}: {str(exc)[:200]}"
                 ) from exc
             banned = " 418 " in str(exc)
-            delay = min(backoff_s * (2**attempt) * (4 if banned else 1), 120.0)
+            delay = min(backoff_seconds * (2**attempt) * (4 if banned else 1), 120.0)
             log.warning(
                 "%s: %s, retry %d/%d in %.1f s",
                 what,
@@ -159,7 +159,7 @@ def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bound
     base_url: str | None = None,
     exchange: Any = None,
     max_retries: int = 5,
-    backoff_s: float = 1.0,
+    backoff_seconds: float = 1.0,
     progress: bool = True,
     enable_rate_limit: bool = True,
 ) -> dict[str, DownloadResult]:
@@ -177,7 +177,7 @@ def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bound
     markets = _call_with_retry(
         ex.load_markets,
         max_retries=max_retries,
-        backoff_s=backoff_s,
+        backoff_seconds=backoff_seconds,
         what="load_markets",
         on_retry=bump,
     )
@@ -244,7 +244,7 @@ def download_candles(  # noqa: C901 -- paging, retries, checkpoints in one bound
                         page = _call_with_retry(
                             functools.partial(ex.fapiPublicGetKlines, params),
                             max_retries=max_retries,
-                            backoff_s=backoff_s,
+                            backoff_seconds=backoff_seconds,
                             what=f"{symbol} klines from {since}",
                             on_retry=bump,
                         )

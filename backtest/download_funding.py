@@ -40,7 +40,7 @@ def download_funding(
     exchange: Any = None,
     base_url: str | None = None,
     max_retries: int = 5,
-    backoff_s: float = 1.0,
+    backoff_seconds: float = 1.0,
     enable_rate_limit: bool = True,
 ) -> dict[str, int]:
     """Fetch each symbol's funding times and rates in ``[start_ms, end_ms)``; returns the rows
@@ -48,7 +48,7 @@ def download_funding(
     ex = exchange or make_exchange("binance", base_url, enable_rate_limit=enable_rate_limit)
     kw: dict[str, Any] = {
         "max_retries": max_retries,
-        "backoff_s": backoff_s,
+        "backoff_seconds": backoff_seconds,
         "on_retry": lambda: None,
     }
     _call_with_retry(ex.load_markets, what="load_markets", **kw)

@@ -248,7 +248,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
     candles: Candles,
     *,
     state_dir: str | None = None,
-    step_timeout_s: float = 30.0,
+    step_timeout_seconds: float = 30.0,
     on_step: StepHook | None = None,
     after_step: StepHook | None = None,
     final_check: Callable[[Venue, LiveBot], Awaitable[None] | None] | None = None,
@@ -313,7 +313,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
         t = asyncio.create_task(b.run(), name="live-bot")
         await _first(b.wait_ready(), t)
         await _first(_wait_subscribed(venue, b), t)
-        await _first(b.wait_done(ts_done, step_timeout_s), t)
+        await _first(b.wait_done(ts_done, step_timeout_seconds), t)
         return t
 
     bot = new_bot()
@@ -339,7 +339,7 @@ async def replay(  # noqa: C901 -- the lockstep driver: start, kills, compare (d
                 r = on_step(k, venue, bot)
                 if asyncio.iscoroutine(r):
                     await r
-            await _first(bot.wait_done(int(ts[k]), step_timeout_s), task)
+            await _first(bot.wait_done(int(ts[k]), step_timeout_seconds), task)
             if k in restart_at:  # stop the bot and resume a new one on the same state dir
                 if before_restart is not None:
                     before_restart(venue, bot)

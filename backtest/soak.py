@@ -112,7 +112,7 @@ class TradeRow:
     entry_price_after: float = 0.0
     balance_before: float = math.nan
     placed_balance: float = math.nan
-    wall_s: float = 0.0
+    wall_seconds: float = 0.0
 
 
 @dataclass
@@ -120,10 +120,10 @@ class OrderAttempt:
     """One order the venue was asked to place, with the exchange's view at that moment.
 
     ``position`` is the exchange's size of the order's position side at placement (0: empty
-    or no such side in the account's mode); ``empty_for_s`` how long that side (or the
+    or no such side in the account's mode); ``empty_for_seconds`` how long that side (or the
     account's position mode, for a mode refusal) had been so when the order came."""
 
-    wall_s: float
+    wall_seconds: float
     time_ms: int
     symbol: str
     side: str
@@ -136,7 +136,7 @@ class OrderAttempt:
     code: int | None = None
     msg: str = ""
     position: float = 0.0
-    empty_for_s: float = 0.0
+    empty_for_seconds: float = 0.0
     order_id: int | None = None
 
     @property
@@ -238,19 +238,19 @@ def is_phantom(a: OrderAttempt) -> bool:
     return a.code in PHANTOM_CODES or (a.code == 10001 and "position idx" in a.msg)
 
 
-def phantom_orders(attempts: Iterable[OrderAttempt], grace_s: float) -> dict[str, Any]:
+def phantom_orders(attempts: Iterable[OrderAttempt], grace_seconds: float) -> dict[str, Any]:
     """Closes on phantom positions: ``orders_on_phantom_positions`` counts those sent when the
-    side (or the mode) had been empty (changed) for longer than ``grace_s``, the bot's own
+    side (or the mode) had been empty (changed) for longer than ``grace_seconds``, the bot's own
     recovery window (stream silence timeout + REST sync interval + 2 s): until then it cannot
     know; ``closes_on_empty_positions_total`` counts them all."""
     all_ = [a for a in attempts if is_phantom(a)]
-    late = [a for a in all_ if a.empty_for_s > grace_s]
+    late = [a for a in all_ if a.empty_for_seconds > grace_seconds]
     return {
         "orders_on_phantom_positions": len(late),
         "closes_on_empty_positions_total": len(all_),
         "phantom_detail": [
             {
-                "wall_s": round(a.wall_s, 3),
+                "wall_seconds": round(a.wall_seconds, 3),
                 "symbol": a.symbol,
                 "side": a.side,
                 "position_side": a.position_side,
@@ -258,7 +258,7 @@ def phantom_orders(attempts: Iterable[OrderAttempt], grace_s: float) -> dict[str
                 "price": a.price,
                 "accepted": a.accepted,
                 "code": a.code,
-                "empty_for_s": round(a.empty_for_s, 2),
+                "empty_for_seconds": round(a.empty_for_seconds, 2),
             }
             for a in late[:20]
         ],
@@ -428,9 +428,9 @@ class VenueRecorder:
         d = t0 - self.t0
         self.t0 = t0
         for a in self.attempts:
-            a.wall_s -= d
+            a.wall_seconds -= d
         for r in self.rows:
-            r.wall_s -= d
+            r.wall_seconds -= d
         self._empty_since = {k: v - d for k, v in self._empty_since.items()}
         self._mode_since -= d
         self._start = -d
@@ -468,7 +468,7 @@ class VenueRecorder:
         ps = str(kw.get("position_side") or "BOTH").upper()
         pos = acct.positions.get((symbol, ps))
         attempt = OrderAttempt(
-            wall_s=self.now(),
+            wall_seconds=self.now(),
             time_ms=eng.now_ms,
             symbol=symbol,
             side=str(side).upper(),
@@ -479,7 +479,7 @@ class VenueRecorder:
             reduce_only=bool(kw.get("reduce_only")),
             accepted=False,
             position=pos.amount if pos is not None else 0.0,
-            empty_for_s=self._empty_for(symbol, ps),
+            empty_for_seconds=self._empty_for(symbol, ps),
         )
         balance = acct.balance
         try:
@@ -488,7 +488,9 @@ class VenueRecorder:
             err = to_api_error(refused)  # the report speaks Binance's codes
             attempt.code, attempt.msg = err.code, err.msg
             if err.code == -4061:
-                attempt.empty_for_s = min(attempt.empty_for_s, self.now() - self._mode_since)
+                attempt.empty_for_seconds = min(
+                    attempt.empty_for_seconds, self.now() - self._mode_since
+                )
                 self.mode_refusals.append(time.monotonic())
             self.attempts.append(attempt)
             raise
@@ -500,7 +502,7 @@ class VenueRecorder:
         ):
             self.duplicates.append(
                 {
-                    "wall_s": round(attempt.wall_s, 3),
+                    "wall_seconds": round(attempt.wall_seconds, 3),
                     "symbol": symbol,
                     "side": order.side,
                     "position_side": order.position_side,
@@ -529,7 +531,7 @@ class VenueRecorder:
                         self.mode_refusals.append(time.monotonic())
                     self.attempts.append(
                         OrderAttempt(
-                            wall_s=self.now(),
+                            wall_seconds=self.now(),
                             time_ms=self.venue.engine.now_ms,
                             symbol=symbol,
                             side=str(params.get("side") or "").upper(),
@@ -541,7 +543,7 @@ class VenueRecorder:
                             accepted=False,
                             code=err.code,
                             msg=err.msg,
-                            empty_for_s=empty,
+                            empty_for_seconds=empty,
                         )
                     )
                 raise
@@ -569,7 +571,7 @@ class VenueRecorder:
                 self._mode_since = self.now()  # a fresh account: the mode is its default
                 self.rows.append(
                     TradeRow(ev.time_ms, "", "", "", 0.0, 0.0, 0.0, 0.0, ev.balance, "reset",
-                             balance_before=math.nan, wall_s=self.now())
+                             balance_before=math.nan, wall_seconds=self.now())
                 )  # fmt: skip
                 continue
             if getattr(ev, "api_key", None) != self.api_key:
@@ -590,7 +592,7 @@ class VenueRecorder:
                 kind = "funding" if ev.reason == "FUNDING" else "transfer"
                 self.rows.append(
                     TradeRow(ev.time_ms, "", "", "", 0.0, 0.0, 0.0, ev.balance_change,
-                             ev.balance, kind, balance_before=before_balance, wall_s=self.now())
+                             ev.balance, kind, balance_before=before_balance, wall_seconds=self.now())
                 )  # fmt: skip
                 self._adjustments(ev, before_balance, pnl=0.0)
             else:  # ADJUSTMENT and anything else that moves positions without a fill
@@ -612,7 +614,7 @@ class VenueRecorder:
                     ev.time_ms, p.symbol, "BUY" if delta > 0 else "SELL", p.position_side,
                     abs(delta), p.entry_price, 0.0, pnl, ev.balance, "adjustment",
                     position_after=p.amount, entry_price_after=p.entry_price,
-                    balance_before=before_balance, wall_s=self.now(),
+                    balance_before=before_balance, wall_seconds=self.now(),
                 )
             )  # fmt: skip
             pnl = 0.0
@@ -642,7 +644,7 @@ class VenueRecorder:
                 f.realized_pnl, au.balance, kind, f.trade_id, f.client_order_id, amount, entry,
                 balance_before=before_balance,
                 placed_balance=self._placed_balance.get(f.order_id, math.nan),
-                wall_s=self.now(),
+                wall_seconds=self.now(),
             )
         )  # fmt: skip
         return mine and kind in ("entry", "close")
@@ -709,40 +711,44 @@ class BotProcess:
         if len(self.unexpected) <= self.max_unexpected:
             self._schedule_restart(3.0)
 
-    def _schedule_restart(self, after_s: float) -> None:
+    def _schedule_restart(self, after_seconds: float) -> None:
         async def later() -> None:
-            await asyncio.sleep(after_s)
+            await asyncio.sleep(after_seconds)
             if not self.stopping and not self.running:
                 await self.start()
 
         self._restart = asyncio.create_task(later())
 
-    def kill9(self, *, in_flight: bool = False, restart_after_s: float = 1.0) -> bool:
+    def kill9(self, *, in_flight: bool = False, restart_after_seconds: float = 1.0) -> bool:
         if not self.running or self._restart is not None and not self._restart.done():
             return False
         assert self.proc is not None
         self._expected = True
         os.kill(self.proc.pid, signal.SIGKILL)
         self.kills += 1
-        self._schedule_restart(restart_after_s)
+        self._schedule_restart(restart_after_seconds)
         return True
 
-    def arm_kill_on_fill(self, timeout_s: float, restart_after_s: float) -> asyncio.Future:
+    def arm_kill_on_fill(
+        self, timeout_seconds: float, restart_after_seconds: float
+    ) -> asyncio.Future:
         """A future: True once the bot was killed at a fill of ours, False if no fill came
-        within ``timeout_s`` (then it is killed anyway), None if it was not running."""
+        within ``timeout_seconds`` (then it is killed anyway), None if it was not running."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         if not self.running:
             fut.set_result(None)
             return fut
-        self._armed, self._armed_restart = fut, restart_after_s
+        self._armed, self._armed_restart = fut, restart_after_seconds
 
         def timeout() -> None:
             if self._armed is fut and not fut.done():
                 self._armed = None
-                fut.set_result(False if self.kill9(restart_after_s=restart_after_s) else None)
+                fut.set_result(
+                    False if self.kill9(restart_after_seconds=restart_after_seconds) else None
+                )
 
-        loop.call_later(timeout_s, timeout)
+        loop.call_later(timeout_seconds, timeout)
         return fut
 
     def on_our_fill(self) -> None:
@@ -750,7 +756,9 @@ class BotProcess:
         if fut is not None and not fut.done():
             self._armed = None
             fut.set_result(
-                True if self.kill9(in_flight=True, restart_after_s=self._armed_restart) else None
+                True
+                if self.kill9(in_flight=True, restart_after_seconds=self._armed_restart)
+                else None
             )
 
     async def ensure_running(self) -> None:
@@ -759,8 +767,8 @@ class BotProcess:
         if not self.running and not self.stopping:
             await self.start()
 
-    async def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM (a clean stop), SIGKILL after ``timeout_s``; returns the exit code."""
+    async def stop(self, timeout_seconds: float = 20.0) -> int | None:
+        """SIGTERM (a clean stop), SIGKILL after ``timeout_seconds``; returns the exit code."""
         self.stopping = True
         if self._restart is not None:
             self._restart.cancel()
@@ -769,9 +777,9 @@ class BotProcess:
         self._expected = True
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.proc.wait(), timeout_s)
+            return await asyncio.wait_for(self.proc.wait(), timeout_seconds)
         except TimeoutError:
-            log.warning("the bot did not stop within %.0f s of SIGTERM: kill -9", timeout_s)
+            log.warning("the bot did not stop within %.0f s of SIGTERM: kill -9", timeout_seconds)
             self.proc.kill()
             return await self.proc.wait()
 
@@ -790,13 +798,13 @@ class SoakOptions:
     start_ms: int | None = None
     out_dir: Path | None = None
     trades_out: Path | None = None
-    rest_sync_interval_s: float = 3.0
-    stream_silence_timeout_s: float = 3.0
-    execution_delay_s: float = 0.5
-    settle_s: float | None = None  # default: 2 x rest sync + silence timeout + 5 s
-    round_s: float = 90.0
+    rest_sync_interval_seconds: float = 3.0
+    stream_silence_timeout_seconds: float = 3.0
+    execution_delay_seconds: float = 0.5
+    settle_seconds: float | None = None  # default: 2 x rest sync + silence timeout + 5 s
+    round_seconds: float = 90.0
     kinds: tuple[str, ...] = KINDS
-    ready_timeout_s: float = 120.0
+    ready_timeout_seconds: float = 120.0
     python: str = sys.executable
 
 
@@ -833,10 +841,10 @@ def soak_live_config(
             "ws_url": ws_url,
             "key_file": key_file,
             "state_dir": state_dir,
-            "rest_sync_interval_seconds": opts.rest_sync_interval_s,
-            "stream_silence_timeout_seconds": opts.stream_silence_timeout_s,
+            "rest_sync_interval_seconds": opts.rest_sync_interval_seconds,
+            "stream_silence_timeout_seconds": opts.stream_silence_timeout_seconds,
             "execution_delay_seconds": min(
-                config.live.execution_delay_seconds, opts.execution_delay_s
+                config.live.execution_delay_seconds, opts.execution_delay_seconds
             ),
             "cancel_orders_on_stop": False,
             "status_port": 0,  # any free port: restarts and parallel soaks never collide
@@ -874,18 +882,18 @@ def plan(opts: SoakOptions, rng: random.Random) -> tuple[int, float, int]:
     speed drops when the data cannot fill ``minutes`` at the asked speed."""
     c = opts.candles
     n = len(c.timestamps)
-    tf_s = c.timeframe_ms / 1000
+    tf_seconds = c.timeframe_ms / 1000
     warm = min(max(1, warmup_candles(opts.config, c.timeframe_ms)), n - 1)
-    window_s = opts.minutes * 60
+    window_seconds = opts.minutes * 60
     speed = opts.speed
-    need = math.ceil(window_s / (tf_s / speed)) + 2
+    need = math.ceil(window_seconds / (tf_seconds / speed)) + 2
     available = n - warm - 1
     if available < 10:
         raise ValueError(
             f"the data has {n} candles, {warm} of them warm-up: too few to soak (need > {warm + 10})"
         )
     if need > available:
-        speed = tf_s * available / window_s
+        speed = tf_seconds * available / window_seconds
         need = available
     draw = rng.randrange(0, available - need + 1)
     if opts.start_ms is not None:
@@ -914,8 +922,10 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
     opts.candles = candles
     symbols = list(candles.symbols)
     start, speed, _ = plan(opts, rng)
-    window_s = opts.minutes * 60
-    schedule = make_schedule(rng, window_s, round_s=opts.round_s, kinds=opts.kinds)
+    window_seconds = opts.minutes * 60
+    schedule = make_schedule(
+        rng, window_seconds, round_seconds=opts.round_seconds, kinds=opts.kinds
+    )
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     out = (
         opts.out_dir or Path(config.backtest.results_dir) / f"soak_{stamp}_{exchange}_s{opts.seed}"
@@ -928,10 +938,12 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         "SHORT": config.bot.short.wallet_exposure_limit,
     }
     steps = {s: market_spec(s).qty_step for s in symbols}
-    grace_s = opts.stream_silence_timeout_s + opts.rest_sync_interval_s + 2.0
-    settle_s = opts.settle_s
-    if settle_s is None:
-        settle_s = 2 * opts.rest_sync_interval_s + opts.stream_silence_timeout_s + 5.0
+    grace_seconds = opts.stream_silence_timeout_seconds + opts.rest_sync_interval_seconds + 2.0
+    settle_seconds = opts.settle_seconds
+    if settle_seconds is None:
+        settle_seconds = (
+            2 * opts.rest_sync_interval_seconds + opts.stream_silence_timeout_seconds + 5.0
+        )
 
     venue = Venue(
         candles,
@@ -974,7 +986,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         wel,
         killer=bot,
         exchange=exchange,
-        mode_grace_s=grace_s,
+        mode_grace_seconds=grace_seconds,
         mode_refusals=lambda: recorder.mode_refusals,
     )
     stop_feed = asyncio.Event()
@@ -985,11 +997,11 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
     first_index = venue.index
     try:
         await bot.start()
-        ready = await _wait_ready(venue, bot, symbols, opts.ready_timeout_s)
+        ready = await _wait_ready(venue, bot, symbols, opts.ready_timeout_seconds)
         if not ready:
             raise RuntimeError(
                 f"the bot did not subscribe to the venue's streams within "
-                f"{opts.ready_timeout_s:.0f} s; see {bot.log_path(bot.starts)}"
+                f"{opts.ready_timeout_seconds:.0f} s; see {bot.log_path(bot.starts)}"
             )
         t0 = time.monotonic()
         chaos.t0 = t0
@@ -997,11 +1009,11 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         feed = asyncio.create_task(venue.run(speed, stop=stop_feed))
 
         async def fire(f: Any) -> None:
-            await asyncio.sleep(max(0.0, t0 + f.at_s - time.monotonic()))
+            await asyncio.sleep(max(0.0, t0 + f.at_seconds - time.monotonic()))
             await chaos.apply(f)
 
         tasks = [asyncio.create_task(fire(f)) for f in schedule]
-        await asyncio.sleep(max(0.0, t0 + window_s - time.monotonic()))
+        await asyncio.sleep(max(0.0, t0 + window_seconds - time.monotonic()))
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -1009,7 +1021,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         await bot.ensure_running()
         stop_feed.set()
         await feed
-        await asyncio.sleep(settle_s)
+        await asyncio.sleep(settle_seconds)
         book_running = read_bot_book(state_dir, exchange)
         running_ok, _ = compare_books(book_running, exchange_book(venue, api_key), steps)
     finally:
@@ -1025,7 +1037,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
     book_ok, book_rows = compare_books(book, final_exchange, steps)
     rows, attempts = recorder.rows, recorder.attempts
     expo = exposure_report(rows, wel, steps)
-    phantom = phantom_orders(attempts, grace_s)
+    phantom = phantom_orders(attempts, grace_seconds)
     fills_ours = sum(1 for r in rows if r.kind in ("entry", "close"))
     if opts.trades_out is not None:
         write_trades_csv(rows, opts.trades_out)
@@ -1066,7 +1078,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         "orders_on_phantom_positions": phantom["orders_on_phantom_positions"],
         "closes_on_empty_positions_total": phantom["closes_on_empty_positions_total"],
         "phantom_detail": phantom["phantom_detail"],
-        "phantom_grace_s": grace_s,
+        "phantom_grace_seconds": grace_seconds,
         "orders_sent": sum(1 for a in attempts if a.ours),
         "orders_rejected": dict(
             Counter(str(a.code) for a in attempts if a.ours and not a.accepted).most_common()

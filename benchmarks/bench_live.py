@@ -202,10 +202,10 @@ def run() -> dict:
             break
     return {
         "decision_only": _decision_only(),
-        "at_1000_per_s": latency,
-        "baseline_parse_only_at_1000_per_s": baseline,
+        "at_1000_per_second": latency,
+        "baseline_parse_only_at_1000_per_second": baseline,
         "rates": rates,
-        "max_sustained_rate_per_s": best,
+        "max_sustained_rate_per_second": best,
     }
 
 

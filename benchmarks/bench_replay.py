@@ -115,8 +115,8 @@ def measure(
         "ok": result.ok,
         "fills": len(result.fills_live),
         "loop_seconds": t1 - t0,
-        "coin_candles_per_s": n_coins * steps / (t1 - t0),
-        "coin_candles_per_cpu_s": n_coins * steps / max(c1 - c0, 1e-9),
+        "coin_candles_per_second": n_coins * steps / (t1 - t0),
+        "coin_candles_per_per_second": n_coins * steps / max(c1 - c0, 1e-9),
         "rest_calls_per_candle": (r1 - r0) / steps,
         "total_seconds": result.seconds,
     }
@@ -165,24 +165,24 @@ def readme_lines(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {
-        (v["config"], v["coins"], v["exchange"]): v["coin_candles_per_cpu_s"]
+        (v["config"], v["coins"], v["exchange"]): v["coin_candles_per_per_second"]
         for v in r["runs"]
         if "baseline" in v["orders"]
     }
     for v in r["runs"]:
         b = base.get((v["config"], v["coins"], v["exchange"]))
         is_base = "baseline" in v["orders"]
-        ratio = f"{v['coin_candles_per_cpu_s'] / b:.2f}x" if b and not is_base else "-"
+        ratio = f"{v['coin_candles_per_per_second'] / b:.2f}x" if b and not is_base else "-"
         lines.append(
             f"| {v['config']} | {v['coins']} | {v['exchange']} | {v['orders']} | "
             f"{'yes' if v['ok'] else 'NO'} | {v['fills']} | {v['rest_calls_per_candle']:.1f} | "
-            f"{v['coin_candles_per_s']:.0f} | {v['coin_candles_per_cpu_s']:.0f} | {ratio} |"
+            f"{v['coin_candles_per_second']:.0f} | {v['coin_candles_per_per_second']:.0f} | {ratio} |"
         )
     best = [v for v in r["runs"] if v["coins"] == 3 and "baseline" not in v["orders"]]
-    met = [f"{v['config']} {v['exchange']} {v['coin_candles_per_cpu_s']:.0f}" for v in best]
+    met = [f"{v['config']} {v['exchange']} {v['coin_candles_per_per_second']:.0f}" for v in best]
     status = (
         "met on every 3-coin run"
-        if all(v["coin_candles_per_cpu_s"] >= GOAL_COIN_CANDLES_PER_S for v in best)
+        if all(v["coin_candles_per_per_second"] >= GOAL_COIN_CANDLES_PER_S for v in best)
         else "not met on every 3-coin run"
     )
     lines += [

@@ -225,7 +225,11 @@ def _write_readme(r: dict) -> None:
         lines += _optimize_section(r)
     if "bench_live" in r:
         lv = r["bench_live"]
-        d, e, b = lv["decision_only"], lv["at_1000_per_s"], lv["baseline_parse_only_at_1000_per_s"]
+        d, e, b = (
+            lv["decision_only"],
+            lv["at_1000_per_second"],
+            lv["baseline_parse_only_at_1000_per_second"],
+        )
         lines += [
             "## Live: price message -> decision (ideal orders diffed)",
             "",
@@ -252,7 +256,7 @@ def _write_readme(r: dict) -> None:
         lines += [
             "",
             f"Highest rate sustained with no backlog (every message, p99 under 50 ms, the last "
-            f"tenth not queueing): **{int(lv['max_sustained_rate_per_s']):,} messages per second** "
+            f"tenth not queueing): **{int(lv['max_sustained_rate_per_second']):,} messages per second** "
             "with a full decision on every message (the live bot itself throttles decisions by "
             "`live.execution_delay_seconds`).",
             "",

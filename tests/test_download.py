@@ -44,7 +44,7 @@ def check_file(path, candles, row):
 
 def test_download_pages_and_matches_the_source(venue, tmp_path):
     res = download_candles(["BTCUSDT", "ETH/USDT:USDT"], T0, T0 + N * 60_000, tmp_path,
-                           base_url=venue.rest_url, progress=False, enable_rate_limit=False, backoff_s=0.01)  # fmt: skip
+                           base_url=venue.rest_url, progress=False, enable_rate_limit=False, backoff_seconds=0.01)  # fmt: skip
     assert res["BTCUSDT"].rows_added == N and res["ETHUSDT"].rows_total == N
     check_file(tmp_path / "BTCUSDT.csv.gz", venue.candles, 0)
     check_file(tmp_path / "ETHUSDT.csv.gz", venue.candles, 1)
@@ -68,7 +68,7 @@ def test_interrupted_download_resumes_without_duplicates_or_gaps(vt, venue, tmp_
     vt.call(venue.fail_rest, 503, 100, path="/fapi/v1/klines", skip=1)  # page 1 ok, then down
     with pytest.raises(DownloadError):
         download_candles(["BTCUSDT"], T0, T0 + N * 60_000, tmp_path, base_url=venue.rest_url,
-                         progress=False, enable_rate_limit=False, max_retries=2, backoff_s=0.01)  # fmt: skip
+                         progress=False, enable_rate_limit=False, max_retries=2, backoff_seconds=0.01)  # fmt: skip
     assert len(read_rows(tmp_path / "BTCUSDT.csv.gz")) == 1500  # page 1 saved, file intact
     vt.call(venue.clear_faults)
     res = download_candles(
@@ -88,7 +88,7 @@ def test_interrupted_download_resumes_without_duplicates_or_gaps(vt, venue, tmp_
 def test_download_retries_through_429_and_418(vt, venue, tmp_path):
     vt.call(venue.rate_limit_next, 2, 1, path="/fapi/v1/klines")
     res = download_candles(["ETHUSDT"], T0, T0 + N * 60_000, tmp_path, base_url=venue.rest_url,
-                           progress=False, enable_rate_limit=False, backoff_s=0.01)  # fmt: skip
+                           progress=False, enable_rate_limit=False, backoff_seconds=0.01)  # fmt: skip
     assert res["ETHUSDT"].retries == 3
     check_file(tmp_path / "ETHUSDT.csv.gz", venue.candles, 1)
 

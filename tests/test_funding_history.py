@@ -91,7 +91,7 @@ def test_venue_serves_its_history_and_ccxt_downloads_it_resumably(data, tmp_path
     venue.engine.funding_table = plan.rates
     out = tmp_path_factory.mktemp("cache")
     with VenueThread(venue) as v:
-        kw = {"base_url": v.rest_url, "enable_rate_limit": False, "backoff_s": 0.01}
+        kw = {"base_url": v.rest_url, "enable_rate_limit": False, "backoff_seconds": 0.01}
         got = download_funding(["BTCUSDT"], DAY + 3 * HOUR, DAY + 6 * HOUR, out, **kw)
         assert got == {"BTCUSDT": 3}
         got = download_funding(["BTCUSDT", "ETHUSDT"], DAY, DAY + 6 * HOUR, out, **kw)

@@ -367,7 +367,7 @@ def test_bybit_keys_never_logged_and_bad_signatures_refused(tmp_path, caplog, ca
             ws = BybitPrivateStream(venue.ws_url, bad.ws_auth_args, lambda evs: None)
             client = ws.build()
             client.max_failures = 1
-            client.backoff_base_s = 0.01
+            client.backoff_base_seconds = 0.01
             with pytest.raises(ConnectionError):
                 await asyncio.wait_for(client.run(stop), 20)
             bot = LiveBot(config, good, ws_url=venue.ws_url, symbols=["BTCUSDT"])

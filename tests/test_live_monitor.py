@@ -200,7 +200,7 @@ def test_alert_payload_formats():
 def test_alerts_are_retried_with_backoff_after_5xx():
     async def go():
         async with Hook(fail_first=3) as hook:
-            s = AlertSender(hook.url + "/hook", "json", backoff_s=0.05, max_retries=5)
+            s = AlertSender(hook.url + "/hook", "json", backoff_seconds=0.05, max_retries=5)
             await s.start()
             s.send("stopped", "stopped: test")
             await _until(lambda: s.sent == 1)
@@ -219,7 +219,9 @@ def test_alerts_are_retried_with_backoff_after_5xx():
 def test_a_refusing_webhook_is_not_retried_and_a_full_queue_drops_the_oldest(caplog):
     async def go():
         async with Hook(status=400) as hook:
-            s = AlertSender(hook.url + f"/bot{BOT_TOKEN}/x", "json", backoff_s=0.01, queue_size=3)
+            s = AlertSender(
+                hook.url + f"/bot{BOT_TOKEN}/x", "json", backoff_seconds=0.01, queue_size=3
+            )
             for i in range(5):  # not started yet: nothing is sent, the queue fills
                 s.send("fill", f"fill {i}")
             assert s.dropped == 2 and s.pending == 3
@@ -239,7 +241,7 @@ def test_a_refusing_webhook_is_not_retried_and_a_full_queue_drops_the_oldest(cap
 def test_a_hanging_webhook_never_blocks_the_sender():
     async def go():
         async with Hook(hang=30.0) as hook:
-            s = AlertSender(hook.url, "json", timeout_s=60.0)
+            s = AlertSender(hook.url, "json", timeout_seconds=60.0)
             await s.start()
             t0 = time.monotonic()
             for i in range(500):

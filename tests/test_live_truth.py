@@ -224,7 +224,7 @@ def test_a_position_mode_switch_that_cannot_be_undone_stops_with_a_clear_message
                 on_step=on_step,
                 compare=False,
                 live_overrides=FAST,
-                step_timeout_s=20.0,
+                step_timeout_seconds=20.0,
             )
         )
     text = str(exc.value) + repr(exc.value.__cause__)

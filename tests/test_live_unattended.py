@@ -131,7 +131,7 @@ def test_the_status_page_loads_in_a_real_browser_shows_each_coin_and_updates(tmp
     t2 = float(re.search(r'id="updated" data-t="([\d.]+)"', dom2).group(1))
     assert t2 > t1  # the page updated (it polls the API)
     assert [c["symbol"] for c in api["coins"]] == list(SYMBOLS)
-    assert api["streams"]["market"]["up"] and api["last_reconciliation_age_s"] is not None
+    assert api["streams"]["market"]["up"] and api["last_reconciliation_age_seconds"] is not None
     # the log file: the heartbeat, and each order created or cancelled, at INFO
     lines = [
         json.loads(x) for x in (tmp_path / "log/gridbot-dry-run.jsonl").read_text().splitlines()

@@ -113,9 +113,9 @@ def test_trades_csv_has_the_documented_columns(tmp_path):
 
 def attempt(**kw) -> OrderAttempt:
     base = dict(
-        wall_s=10.0, time_ms=0, symbol="DOGEUSDT", side="SELL", position_side="LONG", qty=5.0,
+        wall_seconds=10.0, time_ms=0, symbol="DOGEUSDT", side="SELL", position_side="LONG", qty=5.0,
         price=0.6, client_order_id="gbL-1", reduce_only=False, accepted=True, position=0.0,
-        empty_for_s=60.0,
+        empty_for_seconds=60.0,
     )  # fmt: skip
     base.update(kw)
     return OrderAttempt(**base)
@@ -124,8 +124,8 @@ def attempt(**kw) -> OrderAttempt:
 def test_phantom_closes_are_counted_past_the_grace_window():
     attempts = [
         attempt(),  # accepted close on an empty side, long after it emptied
-        attempt(empty_for_s=1.0),  # just emptied: the bot cannot know yet
-        attempt(position=100.0, empty_for_s=0.0),  # a real position
+        attempt(empty_for_seconds=1.0),  # just emptied: the bot cannot know yet
+        attempt(position=100.0, empty_for_seconds=0.0),  # a real position
         attempt(side="BUY"),  # an entry on an empty side is fine
         attempt(accepted=False, code=-4061),  # one-way account: refused close
         attempt(accepted=False, code=-4061, side="BUY"),  # refused entry: not a close
@@ -134,7 +134,7 @@ def test_phantom_closes_are_counted_past_the_grace_window():
         attempt(client_order_id="chaos-flat-1"),  # not ours
         attempt(position_side="SHORT", side="BUY"),  # short close on an empty short
     ]
-    rep = phantom_orders(attempts, grace_s=8.0)
+    rep = phantom_orders(attempts, grace_seconds=8.0)
     assert rep["orders_on_phantom_positions"] == 4
     assert rep["closes_on_empty_positions_total"] == 5
 
@@ -172,9 +172,9 @@ def test_schedule_is_reproducible_and_holds_every_kind_each_round():
     a, b = make_schedule(7, 180.0), make_schedule(7, 180.0)
     assert a == b and a != make_schedule(8, 180.0)
     assert len(a) == 2 * len(KINDS)
-    assert sorted(f.kind for f in a if f.at_s < 95) == sorted(KINDS)  # after a 10 s lead-in
-    assert all(10 < f.at_s < 180 for f in a)
-    spans = [(f.at_s, f.at_s + f.duration_s) for f in a if f.duration_s > 0]
+    assert sorted(f.kind for f in a if f.at_seconds < 95) == sorted(KINDS)  # after a 10 s lead-in
+    assert all(10 < f.at_seconds < 180 for f in a)
+    spans = [(f.at_seconds, f.at_seconds + f.duration_seconds) for f in a if f.duration_seconds > 0]
     overlaps = sum(1 for x in spans for y in spans if x < y and y[0] < x[1])
     assert overlaps > 0, "faults must overlap sometimes"
 

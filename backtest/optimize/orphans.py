@@ -29,14 +29,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def die_with_parent(parent_pid: int, grace_s: float = 10.0, poll_s: float = 0.5) -> None:
+def die_with_parent(
+    parent_pid: int, grace_seconds: float = 10.0, poll_seconds: float = 0.5
+) -> None:
     """Make this worker end when the process that spawned it dies, even by kill -9.
 
     On Linux, PR_SET_PDEATHSIG has the kernel send SIGKILL the moment the parent dies: the worker
     ends at once, wherever it is (also deep in the numba engine); the trial it was running stays
     RUNNING and the next run on the study marks it FAIL (:func:`fail_orphaned_trials`).
     Elsewhere, a watchdog thread polls the parent's pid: the worker takes no new ticket, and
-    ends after ``grace_s`` at most."""
+    ends after ``grace_seconds`` at most."""
     import signal
     import threading
 
@@ -51,8 +53,8 @@ def die_with_parent(parent_pid: int, grace_s: float = 10.0, poll_s: float = 0.5)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
-            time.sleep(poll_s)
-        time.sleep(grace_s)  # the trial in hand may finish; the main loop takes no new one
+            time.sleep(poll_seconds)
+        time.sleep(grace_seconds)  # the trial in hand may finish; the main loop takes no new one
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

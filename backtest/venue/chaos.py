@@ -10,7 +10,7 @@ moment (which positions exist), so the schedule is reproducible and the run is n
 :class:`Chaos` applies a :class:`Fault` to a :class:`~backtest.venue.server.Venue` through
 its fault switches, keeps overlapping silences and delays consistent (a silence ends when the
 last one that started ends), and logs every injection. Killing the bot is not the venue's
-business: pass a ``killer`` (``kill9(in_flight: bool)``, ``arm_kill_on_fill(timeout_s)``).
+business: pass a ``killer`` (``kill9(in_flight: bool)``, ``arm_kill_on_fill(timeout_seconds)``).
 
 Fault kinds (:data:`KINDS`):
 
@@ -83,12 +83,12 @@ KINDS = (
 
 @dataclass(frozen=True)
 class Fault:
-    """One scheduled fault: ``kind`` starts ``at_s`` seconds after the start, for ``duration_s``
+    """One scheduled fault: ``kind`` starts ``at_seconds`` seconds after the start, for ``duration_seconds``
     (0: instantaneous); ``params`` were drawn with the schedule."""
 
-    at_s: float
+    at_seconds: float
     kind: str
-    duration_s: float
+    duration_seconds: float
     params: tuple[tuple[str, Any], ...] = ()
 
     def p(self, name: str, default: Any = None) -> Any:
@@ -128,32 +128,34 @@ def _draw(rng: random.Random, kind: str) -> tuple[float, dict[str, Any]]:
 
 def make_schedule(
     seed: int | random.Random,
-    window_s: float,
+    window_seconds: float,
     *,
-    round_s: float = 90.0,
+    round_seconds: float = 90.0,
     kinds: tuple[str, ...] = KINDS,
-    lead_in_s: float | None = None,
+    lead_in_seconds: float | None = None,
 ) -> list[Fault]:
-    """Every kind once per round (the window after a calm ``lead_in_s``, default the smaller of
-    10 s and 15% of the window, cut into rounds of about ``round_s``), each at a uniform random
+    """Every kind once per round (the window after a calm ``lead_in_seconds``, default the smaller of
+    10 s and 15% of the window, cut into rounds of about ``round_seconds``), each at a uniform random
     time in its round, sorted by start time. Deterministic in ``seed``."""
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
-    lead = min(10.0, 0.15 * window_s) if lead_in_s is None else lead_in_s
-    rounds = max(1, round((window_s - lead) / round_s))
-    length = (window_s - lead) / rounds
+    lead = min(10.0, 0.15 * window_seconds) if lead_in_seconds is None else lead_in_seconds
+    rounds = max(1, round((window_seconds - lead) / round_seconds))
+    length = (window_seconds - lead) / rounds
     out: list[Fault] = []
     for r in range(rounds):
         for kind in kinds:
             duration, params = _draw(rng, kind)
             start = lead + r * length + rng.uniform(0.02, 0.9) * length
             out.append(Fault(round(start, 3), kind, round(duration, 3), tuple(params.items())))
-    return sorted(out, key=lambda f: (f.at_s, f.kind))
+    return sorted(out, key=lambda f: (f.at_seconds, f.kind))
 
 
 class Killer(Protocol):
-    def kill9(self, *, in_flight: bool, restart_after_s: float) -> bool: ...
+    def kill9(self, *, in_flight: bool, restart_after_seconds: float) -> bool: ...
 
-    def arm_kill_on_fill(self, timeout_s: float, restart_after_s: float) -> asyncio.Future: ...
+    def arm_kill_on_fill(
+        self, timeout_seconds: float, restart_after_seconds: float
+    ) -> asyncio.Future: ...
 
 
 @dataclass
@@ -172,9 +174,9 @@ class Chaos:
     events: list[dict[str, Any]] = field(default_factory=list)
     mode_not_reapplied: int = 0
     # a flip the bot has not undone within this long counts even when the soak ends first
-    mode_grace_s: float = 10.0
+    mode_grace_seconds: float = 10.0
     # monotonic times of orders refused because of the position mode (the bot's cue to check
-    # it); when given, a flip counts as not re-applied only if one came mode_grace_s before
+    # it); when given, a flip counts as not re-applied only if one came mode_grace_seconds before
     # the end of the fault: a bot that sent nothing had no reason to look yet
     mode_refusals: Callable[[], Sequence[float]] | None = None
     _silent: int = 0
@@ -184,7 +186,7 @@ class Chaos:
 
     def note(self, kind: str, detail: str, *, skipped: bool = False) -> None:
         entry = {
-            "t_s": round(time.monotonic() - self.t0, 3),
+            "t_seconds": round(time.monotonic() - self.t0, 3),
             "replay_ms": self.venue.engine.now_ms,
             "kind": kind,
             "detail": detail,
@@ -236,9 +238,11 @@ class Chaos:
             self.note(k, f"{await v.close_ws(1008)} sockets closed with 1008")
         elif k == "ws_silent":
             self._silence(True, hang=f.p("hang"))
-            self.note(k, f"{f.duration_s:.1f} s" + (", pings unanswered" if f.p("hang") else ""))
+            self.note(
+                k, f"{f.duration_seconds:.1f} s" + (", pings unanswered" if f.p("hang") else "")
+            )
             try:
-                await asyncio.sleep(f.duration_s)
+                await asyncio.sleep(f.duration_seconds)
             finally:
                 self._silence(False)
         elif k == "rest_429_418":
@@ -250,9 +254,9 @@ class Chaos:
         elif k == "rest_delay":
             ms = float(f.p("ms"))
             self._delay(ms)
-            self.note(k, f"REST answers {ms:.0f} ms late for {f.duration_s:.1f} s")
+            self.note(k, f"REST answers {ms:.0f} ms late for {f.duration_seconds:.1f} s")
             try:
-                await asyncio.sleep(f.duration_s)
+                await asyncio.sleep(f.duration_seconds)
             finally:
                 self._delay(None, remove=ms)
         elif k == "order_reject_margin":
@@ -282,9 +286,11 @@ class Chaos:
                 return
             topic, seconds = f.p("topic"), float(f.p("seconds"))
             v.delay_private_topic(topic, seconds)
-            self.note(k, f"Bybit {topic} messages {seconds:g} s late for {f.duration_s:.1f} s")
+            self.note(
+                k, f"Bybit {topic} messages {seconds:g} s late for {f.duration_seconds:.1f} s"
+            )
             try:
-                await asyncio.sleep(f.duration_s)
+                await asyncio.sleep(f.duration_seconds)
             finally:
                 v.delay_private_topic(topic, 0)
         elif k in ("kill9", "kill9_in_flight"):
@@ -297,8 +303,8 @@ class Chaos:
         self._silence(True)
         start = time.monotonic()
         try:
-            await asyncio.sleep(f.duration_s * f.p("change_after"))
-            pos = await self._wait_position(start + f.duration_s - 1.0 - time.monotonic())
+            await asyncio.sleep(f.duration_seconds * f.p("change_after"))
+            pos = await self._wait_position(start + f.duration_seconds - 1.0 - time.monotonic())
             if not pos:
                 self.note(k, "no open position to cut", skipped=True)
             else:
@@ -308,15 +314,15 @@ class Chaos:
                 self.note(
                     k,
                     f"{s} {ps} {abs(amount):g} -> {size:g} with the streams silent "
-                    f"({f.duration_s:.1f} s of silence)",
+                    f"({f.duration_seconds:.1f} s of silence)",
                 )
-            await asyncio.sleep(max(1.0, start + f.duration_s - time.monotonic()))
+            await asyncio.sleep(max(1.0, start + f.duration_seconds - time.monotonic()))
         finally:
             self._silence(False)
 
-    async def _wait_position(self, timeout_s: float) -> list[tuple[str, str, float, float]]:
-        """The open positions, waiting up to ``timeout_s`` for one when the account is flat."""
-        end = time.monotonic() + timeout_s
+    async def _wait_position(self, timeout_seconds: float) -> list[tuple[str, str, float, float]]:
+        """The open positions, waiting up to ``timeout_seconds`` for one when the account is flat."""
+        end = time.monotonic() + timeout_seconds
         pos = self._positions()
         while not pos and time.monotonic() < end:
             await asyncio.sleep(0.25)
@@ -357,21 +363,25 @@ class Chaos:
         await self._await_hedge(f, time.monotonic())
 
     async def _await_hedge(self, f: Fault, t_flip: float) -> None:
-        """Give the bot ``f.duration_s`` to switch hedge mode back on; count it if it did not,
+        """Give the bot ``f.duration_seconds`` to switch hedge mode back on; count it if it did not,
         then switch back (also when cancelled: the soak ended)."""
         v = self.venue
         try:
-            await asyncio.sleep(f.duration_s)
+            await asyncio.sleep(f.duration_seconds)
         finally:
             now = time.monotonic()
-            held = now - t_flip >= min(f.duration_s, self.mode_grace_s)
+            held = now - t_flip >= min(f.duration_seconds, self.mode_grace_seconds)
             if held and self.mode_refusals is not None:
-                held = any(t_flip <= t <= now - self.mode_grace_s for t in self.mode_refusals())
+                held = any(
+                    t_flip <= t <= now - self.mode_grace_seconds for t in self.mode_refusals()
+                )
             acct = v.engine.account(self.api_key)  # a reset may have replaced it meanwhile
             if not acct.hedge_mode:
                 if held:
                     self.mode_not_reapplied += 1
-                    log.warning("the bot did not re-apply hedge mode within %.0f s", f.duration_s)
+                    log.warning(
+                        "the bot did not re-apply hedge mode within %.0f s", f.duration_seconds
+                    )
                 try:
                     v.flip_position_mode(self.api_key, True, tag="chaos")
                 except Refused as exc:  # only a bug of ours can leave orders in one-way mode
@@ -384,12 +394,12 @@ class Chaos:
             return
         restart = float(f.p("restart_after"))
         if k == "kill9":
-            if self.killer.kill9(in_flight=False, restart_after_s=restart):
+            if self.killer.kill9(in_flight=False, restart_after_seconds=restart):
                 self.note(k, f"kill -9 of the bot; restart in {restart:g} s")
             else:
                 self.note(k, "the bot was not running", skipped=True)
             return
-        fut = self.killer.arm_kill_on_fill(f.duration_s, restart)
+        fut = self.killer.arm_kill_on_fill(f.duration_seconds, restart)
         try:
             in_flight = await fut
         except asyncio.CancelledError:
@@ -401,5 +411,6 @@ class Chaos:
             self.note(k, f"kill -9 as a fill of ours was booked; restart in {restart:g} s")
         else:
             self.note(
-                "kill9", f"armed for a fill, none came within {f.duration_s:g} s: plain kill -9"
+                "kill9",
+                f"armed for a fill, none came within {f.duration_seconds:g} s: plain kill -9",
             )

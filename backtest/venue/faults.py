@@ -40,7 +40,7 @@ class Faults:
     ws_silent: bool = False  # keep sockets open, send no data messages
     # Bybit private topic -> seconds its messages are held back (e.g. "execution" arriving
     # after the "order" that says the order filled)
-    private_topic_delay_s: dict[str, float] = field(default_factory=dict)
+    private_topic_delay_seconds: dict[str, float] = field(default_factory=dict)
 
     def take_rest_fault(self, path: str) -> int | None:
         """The status to answer this call with, or None to serve it normally."""

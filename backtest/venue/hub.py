@@ -23,9 +23,11 @@ WsHandler = Callable[[ServerConnection, str], Awaitable[None]]
 
 
 class WsHub:
-    def __init__(self, ping_interval_s: float | None, ping_timeout_s: float | None) -> None:
-        self.ping_interval_s = ping_interval_s
-        self.ping_timeout_s = ping_timeout_s
+    def __init__(
+        self, ping_interval_seconds: float | None, ping_timeout_seconds: float | None
+    ) -> None:
+        self.ping_interval_seconds = ping_interval_seconds
+        self.ping_timeout_seconds = ping_timeout_seconds
         self.connections: set[ServerConnection] = set()
         self._routes: list[tuple[str, WsHandler]] = []
         self._server: Server | None = None
@@ -40,8 +42,8 @@ class WsHub:
             self._handle,
             host,
             port,
-            ping_interval=self.ping_interval_s,
-            ping_timeout=self.ping_timeout_s,
+            ping_interval=self.ping_interval_seconds,
+            ping_timeout=self.ping_timeout_seconds,
             max_size=2**20,
             close_timeout=2,
         )

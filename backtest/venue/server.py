@@ -69,8 +69,8 @@ class VenueConfig:
     weight_limit_per_minute: int = 2400
     ban_after_429s: int = 3  # 429s within a minute after which the IP gets 418 (banned)
     ban_seconds: float = 120.0
-    ws_ping_interval_s: float | None = 180.0
-    ws_ping_timeout_s: float | None = 600.0
+    ws_ping_interval_seconds: float | None = 180.0
+    ws_ping_timeout_seconds: float | None = 600.0
     fill_mode: str = "candle"  # candle: lockstep candle rule; trades: 4 trades per candle
     start_index: int = 0  # first candle to replay; earlier candles are history (klines)
     # a vault's market closes (client ids gbv...) priced by the square-root impact model with
@@ -113,7 +113,7 @@ class Venue:
         self.faults = Faults()
         self.ip_budget = IpBudget(self.config)  # one budget for the IP, whichever dialect
         self.listen_keys: dict[str, str] = {}  # listenKey -> api key
-        self.hub = WsHub(self.config.ws_ping_interval_s, self.config.ws_ping_timeout_s)
+        self.hub = WsHub(self.config.ws_ping_interval_seconds, self.config.ws_ping_timeout_seconds)
         self.rest = RestApi(self)
         self.streams = StreamServer(self)
         self.bybit_rest = BybitRestApi(self)  # Bybit v5 under /v5/ on the same ports
@@ -200,10 +200,10 @@ class Venue:
 
     # ------------------------------------------------------------------ replay
 
-    async def advance(self, n: int = 1, *, pace_s: float = 0.0) -> int:
+    async def advance(self, n: int = 1, *, pace_seconds: float = 0.0) -> int:
         """Apply the next ``n`` candles and publish them; return how many were applied.
 
-        In ``trades`` fill mode the four trades of a candle are spread over ``pace_s`` seconds.
+        In ``trades`` fill mode the four trades of a candle are spread over ``pace_seconds`` seconds.
         """
         done = 0
         for _ in range(n):
@@ -218,11 +218,11 @@ class Venue:
                 self.flush_events()
                 self._publish_candle(k, trades=True)
             else:
-                await self._advance_trades(k, pace_s)
+                await self._advance_trades(k, pace_seconds)
             done += 1
         return done
 
-    async def _advance_trades(self, k: int, pace_s: float) -> None:
+    async def _advance_trades(self, k: int, pace_seconds: float) -> None:
         c = self.candles
         ts, tf = int(c.timestamps[k]), int(c.timeframe_ms)
         eng = self.engine
@@ -233,8 +233,8 @@ class Venue:
         }
         times = self._trade_times(ts, tf)
         for j in range(4):
-            if j and pace_s > 0:
-                await asyncio.sleep(pace_s / 4)
+            if j and pace_seconds > 0:
+                await asyncio.sleep(pace_seconds / 4)
             for s in c.symbols:
                 eng.apply_trade(s, paths[s][j], times[j])
             self.flush_events()
@@ -271,7 +271,7 @@ class Venue:
             if stop is not None and stop.is_set():
                 break
             done += await self.advance(
-                1, pace_s=period if self.config.fill_mode == "trades" else 0.0
+                1, pace_seconds=period if self.config.fill_mode == "trades" else 0.0
             )
             nxt += period
             delay = nxt - time.monotonic()
@@ -382,7 +382,7 @@ class Venue:
         self.faults.rest_faults.clear()
         self.faults.rest_delay_ms = 0.0
         self.faults.ws_silent = False
-        self.faults.private_topic_delay_s.clear()
+        self.faults.private_topic_delay_seconds.clear()
         self.ip_budget.reset()
 
     def drop_ws(self) -> int:
@@ -403,9 +403,9 @@ class Venue:
         """Hold back the Bybit private ``topic`` (execution, order, position, wallet) by
         ``seconds`` (0 to stop), so it arrives after the others of the same moment."""
         if seconds > 0:
-            self.faults.private_topic_delay_s[topic] = float(seconds)
+            self.faults.private_topic_delay_seconds[topic] = float(seconds)
         else:
-            self.faults.private_topic_delay_s.pop(topic, None)
+            self.faults.private_topic_delay_seconds.pop(topic, None)
 
     def reject_next_order_margin(self, api_key: str, n: int = 1) -> None:
         self.engine.reject_next_order_margin(api_key, n)

@@ -130,10 +130,12 @@ def print_tables(st: dict[str, Any]) -> None:
     t.add_row("equity", _f(acc["equity"], 8, " USDT"))
     t.add_row("balance peak", _f(acc["balance_peak"], 8, " USDT"))
     t.add_row("fills / errors", f"{acc['n_fills']} / {acc['errors']}")
-    t.add_row("up", _dur(st.get("uptime_s")))
-    t.add_row("last reconciliation", _dur(st.get("last_reconciliation_age_s")) + " ago")
+    t.add_row("up", _dur(st.get("uptime_seconds")))
+    t.add_row("last reconciliation", _dur(st.get("last_reconciliation_age_seconds")) + " ago")
     for name, s in (st.get("streams") or {}).items():
-        t.add_row(f"{name} stream", ("up" if s["up"] else "DOWN") + f" for {_dur(s['for_s'])}")
+        t.add_row(
+            f"{name} stream", ("up" if s["up"] else "DOWN") + f" for {_dur(s['for_seconds'])}"
+        )
     a = st.get("alerts") or {}
     if a.get("enabled"):
         t.add_row("alerts", f"{a['format']}: {a['sent']} sent, {a['failed']} failed, "

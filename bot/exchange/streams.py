@@ -3,7 +3,7 @@ every exchange's streams (:mod:`bot.exchange.binance.streams`, :mod:`bot.exchang
 
 :class:`StreamClient` is one self-healing connection: exponential backoff with jitter between
 attempts, a rotation before the exchange's own 24 h cut, and a watchdog that treats a socket
-silent for ``silence_timeout_s`` as dead (hung sockets can stay "open" for a long time).
+silent for ``silence_timeout_seconds`` as dead (hung sockets can stay "open" for a long time).
 Parsing lives in small pure functions so it can be tested on recorded messages; every
 exchange's messages become :mod:`bot.exchange.events` at the boundary, in its own package
 (:func:`bot.exchange.binance.streams.binance_events`, :mod:`bot.exchange.bybit.format`).
@@ -67,27 +67,27 @@ class StreamClient:
         url: str | Callable[[], Awaitable[str]],
         on_message: Handler,
         *,
-        silence_timeout_s: float = 30.0,
-        max_age_s: float = 23 * 3600.0,
-        backoff_base_s: float = 0.2,
-        backoff_max_s: float = 30.0,
+        silence_timeout_seconds: float = 30.0,
+        max_age_seconds: float = 23 * 3600.0,
+        backoff_base_seconds: float = 0.2,
+        backoff_max_seconds: float = 30.0,
         max_failures: int = 1000,
         on_open: Callable[[ClientConnection], Awaitable[None]] | None = None,
         ping_json: dict[str, Any] | None = None,
-        ping_interval_s: float = 20.0,
+        ping_interval_seconds: float = 20.0,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.on_message = on_message
-        self.silence_timeout_s = silence_timeout_s
-        self.max_age_s = max_age_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        self.silence_timeout_seconds = silence_timeout_seconds
+        self.max_age_seconds = max_age_seconds
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_max_seconds = backoff_max_seconds
         self.max_failures = max_failures
         self.on_open = on_open
         self.ping_json = ping_json
-        self.ping_interval_s = ping_interval_s
+        self.ping_interval_seconds = ping_interval_seconds
         self.on_state = on_state
         self.stats = StreamStats()
         self.connected = asyncio.Event()
@@ -146,7 +146,9 @@ class StreamClient:
             failures += 1
             if failures > self.max_failures:
                 raise ConnectionError(f"{self.name} stream: {failures} failed connects in a row")
-            delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures - 1, 16))
+            delay = min(
+                self.backoff_max_seconds, self.backoff_base_seconds * 2 ** min(failures - 1, 16)
+            )
             delay *= 0.5 + random.random() / 2  # jitter: many bots must not reconnect in step
             try:
                 await asyncio.wait_for(stop.wait(), delay)
@@ -160,23 +162,23 @@ class StreamClient:
     async def _read(self, ws: ClientConnection, stop: asyncio.Event) -> bool:
         """Read until error (raises), stop (False) or rotation age (True)."""
         opened = time.monotonic()
-        next_ping = opened + self.ping_interval_s
+        next_ping = opened + self.ping_interval_seconds
         stop_wait = asyncio.ensure_future(stop.wait())
         recv: asyncio.Future | None = None
         try:
             while True:
                 now = time.monotonic()
-                if now - opened >= self.max_age_s:
+                if now - opened >= self.max_age_seconds:
                     return True
                 if self.ping_json is not None and now >= next_ping:
                     await ws.send(orjson.dumps(self.ping_json).decode())
-                    next_ping = now + self.ping_interval_s
+                    next_ping = now + self.ping_interval_seconds
                 silent = now - self.stats.last_message
-                if silent >= self.silence_timeout_s:
+                if silent >= self.silence_timeout_seconds:
                     raise StaleStream(f"silent for {silent:.1f} s")
                 timeout = min(
-                    self.silence_timeout_s - silent,
-                    self.max_age_s - (now - opened),
+                    self.silence_timeout_seconds - silent,
+                    self.max_age_seconds - (now - opened),
                     (next_ping - now) if self.ping_json is not None else 3600.0,
                 )
                 if recv is None:

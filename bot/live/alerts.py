@@ -77,9 +77,9 @@ class AlertSender:
         chat_id: str | int | None = None,
         queue_size: int = 100,
         max_retries: int = 6,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        timeout_s: float = 10.0,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+        timeout_seconds: float = 10.0,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"alert format {fmt!r}: one of {', '.join(FORMATS)}")
@@ -89,9 +89,9 @@ class AlertSender:
         self.chat_id = chat_id
         self.queue_size = queue_size
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.timeout_s = timeout_s
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.timeout_seconds = timeout_seconds
         self._queue: deque[tuple[str, dict[str, Any]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -132,7 +132,7 @@ class AlertSender:
     async def start(self) -> None:
         if self._task is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds)
             )
             self._task = asyncio.create_task(self._worker(), name="alerts")
 
@@ -173,7 +173,7 @@ class AlertSender:
 
     async def _deliver(self, kind: str, body: dict[str, Any]) -> bool:
         assert self._session is not None
-        delay = self.backoff_s
+        delay = self.backoff_seconds
         for attempt in range(self.max_retries + 1):
             wait = delay
             try:
@@ -193,7 +193,7 @@ class AlertSender:
                     retry_after = resp.headers.get("Retry-After")
                     if resp.status == 429 and retry_after:
                         with contextlib.suppress(ValueError):
-                            wait = min(max(float(retry_after), delay), self.max_backoff_s)
+                            wait = min(max(float(retry_after), delay), self.max_backoff_seconds)
                     reason = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = type(exc).__name__  # never str(exc): it may quote the URL
@@ -209,7 +209,7 @@ class AlertSender:
                 wait,
             )
             await asyncio.sleep(wait * (0.75 + random.random() / 2))
-            delay = min(delay * 2, self.max_backoff_s)
+            delay = min(delay * 2, self.max_backoff_seconds)
         self.failed += 1
         log.warning("alert %s to %s not delivered after %d tries", kind, self.origin, attempt + 1)
         return False

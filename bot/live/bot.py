@@ -82,9 +82,9 @@ class LiveBot:
         lockstep: bool = False,
         state_name: str = "live",
         market_path: str = "/market",
-        listen_key_keepalive_s: float = 1800.0,
+        listen_key_keepalive_seconds: float = 1800.0,
         max_rest_retries: int = 60,
-        ws_ping_interval_s: float = 20.0,
+        ws_ping_interval_seconds: float = 20.0,
         vault_ledger: str | None = None,
     ) -> None:
         self.config = config
@@ -102,9 +102,9 @@ class LiveBot:
         self.ws_url = ws_url
         self.pacing = pacing or (Lockstep() if lockstep else RealTime())
         self.market_path = market_path
-        self.listen_key_keepalive_s = listen_key_keepalive_s
+        self.listen_key_keepalive_seconds = listen_key_keepalive_seconds
         self.max_rest_retries = max_rest_retries
-        self.ws_ping_interval_s = ws_ping_interval_s
+        self.ws_ping_interval_seconds = ws_ping_interval_seconds
         # events for the status page, the log file and the alerts (bot.live.monitor sets it):
         # order_created / order_cancelled (order), order_error (symbol, text), fill (fill),
         # position_changed (symbol, j, ours, exchange), stream (name, up), reconciled,

@@ -121,10 +121,10 @@ class OrderCycle:
         ids = self.adapter.client_ids
         return [replace(o, client_id=ids.on_wire(o.client_id)) for o in out]
 
-    async def _klines_aligned(self, ts: int, timeout_s: float = 3.0) -> None:
+    async def _klines_aligned(self, ts: int, timeout_seconds: float = 3.0) -> None:
         """Until every coin's kline of minute ``ts`` is in (the ranking compares them all,
-        as the backtester does at that candle), at most ``timeout_s``."""
-        end = time.monotonic() + timeout_s
+        as the backtester does at that candle), at most ``timeout_seconds``."""
+        end = time.monotonic() + timeout_seconds
         while time.monotonic() < end and not self.bot.stopping:
             if all(x.last_kline_ts >= ts for x in self.bot.coins.values()):
                 return

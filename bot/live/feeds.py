@@ -70,15 +70,15 @@ class Feeds:
         """The per-exchange part: which sockets, and their messages -> :mod:`events`."""
         silence = self.bot.live.stream_silence_timeout_seconds
         if self.adapter.kind == "bybit":
-            ping = self.bot.ws_ping_interval_s
+            ping = self.bot.ws_ping_interval_seconds
             public = BybitPublicStream(
                 self.bot.ws_url, self.bot.symbols, self.on_events,
-                silence_timeout_s=silence, ping_interval_s=ping,
+                silence_timeout_seconds=silence, ping_interval_seconds=ping,
                 on_state=lambda up: self.on_stream_state("market", up),
             )  # fmt: skip
             private = BybitPrivateStream(
                 self.bot.ws_url, self.adapter.ws_auth_args, self.on_events,
-                silence_timeout_s=silence, ping_interval_s=ping,
+                silence_timeout_seconds=silence, ping_interval_seconds=ping,
                 time_offset_ms=lambda: self.clock_offset_ms,
                 on_state=lambda up: self.on_stream_state("user", up),
             )  # fmt: skip
@@ -95,7 +95,7 @@ class Feeds:
             listen_key=self.get_listen_key,
             market_path=self.bot.market_path,
             user_in_market=self.user_in_market,
-            silence_timeout_s=silence,
+            silence_timeout_seconds=silence,
             on_state=self.on_stream_state,
         )
         return self.streams
@@ -130,7 +130,7 @@ class Feeds:
 
     async def keepalive_loop(self) -> None:
         while not self.bot.stopping:
-            await asyncio.sleep(self.bot.listen_key_keepalive_s)
+            await asyncio.sleep(self.bot.listen_key_keepalive_seconds)
             try:
                 await self.adapter.keepalive_listen_key()
             except ExchangeError as exc:

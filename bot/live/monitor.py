@@ -124,8 +124,8 @@ class Monitor:
         dry_run: bool = False,
         exchange: str = "binance",
         log_file: str | None = None,
-        watch_interval_s: float = 2.0,
-        curve_interval_s: float = 10.0,
+        watch_interval_seconds: float = 2.0,
+        curve_interval_seconds: float = 10.0,
         curve_points: int = 8640,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -133,8 +133,8 @@ class Monitor:
         self.live = live
         self.dry_run = dry_run
         self.exchange = exchange
-        self.watch_interval_s = watch_interval_s
-        self.curve_interval_s = curve_interval_s
+        self.watch_interval_seconds = watch_interval_seconds
+        self.curve_interval_seconds = curve_interval_seconds
         env = os.environ if env is None else env
         self.token = env.get(live.status_token_env) or None
         a = live.alerts
@@ -269,7 +269,7 @@ class Monitor:
     def status_fields(self, now: float) -> dict[str, Any]:
         """The monitor's part of the status (merged by :func:`build_status`)."""
         streams = {
-            name: {"up": s["up"], "since": s["since"], "for_s": now - s["since"]}
+            name: {"up": s["up"], "since": s["since"], "for_seconds": now - s["since"]}
             for name, s in self.streams.items()
         }
         a = self.alerts
@@ -277,9 +277,9 @@ class Monitor:
             "exchange": self.exchange,
             "dry_run": self.dry_run,
             "started_at": self.started_at,
-            "uptime_s": now - self.started_at,
+            "uptime_seconds": now - self.started_at,
             "streams": streams,
-            "last_reconciliation_age_s": (
+            "last_reconciliation_age_seconds": (
                 None if self.last_reconciled is None else now - self.last_reconciled
             ),
             "equity_curve": self._curve(),
@@ -413,14 +413,14 @@ class Monitor:
                 self.tick()
             except Exception:
                 log.exception("monitor: status check failed")
-            await asyncio.sleep(self.watch_interval_s)
+            await asyncio.sleep(self.watch_interval_seconds)
 
     def tick(self, now: float | None = None) -> dict[str, Any]:
         """One look at the bot: equity curve, liquidation and stream alerts, heartbeat."""
         now = time.time() if now is None else now
         st = self.status()
         eq = st["account"]["equity"]
-        if eq is not None and (now - self._last_curve >= self.curve_interval_s):
+        if eq is not None and (now - self._last_curve >= self.curve_interval_seconds):
             self.equity_curve.append((now, eq))
             self._last_curve = now
         thr = self.live.alerts.liquidation_distance_pct

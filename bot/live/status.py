@@ -182,14 +182,14 @@ function render(s) {
   $("mode").textContent = (s.dry_run ? "dry run" : "live") + (s.exchange ? " on " + s.exchange : "");
   $("updated").textContent = iso(s.time);
   $("updated").dataset.t = s.time;
-  $("uptime").textContent = dur(s.uptime_s);
+  $("uptime").textContent = dur(s.uptime_seconds);
   const a = s.account;
   let h = row(["balance", num(a.balance, 2) + " USDT"]) + row(["equity", num(a.equity, 2) + " USDT"])
     + row(["balance peak", num(a.balance_peak, 2)]) + row(["fills", a.n_fills])
-    + row(["errors", a.errors]) + row(["last reconciliation", dur(s.last_reconciliation_age_s) + " ago"]);
+    + row(["errors", a.errors]) + row(["last reconciliation", dur(s.last_reconciliation_age_seconds) + " ago"]);
   for (const [name, st] of Object.entries(s.streams || {})) {
     h += row([name + " stream", '<span class="' + (st.up ? "up" : "down") + '">'
-      + (st.up ? "up" : "DOWN") + "</span> for " + dur(st.for_s)]);
+      + (st.up ? "up" : "DOWN") + "</span> for " + dur(st.for_seconds)]);
   }
   if (s.alerts) {
     h += row(["alerts", s.alerts.enabled ? s.alerts.format + ": " + s.alerts.sent + " sent, "

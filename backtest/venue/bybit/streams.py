@@ -294,9 +294,9 @@ class BybitStreams:
                         "creationTime": ev.time_ms,
                         "data": data,
                     }
-                    delay_s = self.venue.faults.private_topic_delay_s.get(topic, 0.0)
-                    if delay_s > 0:  # topics overtaking each other, as on Bybit's own socket
-                        asyncio.get_running_loop().call_later(delay_s, self._send, subs, msg)
+                    delay_seconds = self.venue.faults.private_topic_delay_seconds.get(topic, 0.0)
+                    if delay_seconds > 0:  # topics overtaking each other, as on Bybit's own socket
+                        asyncio.get_running_loop().call_later(delay_seconds, self._send, subs, msg)
                     else:
                         self._send(subs, msg)
 

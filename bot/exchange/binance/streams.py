@@ -53,8 +53,8 @@ class BinanceStreams:
     market_path: str = "/market"
     user_path: str = "/private/ws"
     user_in_market: bool = False
-    silence_timeout_s: float = 30.0
-    max_age_s: float = 23 * 3600.0
+    silence_timeout_seconds: float = 30.0
+    max_age_seconds: float = 23 * 3600.0
     on_state: Callable[[str, bool], None] | None = None
     clients: list[StreamClient] = field(default_factory=list)
 
@@ -88,14 +88,15 @@ class BinanceStreams:
             return lambda up: self.on_state(name, up) if self.on_state else None
 
         kw: dict[str, Any] = dict(
-            silence_timeout_s=self.silence_timeout_s, max_age_s=self.max_age_s
+            silence_timeout_seconds=self.silence_timeout_seconds,
+            max_age_seconds=self.max_age_seconds,
         )
         self.clients = [
             StreamClient("market", self._market_url, self._dispatch, on_state=state("market"), **kw)
         ]
         if self.listen_key is not None and not self.user_in_market:
             # the user stream is quiet when nothing happens: a longer silence allowance
-            ukw = dict(kw, silence_timeout_s=max(self.silence_timeout_s, 3600.0))
+            ukw = dict(kw, silence_timeout_seconds=max(self.silence_timeout_seconds, 3600.0))
             self.clients.append(
                 StreamClient("user", self._user_url, self._dispatch, on_state=state("user"), **ukw)
             )

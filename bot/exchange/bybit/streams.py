@@ -82,9 +82,9 @@ class _BybitSocket:
     _name = ""
     ws_url: str
     path: str
-    silence_timeout_s: float
-    ping_interval_s: float
-    max_age_s: float
+    silence_timeout_seconds: float
+    ping_interval_seconds: float
+    max_age_seconds: float
     on_state: Callable[[bool], None] | None
     subscribed: asyncio.Event
     client: StreamClient | None
@@ -116,16 +116,18 @@ class _BybitSocket:
         # market data flows all the time: silence means a dead socket; the private socket is
         # quiet when nothing happens, and only its pongs prove it alive
         public = self._name == "public"
-        silence = self.silence_timeout_s
+        silence = self.silence_timeout_seconds
         self.client = StreamClient(
             "market" if public else "user",
             f"{self.ws_url.rstrip('/')}{self.path}",
             self._dispatch,
-            silence_timeout_s=silence if public else max(silence, 2.5 * self.ping_interval_s),
-            max_age_s=self.max_age_s,
+            silence_timeout_seconds=silence
+            if public
+            else max(silence, 2.5 * self.ping_interval_seconds),
+            max_age_seconds=self.max_age_seconds,
             on_open=self._on_open,
             ping_json={"op": "ping"},
-            ping_interval_s=self.ping_interval_s,
+            ping_interval_seconds=self.ping_interval_seconds,
             on_state=self._state,
         )
         return self.client
@@ -137,7 +139,7 @@ class _BybitSocket:
 @dataclass
 class BybitPublicStream(_BybitSocket):
     """Bybit v5 linear public: ``publicTrade.S``, ``tickers.S`` (snapshot + deltas merged) and
-    ``kline.1.S`` (closed candles move the EMAs); a JSON ping every ``ping_interval_s``.
+    ``kline.1.S`` (closed candles move the EMAs); a JSON ping every ``ping_interval_seconds``.
 
     ``on_events`` gets :mod:`bot.exchange.events` (prices, klines); ``subscribed`` is set once
     the venue acknowledged the subscription on the current connection.
@@ -146,9 +148,9 @@ class BybitPublicStream(_BybitSocket):
     ws_url: str
     symbols: Sequence[str]
     on_events: EventSink
-    silence_timeout_s: float = 30.0
-    ping_interval_s: float = 20.0
-    max_age_s: float = 23 * 3600.0
+    silence_timeout_seconds: float = 30.0
+    ping_interval_seconds: float = 20.0
+    max_age_seconds: float = 23 * 3600.0
     path: str = "/v5/public/linear"
     on_state: Callable[[bool], None] | None = None
     on_ticker: Callable[[dict[str, Any]], None] | None = None
@@ -194,7 +196,7 @@ class AuthRefused(Exception):
 @dataclass
 class BybitPrivateStream(_BybitSocket):
     """Bybit v5 ``/v5/private``: auth, then ``order``, ``execution``, ``position``, ``wallet``;
-    a JSON ping every ``ping_interval_s``; every reconnect authenticates afresh.
+    a JSON ping every ``ping_interval_seconds``; every reconnect authenticates afresh.
 
     ``time_offset_ms`` (server minus local clock) keeps ``expires`` valid on a drifting clock.
     """
@@ -202,11 +204,11 @@ class BybitPrivateStream(_BybitSocket):
     ws_url: str
     auth_args: Callable[[int], list[Any]]  # expires_ms -> [key, expires, signature]
     on_events: EventSink
-    silence_timeout_s: float = 30.0
-    ping_interval_s: float = 20.0
-    max_age_s: float = 23 * 3600.0
+    silence_timeout_seconds: float = 30.0
+    ping_interval_seconds: float = 20.0
+    max_age_seconds: float = 23 * 3600.0
     expires_after_ms: int = 10_000
-    auth_timeout_s: float = 10.0
+    auth_timeout_seconds: float = 10.0
     path: str = "/v5/private"
     topics: tuple[str, ...] = ("order", "execution", "position", "wallet")
     time_offset_ms: Callable[[], int] = lambda: 0
@@ -221,7 +223,7 @@ class BybitPrivateStream(_BybitSocket):
         args = self.auth_args(expires)
         await ws.send(orjson.dumps({"op": "auth", "args": args}).decode())
         # the reply comes before any topic data: read it here, bounded in time
-        end = time.monotonic() + self.auth_timeout_s
+        end = time.monotonic() + self.auth_timeout_seconds
         while True:
             raw = await asyncio.wait_for(ws.recv(), max(0.01, end - time.monotonic()))
             try:
