@@ -477,8 +477,14 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                             mk[M_PRICE_STEP],
                         ):  # fmt: skip
                             hit_side[j] = True
-                        elif (hi > prev_close) if side > 0 else (lo < prev_close):
-                            # unstuck and exposure-limit closes rest at the ask / bid
+                        elif (
+                            (hi > prev_close - mk[M_PRICE_STEP])
+                            if side > 0
+                            else (lo < prev_close + mk[M_PRICE_STEP])
+                        ):
+                            # unstuck and exposure-limit closes rest at the ask / bid, put on
+                            # the tick: a tick of slack, as reached() keeps (the rounding's
+                            # float tolerance can put them a hair inside the book)
                             uq, up = unstuck_order(
                                 side, ord_balance, ord_peak, pos_sz, pos_pp, prev_close,
                                 prev_close, em, mk, prm,
