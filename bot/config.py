@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.core import hard_stop as H
 from bot.core import params as P
 from bot.core.margin import LeverageCheck, check_leverage
 from bot.errors import ConfigError
@@ -150,9 +151,55 @@ class SideConfig(_Strict):
 SIDE_PARAMS = tuple(k for k in SideConfig.model_fields)
 
 
+class TierRatios(_Strict):
+    """The hard stop's warning tiers, as fractions of ``red_threshold``."""
+
+    yellow: float = Field(0.5, gt=0.0, lt=1.0)
+    orange: float = Field(0.75, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierRatios:
+        if self.yellow > self.orange:
+            raise ValueError(f"yellow ({self.yellow}) must not be above orange ({self.orange})")
+        return self
+
+
+class HardStopConfig(_Strict):
+    """The equity hard stop loss (``bot.core.hard_stop``; README "Equity hard stop loss").
+    Names and defaults follow Passivbot's ``bot.common.equity_hard_stop_loss``."""
+
+    enabled: bool = False
+    red_threshold: float = Field(0.25, gt=0.0, lt=1.0)
+    ema_span_minutes: float = Field(60.0, ge=1.0, le=100_000.0)
+    cooldown_minutes_after_red: float = Field(0.0, ge=0.0, le=525_600.0)
+    no_restart_drawdown_threshold: float = Field(1.0, gt=0.0, le=1.0)
+    tier_ratios: TierRatios = TierRatios()
+    orange_tier_mode: Literal["graceful_stop", "tp_only_with_active_entry_cancellation"] = (
+        "tp_only_with_active_entry_cancellation"
+    )
+    panic_close_order_type: str = "market"
+
+    @field_validator("panic_close_order_type")
+    @classmethod
+    def _market_only(cls, v: str) -> str:
+        if v != "market":
+            raise ValueError(
+                "only 'market' is supported: a hard stop must close in a crash, and a limit "
+                "order at the book may never fill while the price runs away"
+            )
+        return v
+
+
+class CommonConfig(_Strict):
+    """Account-wide settings (both sides)."""
+
+    equity_hard_stop_loss: HardStopConfig = HardStopConfig()
+
+
 class BotConfig(_Strict):
     long: SideConfig = SideConfig()
     short: SideConfig = SideConfig(enabled=False)
+    common: CommonConfig = CommonConfig()
 
 
 class AlertsConfig(_Strict):
@@ -612,6 +659,23 @@ def side_params_array(side: SideConfig) -> np.ndarray:
     a[P.P_FILTER_VOLUME_WINDOW] = side.filter_volume_rolling_window
     a[P.P_FILTER_VOLATILITY_WINDOW] = side.filter_volatility_rolling_window
     a[P.P_FILTER_VOLUME_DROP_PCT] = side.filter_volume_drop_pct
+    return a
+
+
+def hard_stop_params_array(config: Config) -> np.ndarray:
+    """The hard stop's float64 parameter array (layout in ``bot.core.hard_stop``)."""
+    hsl = config.bot.common.equity_hard_stop_loss
+    a = np.zeros(H.N_HP)
+    a[H.HP_ENABLED] = 1.0 if hsl.enabled else 0.0
+    a[H.HP_RED_THRESHOLD] = hsl.red_threshold
+    a[H.HP_EMA_ALPHA] = 2.0 / (hsl.ema_span_minutes + 1.0)
+    a[H.HP_COOLDOWN_MINUTES] = hsl.cooldown_minutes_after_red
+    a[H.HP_NO_RESTART_DRAWDOWN] = hsl.no_restart_drawdown_threshold
+    a[H.HP_YELLOW_RATIO] = hsl.tier_ratios.yellow
+    a[H.HP_ORANGE_RATIO] = hsl.tier_ratios.orange
+    a[H.HP_ORANGE_MODE] = (
+        H.ORANGE_GRACEFUL_STOP if hsl.orange_tier_mode == "graceful_stop" else H.ORANGE_TP_ONLY
+    )
     return a
 
 

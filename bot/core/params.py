@@ -65,6 +65,7 @@ KIND_OUTSIDE = 6  # a position reduced by an outside event (deleverage, vault ex
 KIND_EXPOSURE_LIMIT = 7  # a close bringing a position back to its WEL (enforce_exposure_limit)
 KIND_ENTRY_TRAILING = 8
 KIND_CLOSE_TRAILING = 9
+KIND_HARD_STOP = 10  # a market close of the equity hard stop loss (bot.core.hard_stop)
 
 KIND_NAMES = {
     KIND_ENTRY_INITIAL: "entry_initial",
@@ -76,6 +77,7 @@ KIND_NAMES = {
     KIND_EXPOSURE_LIMIT: "exposure_limit",
     KIND_ENTRY_TRAILING: "entry_trailing",
     KIND_CLOSE_TRAILING: "close_trailing",
+    KIND_HARD_STOP: "hard_stop",
 }
 
 # Leverage tier rows: [notional_floor, notional_cap, maint_margin_rate, max_leverage, maint_amount]
