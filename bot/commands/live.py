@@ -80,6 +80,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--ws-url", type=_ws_url, help="overrides live.ws_url (e.g. a `gridbot venue`'s websockets)"
     )
     p.add_argument("--key-file", help="overrides live.key_file (a mode-0600 JSON key file)")
+    p.add_argument(
+        "--reset-hard-stop",
+        action="store_true",
+        help="end the equity hard stop's halt: peak = equity now, green (logged)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(run=run)
 
@@ -154,7 +159,7 @@ async def _main(
     # a dry run's vault ledger is its own too: real requests are never applied to a fake venue
     ledger = str(Path(live_cfg.state_dir) / f"{name}.vault.sqlite") if dry else None
     bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name,
-                  vault_ledger=ledger)  # fmt: skip
+                  vault_ledger=ledger, reset_hard_stop=args.reset_hard_stop)  # fmt: skip
     # the page, the log file, the heartbeat and the alerts (a dry run logs to its own file)
     log_file = live_cfg.log_file
     if dry and log_file:

@@ -136,6 +136,12 @@ def print_tables(st: dict[str, Any]) -> None:
         t.add_row(
             f"{name} stream", ("up" if s["up"] else "DOWN") + f" for {_dur(s['for_seconds'])}"
         )
+    hs = st.get("hard_stop") or {}
+    if hs.get("enabled"):
+        left = hs.get("cooldown_left_minutes")
+        t.add_row("hard stop", f"{hs['tier']}{' HALTED' if hs['halted'] else ''}, score "
+                  f"{hs['score']:.4f} / {hs['red_threshold']:g}, peak {hs['peak']:.2f}"
+                  + (f", cooldown left {left:.1f} min" if left is not None else ""))  # fmt: skip
     a = st.get("alerts") or {}
     if a.get("enabled"):
         t.add_row("alerts", f"{a['format']}: {a['sent']} sent, {a['failed']} failed, "

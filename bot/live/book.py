@@ -116,6 +116,7 @@ class Book:
         *,
         on_doubt_cleared: Callable[[], None] | None = None,
         on_adopt: Callable[[str, int, float, float], None] | None = None,
+        on_transfer: Callable[[float, float], None] | None = None,
     ) -> None:
         self.state = state
         self.coins = {s: CoinBook(s, qty_steps[s]) for s in symbols}
@@ -129,6 +130,7 @@ class Book:
         self._doubts: set[str] = set()
         self._on_doubt_cleared = on_doubt_cleared
         self._on_adopt = on_adopt  # (symbol, 0 long / 1 short, our size, the exchange's)
+        self._on_transfer = on_transfer  # (balance before, after) of a deposit / withdrawal
         self.resync_wanted = False  # an event disagreed with the book: reconcile soon
 
     # ------------------------------------------------------------------ persistence
@@ -326,6 +328,9 @@ class Book:
                 # (the unstuck loss allowance is measured from it)
                 self.balance_peak = transfer_peak(self.balance_peak, self.balance, b.balance)
                 self.state.set("balance_peak", self.balance_peak)
+                before, self.balance = self.balance, b.balance
+                if self._on_transfer is not None:
+                    self._on_transfer(before, b.balance)
             self.balance = b.balance
         # the peak follows fills only, as in the backtester (funding does not raise it); a
         # report that gives no reason: a fill booked since the last one decides

@@ -9,7 +9,9 @@ Its parts, each in its own module:
 - :mod:`bot.live.cycle`: ideal orders from the core -> guard -> diff -> cancel/create;
 - :mod:`bot.live.pacing`: real time or lockstep (replay), injected;
 - :mod:`bot.live.vault_sizing` / :mod:`bot.live.vault_exits`: a vault (``vault.enabled``): the
-  cash buffer, leverage cap and margin buffer; the ledger's requests and exits.
+  cash buffer, leverage cap and margin buffer; the ledger's requests and exits;
+- :mod:`bot.live.hard_stop`: the equity hard stop loss (one sample per minute, its tiers,
+  red's market closes and halt).
 
 Exchange-agnostic: the adapter (:class:`bot.exchange.base.ExchangeAdapter`: Binance USDT-M or
 Bybit v5 linear, picked by :mod:`bot.exchange.registry`) speaks REST, and the streams deliver
@@ -46,6 +48,7 @@ from bot.live.book import Book, LiveFill
 from bot.live.coin import Coin
 from bot.live.cycle import OrderCycle
 from bot.live.feeds import Feeds
+from bot.live.hard_stop import LiveHardStop
 from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
@@ -86,6 +89,7 @@ class LiveBot:
         max_rest_retries: int = 60,
         ws_ping_interval_seconds: float = 20.0,
         vault_ledger: str | None = None,
+        reset_hard_stop: bool = False,
     ) -> None:
         self.config = config
         self.live: LiveConfig = config.live
@@ -151,6 +155,8 @@ class LiveBot:
             self.vault = VaultExits(self, vault_ledger or live_ledger_path(self.live.state_dir))
             self.vault.refresh()
         self.feeds = Feeds(self)
+        # the equity hard stop loss (bot.common.equity_hard_stop_loss): loaded at start-up
+        self.hard_stop = LiveHardStop(self, reset=reset_hard_stop)
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None
 
@@ -234,6 +240,7 @@ class LiveBot:
         # unless something outside our orders changed it (then adopted, with a warning)
         if not await self.reconciler.sync(quiet=True):
             self.want_sync()  # the exchange moved during it: again, soon
+        self.hard_stop.load()  # its equity needs the book and the prices
         log.info(
             "started: %s, balance %.2f (peak %.2f), leverage %g",
             ", ".join(self.symbols),
@@ -266,6 +273,7 @@ class LiveBot:
             on_adopt=lambda symbol, j, ours, theirs: self.notify(
                 "position_changed", symbol=symbol, j=j, ours=ours, exchange=theirs
             ),
+            on_transfer=self.hard_stop.on_transfer,
         )
         self.book.load(balance)
         self.adapter.client_ids.load(self.state.get("client_id_generations"))

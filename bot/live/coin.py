@@ -24,6 +24,7 @@ class Coin:
     emas: np.ndarray = field(default_factory=lambda: np.zeros((2, 3)))  # [long, short] x 3
     last_kline_ts: int = -1  # open time of the last closed kline in the EMAs
     last_price: float = math.nan
+    kline_close: float = math.nan  # the close of the kline at last_kline_ts (the hard stop)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one cycle or catch-up at a time
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     done_ts: int = -1  # lockstep: the last kline whose orders are reconciled

@@ -101,6 +101,11 @@ class OrderCycle:
         # a vault sizes from its balance less the cash buffer (bot.live.vault_sizing)
         frac = bot.vault_sizing.sizing_fraction
         balance, peak = bot.strategy_balance() * frac, bot.strategy_balance_peak() * frac
+        # the equity hard stop's tier (bot.live.hard_stop): red places nothing (its closes
+        # are market orders of its own); orange opens nothing new, tp_only adds nothing
+        may_open_new, may_add, halted = bot.hard_stop.permissions()
+        if halted:
+            return []
         for j, side in enumerate(_SIDES):
             fema = np.array([bot.coins[s].fema[j] for s in syms])
             prm = bot.params[j]
@@ -109,7 +114,7 @@ class OrderCycle:
                     sizes[j], bot.n_positions[j], eligible, fema, prm[P_FILTER_VOLUME_WINDOW],
                     prm[P_FILTER_VOLATILITY_WINDOW], prm[P_FILTER_VOLUME_DROP_PCT],
                 )[idx]
-            )  # fmt: skip
+            ) and may_open_new  # fmt: skip
             size, pprice = bot.strategy_position(c.symbol, j)
             if (size, pprice) != tuple(c.trail_pos[j]):
                 self._trail_reset(c, j, (size, pprice))
@@ -117,11 +122,12 @@ class OrderCycle:
                 side, balance, peak, size, pprice, price, price, c.emas[j], c.market,
                 bot.params[j], may_open, c.trails[j],
             )  # fmt: skip
-            out += orders_from_rows(c.symbol, side, rows)
+            orders = orders_from_rows(c.symbol, side, rows)
+            out += orders if may_add else [o for o in orders if not _is_entry(o)]
         ids = self.adapter.client_ids
         return [replace(o, client_id=ids.on_wire(o.client_id)) for o in out]
 
-    async def _klines_aligned(self, ts: int, timeout_seconds: float = 3.0) -> None:
+    async def klines_aligned(self, ts: int, timeout_seconds: float = 3.0) -> None:
         """Until every coin's kline of minute ``ts`` is in (the ranking compares them all,
         as the backtester does at that candle), at most ``timeout_seconds``."""
         end = time.monotonic() + timeout_seconds
@@ -205,7 +211,10 @@ class OrderCycle:
         if book.balance != book.balance or c.last_price != c.last_price:  # nan: not ready
             return CycleResult.RETRY
         if self.bot.forager_ranks:
-            await self._klines_aligned(c.last_kline_ts)
+            await self.klines_aligned(c.last_kline_ts)
+        # the equity hard stop's sample of this minute (once, account-wide) and, when red,
+        # its market closes: before this coin's orders, which its tier governs
+        await self.bot.hard_stop.before_cycle(c.last_kline_ts)
         async with c.lock:
             self.cycles += 1
             cb = book.coins[c.symbol]
@@ -226,6 +235,11 @@ class OrderCycle:
             if not ok:
                 return CycleResult.RETRY
             return CycleResult.WITHHELD if withheld else CycleResult.DONE
+
+    async def cancel_all(self, c: Coin) -> bool:
+        """Cancel every order of ours on ``c`` (the hard stop's red; the caller holds the
+        coin's lock)."""
+        return await self._cancel(c, list(self.book.coins[c.symbol].open.values()))
 
     async def _cancel(self, c: Coin, orders: list[LiveOrder]) -> bool:
         ok = True

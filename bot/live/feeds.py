@@ -251,6 +251,7 @@ class Feeds:
                 trail_update(c.trails[j], high, low, close)
         c.last_kline_ts = ts
         c.last_price = close  # the kline's close is the minute's last trade
+        c.kline_close = close
         self.save_emas(c)
         return True
 
@@ -304,7 +305,7 @@ class Feeds:
                 rows = await bot.rest(self.adapter.fetch_klines, c.symbol, limit=2)
                 rows = rows[rows[:, 0] <= c.last_kline_ts]
                 if rows.shape[0]:
-                    c.last_price = float(rows[-1, 4])
+                    c.last_price = c.kline_close = float(rows[-1, 4])
             if bot.pacing.trade_prices:  # live: the latest trade beats the last close
                 prices = await bot.rest(self.adapter.fetch_last_prices, [c.symbol])
                 c.last_price = prices.get(c.symbol, c.last_price)
@@ -321,7 +322,7 @@ class Feeds:
         ohlcv = np.ascontiguousarray(rows[:, 1:6])
         c.fema = np.stack([forager_seed(ohlcv, a) for a in bot.f_alphas])
         c.last_kline_ts = int(rows[-1, 0])
-        c.last_price = float(closes[-1])
+        c.last_price = c.kline_close = float(closes[-1])
         self.save_emas(c)
 
     async def catch_up_klines(self, c: Coin, max_gap: int = 10_000) -> bool:

@@ -370,6 +370,12 @@ class Monitor:
                 self._event("stream_down", "warning", f"{name} stream down")
         elif kind == "reconciled":
             self.last_reconciled = now
+        elif kind == "hard_stop":  # bot.live.hard_stop: every tier change, red's closes
+            text = self.clean(f["text"])
+            self._event("hard_stop", f["severity"], text)
+            data = {k: f.get(k) for k in ("what", "tier", "score", "peak", "halted",
+                                          "cooldown_left_minutes")}  # fmt: skip
+            self._alert("hard_stop", text, f["severity"], data)
         elif kind.startswith("vault_"):  # bot.live.vault_sizing, bot.live.vault_exits
             self._event(kind, "info", self.clean(f["text"]))
         elif kind == "account_reset":

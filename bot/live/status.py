@@ -191,6 +191,14 @@ function render(s) {
     h += row([name + " stream", '<span class="' + (st.up ? "up" : "down") + '">'
       + (st.up ? "up" : "DOWN") + "</span> for " + dur(st.for_seconds)]);
   }
+  const hs = s.hard_stop;
+  if (hs && hs.enabled) {
+    h += row(["hard stop", '<span class="' + (hs.halted ? "down" : "up") + '">' + esc(hs.tier)
+      + (hs.halted ? " HALTED" + (hs.terminal ? " (--reset-hard-stop ends it)" : "") : "")
+      + "</span> score " + num(hs.score, 4) + " / " + num(hs.red_threshold, 4) + ", peak "
+      + num(hs.peak, 2) + (hs.cooldown_left_minutes != null ? ", cooldown left "
+      + num(hs.cooldown_left_minutes, 1) + " min" : "")]);
+  }
   if (s.alerts) {
     h += row(["alerts", s.alerts.enabled ? s.alerts.format + ": " + s.alerts.sent + " sent, "
       + s.alerts.failed + " failed, " + s.alerts.dropped + " dropped" : "off"]);

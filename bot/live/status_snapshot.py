@@ -171,6 +171,9 @@ def build_status(bot: Any, monitor: Any = None, *, now: float | None = None) -> 
         },
         "coins": out_coins,
     }
+    hard_stop = getattr(bot, "hard_stop", None)
+    if hard_stop is not None:  # tier, score, peak, halted, cooldown left
+        status["hard_stop"] = hard_stop.status()
     if monitor is not None:
         status.update(monitor.status_fields(now))
     return status

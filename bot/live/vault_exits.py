@@ -46,6 +46,7 @@ from bot.core.vault import (
     tranche_target,
 )
 from bot.errors import ExchangeError
+from bot.live.market_close import ask_close, send_close
 from bot.vault.ledger import Ledger, LedgerError
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class VaultExits:
 
     async def apply_requests(self, now_ms: int) -> None:
         exits = 0
+        *_, equity_before = self._books()
         for req in self.ledger.pending_requests():
             try:
                 if req["kind"] == "deposit":
@@ -139,6 +141,9 @@ class VaultExits:
                 self.ledger.settle_request(req["id"], "refused", str(exc))
                 self._say(f"vault request {req['id']} refused: {exc}")
         self.refresh()
+        if exits:  # the leavers' part left the strategy: its hard stop peak moves with it
+            *_, equity_after = self._books()
+            self.bot.hard_stop.transfer(equity_before, equity_after)
         if exits and self.bot.cycle is not None:
             # the strategy's resting closes shrink to its own part now, before any tranche and
             # before they can fill into the leavers' slice
@@ -197,10 +202,7 @@ class VaultExits:
     async def recover(self) -> None:
         """Orders written as sent and never booked (a kill between the two): ask the exchange."""
         for o in self.ledger.unwind_orders(status="sent"):
-            got = await self.bot.rest(
-                self.bot.adapter.query_order_fill, o["symbol"], o["client_id"]
-            )
-            filled, px = got if got is not None else (0.0, 0.0)
+            filled, px = await ask_close(self.bot, o["symbol"], o["client_id"])
             self._book(o["client_id"], filled, px)
             log.info("vault: order %s found after a restart: filled %g", o["client_id"], filled)
         self.refresh()
@@ -290,22 +292,18 @@ class VaultExits:
     async def _send(self, orders: list[tuple[str, int, str, int, float, float]]) -> None:
         self.ledger.order_sent(orders, int(time.time() * 1000))
         for cid, exit_id, sym, j, q, _ in orders:
-            c = self.bot.coins[sym]
-            async with c.lock:  # no cycle of the coin while its position moves under it
-                try:
-                    filled, px = await self.bot.adapter.create_market_close(
-                        sym, 1 if j == 0 else -1, q, cid
-                    )
-                except ExchangeError as exc:
-                    # it may have landed: left as sent, the next pass asks for it by client
-                    # id (and for the rest of this batch, never sent: missing)
-                    log.warning("vault exit %d: close of %g %s failed: %s", exit_id, q, sym, exc)
-                    return
-                self._book(cid, filled, px)
+            got = await send_close(
+                self.bot, sym, 1 if j == 0 else -1, q, cid, f"vault exit {exit_id}"
+            )
+            if got is None:
+                # it may have landed: left as sent, the next pass asks for it by client id
+                # (and for the rest of this batch, never sent: missing)
+                return
+            filled, px = got
+            self._book(cid, filled, px)
             self._say(
                 f"vault exit {exit_id}: closed {filled:g} {sym} {'long' if j == 0 else 'short'} @ {px:g}"
             )
-            c.wake.set()
 
     async def charge_funding(self, now_ms: int) -> None:
         """At each funding time, the slice still held pays its funding (the exchange charged

@@ -366,13 +366,33 @@ class BybitAdapter(CcxtBase):
     async def create_market_close(
         self, symbol: str, pside: int, qty: float, client_id: str
     ) -> tuple[float, float]:
-        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
+        """A taker close (Market, reduce-only, hedge mode) of ``qty`` of the ``pside``
+        position (the equity hard stop's panic close); (filled qty, average price). Bybit's
+        create answers with the order id only: the fill is asked for by the client id."""
+        params = {
+            "category": CATEGORY,
+            "symbol": self.market_id(symbol),
+            "side": "Sell" if pside > 0 else "Buy",
+            "orderType": "Market",
+            "qty": _num(qty),
+            "positionIdx": POSITION_IDX[pside],
+            "reduceOnly": True,
+            "orderLinkId": client_id,
+        }
+        _result(await self._call(self.ex.privatePostV5OrderCreate, params))
+        got = await self.query_order_fill(symbol, client_id)
+        return got if got is not None else (0.0, 0.0)
 
     async def fetch_funding_rates(self, symbols: Sequence[str]) -> dict[str, float]:
         raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
 
     async def query_order_fill(self, symbol: str, client_id: str) -> tuple[float, float] | None:
-        raise ConfigError("vault exits: the live bot unwinds on Binance only (not yet on Bybit)")
+        """(filled qty, average price) of the order ``client_id``; None: Bybit has none."""
+        q = {"category": CATEGORY, "symbol": self.market_id(symbol), "orderLinkId": client_id}
+        rows = _result(await self._call(self.ex.privateGetV5OrderRealtime, q)).get("list") or []
+        if not rows:
+            return None
+        return float(rows[0].get("cumExecQty") or 0.0), float(rows[0].get("avgPrice") or 0.0)
 
     async def cancel_order(self, o: LiveOrder) -> None:
         params = {"category": CATEGORY, **self._order_ref(o)}
