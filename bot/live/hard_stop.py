@@ -241,6 +241,11 @@ class LiveHardStop:
         bot = self.bot
         cycle = bot.cycle
         assert cycle is not None
+        if self._red_new:
+            log.error(
+                "hard stop red (score %.4f): cancelling every order, closing every position",
+                self.h[H.H_TRIGGER_SCORE],
+            )
         await self._settle_sent()
         for c in bot.coins.values():
             async with c.lock:
