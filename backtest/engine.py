@@ -22,6 +22,13 @@ fill in candle k rest from candle k+1. Trailing orders (``bot.core.trailing``) f
 position's price extremes through candle k-1 since the candle it last changed in (a grid
 ratio's first phase hands over when its share has no room left, ``bot.core.grid._entries``).
 The simulated venue runs the same sequence through the same functions.
+
+The equity hard stop (``bot.core.hard_stop``, off by default) samples the equity at each
+trading candle's close, after everything of the candle; the tier it returns governs the next
+candle (``hsl_permissions``): orange opens nothing new (and, in tp_only mode, drops every
+entry), red closes every position at the top of the next candle, before its outside events and
+funding, at the previous closes with the taker fee (``bot.core.book.book_market_closes``), and
+rests no order at all until the cooldown restarts it. Deposits and withdrawals scale its peak.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from bot.core.book import (
     apply_event,
     book_fill,
     book_liquidation,
+    book_market_closes,
     candle_fill_order,
     liquidation_prices,
 )
@@ -57,8 +65,19 @@ from bot.core.ema import ema_alphas, ema_step
 from bot.core.enforce import exposure_close
 from bot.core.forager import N_FORAGE, candle_values, forager_alphas, forager_slots, forager_update
 from bot.core.grid import ideal_orders_into, initial_entry_price, unstuck_order
+from bot.core.hard_stop import (
+    HP_ENABLED,
+    N_H,
+    N_HP,
+    TIER_GREEN,
+    hsl_init,
+    hsl_permissions,
+    hsl_sample,
+    hsl_transfer,
+)
 from bot.core.margin import account_at_risk
 from bot.core.params import (
+    KIND_HARD_STOP,
     KIND_LIQUIDATION,
     KIND_OUTSIDE,
     M_PRICE_STEP,
@@ -133,6 +152,10 @@ class EngineInputs:
     # the forager (bot.core.forager): per coin, the first candle open time (ms) at which it may
     # open a position (approved, not ignored, old enough); None: every coin from the start
     eligible_from_ms: np.ndarray | None = None
+    # the equity hard stop's params (bot.config.hard_stop_params_array; None: off) and the fee
+    # its market closes pay
+    hard_stop: np.ndarray | None = None
+    taker_fee: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,11 @@ class EngineOutput:
     insurance_deficit: float = 0.0  # what a liquidation left below zero (the fund's loss)
     # (n,) True where the vault's leverage cap or margin buffer blocked new entries
     entries_blocked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    # (n,) int8 the hard stop's tier sampled at each candle's close (bot.core.hard_stop TIER_*;
+    # 0 while it is off), -1 on candles not sampled (warm-up, after a liquidation)
+    hard_stop_tier: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    # the hard stop's state after the last candle (bot.core.hard_stop H_*)
+    hard_stop_state: np.ndarray = field(default_factory=lambda: np.zeros(N_H))
 
 
 @njit(cache=True)
@@ -217,6 +245,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     eligible_from: np.ndarray,
     balance_window: float,
     ask_every_candle: bool,
+    hsl_params: np.ndarray,
+    taker_fee: float,
 ):  # noqa: ANN202
     n_sym = ohlcv.shape[0]
     n = ohlcv.shape[1]
@@ -321,6 +351,13 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     c_kind = np.zeros(2 * MAX_ORDERS)
     c_order = np.zeros(2 * MAX_ORDERS, dtype=np.int64)
     rows = np.zeros((2 * n_sym, N_R))
+    # the equity hard stop: its state, the tier in force and what that tier allows
+    hsl_on = hsl_params[HP_ENABLED] != 0.0
+    hsl = np.zeros(N_H)
+    hsl_init(hsl, starting_balance)
+    hsl_tier = TIER_GREEN
+    hsl_new, hsl_add, hsl_panic = True, True, False
+    out_tier = np.full(n, -1, dtype=np.int8)
 
     for k in range(n):
         if k > 0:
@@ -350,6 +387,21 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
             if use_trail:
                 sz0[:, :] = size
                 pp0[:, :] = pprice
+        if trading and hsl_panic:
+            # the hard stop fired at the previous close: every position closes at that close
+            # by a market order (taker fee), before anything else of this candle
+            for s in range(n_sym):
+                refs[s] = ohlcv[s, k - 1, 3]
+            balance, n_rows = book_market_closes(balance, size, pprice, refs, taker_fee, rows)
+            for r in range(n_rows):
+                fees_paid += rows[r, R_FEE]
+                realized += rows[r, R_PNL]
+            if balance > balance_peak:
+                balance_peak = balance
+            if n_rows > 0:
+                fills = _with_room(fills, nf, n_rows)
+                nf = _book_rows(fills, nf, k, rows, n_rows, size, pprice, KIND_HARD_STOP)
+                dirty = True
         if trading and ei < n_ev and events[ei, E_TIME] <= timestamps[k]:
             # Outside events due by this candle's open, at the previous closes; the orders
             # resting in this candle stay as they were placed (sized before the events).
@@ -366,6 +418,12 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                 kind_ev = int(events[ei, E_KIND])
                 if kind_ev == EV_DEPOSIT or kind_ev == EV_WITHDRAW:
                     transfers += balance - before
+                    if hsl_on:  # a transfer is no gain or loss: the peak moves with the equity
+                        upnl = 0.0
+                        for s in range(n_sym):
+                            upnl += unrealized_pnl(1, size[0, s], pprice[0, s], refs[s])
+                            upnl += unrealized_pnl(-1, size[1, s], pprice[1, s], refs[s])
+                        hsl_transfer(hsl, before + upnl, balance + upnl)
                 for r in range(n_rows):
                     realized += rows[r, R_PNL]
                 fills = _with_room(fills, nf, n_rows)
@@ -394,6 +452,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     balance, size, pprice, refs, tiers, leverage_cap, margin_buffer_pct
                 )
                 out_blocked[k] = blocked
+            if not hsl_add:
+                blocked = True  # the hard stop's orange tp_only (and red): entries dropped
             liq = no_liq
             if account_at_risk(balance, size_l, pprice_l, size_s, pprice_s, lows, highs, tiers):
                 liq = liquidation_prices(
@@ -420,6 +480,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                         may_open[s, 0] = sl[s]
                         may_open[s, 1] = ss[s]
                 for s in range(n_sym):
+                    if hsl_panic:
+                        break  # the hard stop is red: no order rests at all
                     prev_close = ohlcv[s, k - 1, 3]
                     o = ohlcv[s, k, 0]
                     hi = ohlcv[s, k, 1]
@@ -438,7 +500,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                         pos_sz = ord_size[j, s] if after_event else size[j, s]
                         pos_pp = ord_pprice[j, s] if after_event else pprice[j, s]
                         if pos_sz == 0.0:
-                            if blocked or not (enabled[j] and may_open[s, j]):
+                            if blocked or not (enabled[j] and may_open[s, j] and hsl_new):
                                 continue
                             # the core places an initial entry at or beyond the bid / ask (a
                             # tick of slack: its rounding tolerates float noise)
@@ -594,6 +656,18 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
             out_pos[k, s, 3] = pprice[1, s]
         out_balance[k] = balance
         out_equity[k] = equity
+        if trading and liquidated_k < 0:
+            if hsl_on:
+                flat = True
+                for s in range(n_sym):
+                    if size[0, s] != 0.0 or size[1, s] != 0.0:
+                        flat = False
+                tier = hsl_sample(hsl, hsl_params, equity, float(timestamps[k]), flat)
+                if tier != hsl_tier:
+                    dirty = True  # what may rest changed: refresh the cached orders and slots
+                    hsl_tier = tier
+                    hsl_new, hsl_add, hsl_panic = hsl_permissions(tier, hsl_params)
+            out_tier[k] = hsl_tier
     return (
         fills[:nf].copy(),
         out_balance,
@@ -606,6 +680,8 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
         transfers,
         deficit,
         out_blocked,
+        out_tier,
+        hsl,
     )
 
 
@@ -632,7 +708,22 @@ def run_engine(
         if inp.eligible_from_ms is None
         else np.ascontiguousarray(inp.eligible_from_ms, dtype=np.int64)
     )
-    fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked = _kernel(
+    hsl_params = np.zeros(N_HP) if inp.hard_stop is None else inp.hard_stop
+    (
+        fills,
+        bal,
+        eq,
+        pos,
+        liq_k,
+        fees,
+        funding,
+        realized,
+        transfers,
+        deficit,
+        blocked,
+        tier,
+        hsl_state,
+    ) = _kernel(
         inp.timestamps,
         np.ascontiguousarray(inp.ohlcv),
         inp.markets,
@@ -653,7 +744,21 @@ def run_engine(
         elig_from,
         float(balance_window),
         bool(ask_every_candle),
+        np.ascontiguousarray(hsl_params, dtype=np.float64),
+        float(inp.taker_fee),
     )
     return EngineOutput(
-        fills, bal, eq, pos, liq_k, fees, funding, realized, transfers, deficit, blocked
+        fills,
+        bal,
+        eq,
+        pos,
+        liq_k,
+        fees,
+        funding,
+        realized,
+        transfers,
+        deficit,
+        blocked,
+        tier,
+        hsl_state,
     )

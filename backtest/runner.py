@@ -12,7 +12,13 @@ from backtest.data import Candles
 from backtest.engine import EngineInputs, EngineOutput, run_engine
 from backtest.events import OutsideEvent, events_array
 from backtest.funding import FundingPlan, funding_matrix
-from bot.config import Config, VaultConfig, side_params_array, warmup_candles
+from bot.config import (
+    Config,
+    VaultConfig,
+    hard_stop_params_array,
+    side_params_array,
+    warmup_candles,
+)
 from bot.core import params as P
 from bot.core.forager import eligible_from_ms
 from bot.core.margin import stack_tiers
@@ -73,6 +79,8 @@ def build_inputs(
         events=events_array(events, candles.symbols),
         funding=(funding or funding_plan(config, candles)).rates,
         eligible_from_ms=coins_eligible_from(config, candles),
+        hard_stop=hard_stop_params_array(config),
+        taker_fee=config.backtest.taker_fee,
         # a vault (vault.enabled) sizes as the live bot does: the cash buffer kept out, entries
         # blocked above the leverage cap or under the margin buffer
         **(vault_sizing(config.vault) if config.vault.enabled else {}),

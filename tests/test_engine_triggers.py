@@ -6,8 +6,9 @@ every trigger) and asking the core for every side on every candle (the reference
 coins that trade a lot, through the crash, and every output must be identical to the last bit. The cases include every
 feature that shares the candle loop with the cache: trailing on one side (that side asks the
 core every candle, the other still uses the cache), the forager ranking coins into fewer slots,
-enforce_exposure_limit, and positions that fall back to Passivbot's partial initial entry
-(the nearest entry then follows the EMAs)."""
+enforce_exposure_limit, positions that fall back to Passivbot's partial initial entry
+(the nearest entry then follows the EMAs), and the equity hard stop (its tiers drop entries,
+close everything and halt, then restart)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from backtest.engine import F_KIND, F_POS_SIZE, F_QTY, run_engine
+from backtest.engine import F_K, F_KIND, F_POS_SIZE, F_QTY, run_engine
 from backtest.runner import build_inputs
 from backtest.triggers import BALANCE_WINDOW, window_orders
 from benchmarks.coins import many_coins
-from bot.config import parse_config
+from bot.config import config_to_dict, parse_config
+from bot.core.hard_stop import H_RESTARTS, H_TRIGGERS, TIER_ORANGE, TIER_RED
 from bot.core.params import (
     KIND_CLOSE_TRAILING,
     KIND_ENTRY_INITIAL,
     KIND_ENTRY_TRAILING,
     KIND_EXPOSURE_LIMIT,
+    KIND_HARD_STOP,
     MAX_ORDERS,
 )
 from bot.markets import market_spec
@@ -51,7 +54,10 @@ def _config(n_coins: int, **long_overrides: object) -> object:
 
 
 def _same(a: object, b: object) -> None:
-    for name in ("fills", "balance", "equity", "positions", "entries_blocked"):
+    for name in (
+        "fills", "balance", "equity", "positions", "entries_blocked", "hard_stop_tier",
+        "hard_stop_state",
+    ):  # fmt: skip
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     for name in ("liquidated_k", "fees_paid", "funding_paid", "realized_pnl"):
         assert getattr(a, name) == getattr(b, name), name
@@ -105,6 +111,26 @@ def test_the_balance_window_never_changes_a_fill(overrides: dict):
     # the vault's sizing fraction and leverage cap go through the same triggers
     vault = replace(inputs, sizing_fraction=0.9, leverage_cap=1.5)
     _same(run_engine(vault), run_engine(vault, ask_every_candle=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orange_mode", ["tp_only_with_active_entry_cancellation", "graceful_stop"])
+def test_the_hard_stop_changes_no_fill_between_cached_and_asked_orders(orange_mode: str):
+    raw = config_to_dict(_config(6))
+    raw["bot"]["common"]["equity_hard_stop_loss"] = {
+        "enabled": True, "red_threshold": 0.06, "ema_span_minutes": 30.0,
+        "cooldown_minutes_after_red": 300.0, "orange_tier_mode": orange_mode,
+    }  # fmt: skip
+    inputs = build_inputs(parse_config(raw), many_coins(6))
+    exact = run_engine(inputs, ask_every_candle=True)
+    tier = exact.hard_stop_tier
+    assert (tier == TIER_ORANGE).any() and (tier == TIER_RED).any(), "orange and red should happen"
+    assert exact.hard_stop_state[H_TRIGGERS] >= 2 and exact.hard_stop_state[H_RESTARTS] >= 1
+    stops = exact.fills[exact.fills[:, F_KIND] == KIND_HARD_STOP]
+    assert len(stops) > 0
+    assert (exact.fills[:, F_K] > stops[-1, F_K] + 300).any(), "it trades again after a restart"
+    _same(run_engine(inputs), exact)
+    _same(run_engine(inputs, balance_window=0.0), exact)
 
 
 def test_a_window_bounds_the_nearest_orders_at_every_balance_inside():

@@ -20,6 +20,10 @@ but never more than the balance has left (a fee the account cannot pay is not pa
 still negative after the last close is the deficit an insurance fund takes: the balance is set
 to zero and the deficit reported.
 
+Market closes (:func:`book_market_closes`): the equity hard stop's panic closes every position
+at once, coin by coin, long before short, each in full at its coin's given price (the backtest:
+the close of the candle the stop fired at) with the taker fee, through :func:`book_fill`.
+
 Outside events (:func:`apply_event`): deposit, withdraw, reduce one position, reduce every
 position by a fraction. Reductions are booked without an order and without a fee (as an
 exchange deleverage or a vault exit is), at the event's price or, without one, the reference
@@ -65,6 +69,7 @@ __all__ = [
     "apply_event",
     "book_fill",
     "book_liquidation",
+    "book_market_closes",
     "candle_fill_order",
     "liquidation_prices",
     "transfer_peak",
@@ -249,6 +254,47 @@ def book_liquidation(
         if n > 0:
             out[n - 1, R_BALANCE] = 0.0
     return balance, deficit, n
+
+
+@njit(cache=True)
+def book_market_closes(
+    balance: float,
+    size: np.ndarray,
+    pprice: np.ndarray,
+    prices: np.ndarray,
+    fee_rate: float,
+    out: np.ndarray,
+) -> tuple[float, int]:
+    """Close every open position in full at ``prices`` (one per coin) by a market order paying
+    ``fee_rate`` (the taker fee); returns (balance after, rows written into ``out``).
+
+    In place: ``size`` and ``pprice`` (2, n_coins) end at zero. Rows (``R_*`` columns) in
+    booking order, coin by coin, long before short; each row's balance is the balance after
+    its close (pnl realized, fee paid). No slippage and no deficit handling: the hard stop
+    fires long before the account is bankrupt."""
+    n = 0
+    for s in range(size.shape[1]):
+        for j in range(2):
+            q = size[j, s]
+            if q <= 0.0:
+                continue
+            side = 1 if j == 0 else -1
+            p = prices[s]
+            new_size, new_price, booked, pnl, fee = book_fill(
+                side, q, pprice[j, s], -side * q, p, fee_rate
+            )
+            balance += pnl - fee
+            size[j, s] = new_size
+            pprice[j, s] = new_price
+            out[n, R_SYMBOL] = s
+            out[n, R_SIDE] = side
+            out[n, R_QTY] = -side * booked
+            out[n, R_PRICE] = p
+            out[n, R_FEE] = fee
+            out[n, R_PNL] = pnl
+            out[n, R_BALANCE] = balance
+            n += 1
+    return balance, n
 
 
 @njit(cache=True)
