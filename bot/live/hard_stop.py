@@ -128,6 +128,11 @@ class LiveHardStop:
         if saved is None or self.reset:
             equity = self.equity()
             H.hsl_init(self.h, equity)
+            # the first sample is the first kline to close after the start (the backtester
+            # samples no warm-up candle either)
+            self.h[H.H_LAST_MS] = max(
+                (c.last_kline_ts for c in self.bot.coins.values()), default=-1
+            )
             if saved is not None:
                 text = (
                     f"hard stop reset by the operator (--reset-hard-stop): peak = equity now "
