@@ -42,6 +42,7 @@ from bot.errors import (
 )
 from bot.exchange.base import ExchangeAdapter
 from bot.exchange.events import FillEvent
+from bot.live.active_coins import ActiveCoins, check_stream_limit
 from bot.live.book import Book, LiveFill
 from bot.live.coin import Coin
 from bot.live.cycle import OrderCycle
@@ -90,15 +91,9 @@ class LiveBot:
         self.config = config
         self.live: LiveConfig = config.live
         self.adapter = adapter
-        approved = config.live.approved_coins
-        self.symbols = tuple(
-            adapter.market_id(s)
-            for s in (
-                symbols or config.live.symbols or (approved if approved != "all" else ()) or ()
-            )
-        )
-        if not self.symbols:
-            raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
+        self.symbols = self._configured_symbols(symbols)
+        # approved_coins "all" and no symbols: the exchange's markets, listed at start
+        self.all_markets = not self.symbols
         self.ws_url = ws_url
         self.pacing = pacing or (Lockstep() if lockstep else RealTime())
         self.market_path = market_path
@@ -151,6 +146,7 @@ class LiveBot:
             self.vault = VaultExits(self, vault_ledger or live_ledger_path(self.live.state_dir))
             self.vault.refresh()
         self.feeds = Feeds(self)
+        self.active = ActiveCoins(self)  # the coins with price streams and order cycles
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None
 
@@ -217,7 +213,12 @@ class LiveBot:
     async def start(self) -> None:
         """Markets, leverage check (refuses with the reason), modes, the saved book, EMAs,
         then a reconciliation with the exchange before any order."""
+        if self.all_markets:
+            self.symbols = await self._list_markets()
+        check_stream_limit(getattr(self.adapter, "kind", "binance"), len(self.symbols))
         specs = await self.rest(self.adapter.load_markets, self.symbols)
+        if self.all_markets:
+            specs = self._old_enough(specs, await self.feeds.server_now_ms())
         snap = await self.rest(self.adapter.fetch_account, self.symbols)
         self._check_leverage(specs, snap.balance)
         try:
@@ -234,6 +235,7 @@ class LiveBot:
         # unless something outside our orders changed it (then adopted, with a warning)
         if not await self.reconciler.sync(quiet=True):
             self.want_sync()  # the exchange moved during it: again, soon
+        self.active.refresh()  # before the streams: they subscribe the active coins' prices
         log.info(
             "started: %s, balance %.2f (peak %.2f), leverage %g",
             ", ".join(self.symbols),
@@ -241,6 +243,38 @@ class LiveBot:
             self.book.balance_peak,
             self.live.leverage,
         )
+
+    def _configured_symbols(self, symbols: Sequence[str] | None) -> tuple[str, ...]:
+        """``--symbols``, else live.symbols, else the approved list; () for "all"."""
+        approved = self.live.approved_coins
+        chosen = symbols or self.live.symbols or (approved if approved != "all" else ())
+        out = tuple(self.adapter.market_id(s) for s in chosen or ())
+        if not out and approved != "all":
+            raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
+        return out
+
+    async def _list_markets(self) -> tuple[str, ...]:
+        """approved_coins "all": the exchange's USDT-margined linear perpetuals being traded,
+        less live.ignored_coins (those too young go after load_markets)."""
+        ignored = {self.adapter.market_id(s) for s in self.live.ignored_coins}
+        listed = await self.rest(self.adapter.list_markets)
+        out = tuple(s for s in listed if s not in ignored)
+        if not out:
+            raise StartupRefused('live.approved_coins "all": the exchange lists no market to trade')
+        return out
+
+    def _old_enough(self, specs: dict[str, MarketSpec], now_ms: int) -> dict[str, MarketSpec]:
+        """Drop markets younger than live.minimum_coin_age_days (listing dates as published;
+        an unknown one counts as old)."""
+        age_ms = self.live.minimum_coin_age_days * 86_400_000
+        young = [s for s, m in specs.items() if m.listed_ms and m.listed_ms + age_ms > now_ms]
+        if young:
+            log.info("not trading %d markets younger than live.minimum_coin_age_days: %s",
+                     len(young), ", ".join(young))  # fmt: skip
+        self.symbols = tuple(s for s in self.symbols if s not in young)
+        if not self.symbols:
+            raise StartupRefused('live.approved_coins "all": every market is too young')
+        return {s: specs[s] for s in self.symbols}
 
     def _coins_eligible(self) -> None:
         """When each coin may open a position (the forager: approved, not ignored, at least

@@ -206,6 +206,8 @@ class OrderCycle:
             return CycleResult.RETRY
         if self.bot.forager_ranks:
             await self._klines_aligned(c.last_kline_ts)
+        if not self.bot.active.needs_cycle(c):
+            return CycleResult.DONE  # flat, no order, not the forager's: nothing to do
         async with c.lock:
             self.cycles += 1
             cb = book.coins[c.symbol]
@@ -338,6 +340,7 @@ class OrderCycle:
                 last_cycle = time.monotonic()
                 try:
                     result = await self.run(c)
+                    bot.active.after_cycle(c)
                 except AuthenticationError as exc:
                     bot.errors.append(str(exc))
                     log.error("authentication refused: %s; stopping", exc)
