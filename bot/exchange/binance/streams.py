@@ -118,16 +118,20 @@ class BinanceStreams:
         made while connecting (acks are read by the stream, not awaited here)."""
         async with self._lock:
             self._ws = ws
-            for p in list(self._pending.values()):  # asked on a connection that is gone
-                if not p.done():
-                    p.set_result(False)
-            self._pending.clear()
+            self._fail_pending()
             over, self._overflow = self._overflow, []
             for i in range(0, len(over), _PARAMS_PER_REQUEST):
                 if i:
                     await asyncio.sleep(_REQUEST_SPACING_SECONDS)
                 await self._send(ws, "SUBSCRIBE", over[i : i + _PARAMS_PER_REQUEST])
             await self._sync_prices(ws)
+
+    def _fail_pending(self) -> None:
+        """Requests asked on a connection that is gone: no answer will come."""
+        for p in self._pending.values():
+            if not p.done():
+                p.set_result(False)
+        self._pending.clear()
 
     async def _send(self, ws: ClientConnection, method: str, params: list[str]) -> asyncio.Future:
         rid = next(self._ids)
@@ -170,8 +174,9 @@ class BinanceStreams:
         except TimeoutError:
             done = [False]
         if not all(done):  # refused or unanswered: a reconnect asks for what is wanted then
-            log.warning("market stream: a subscription change failed; reconnecting")
-            await market.close()
+            if market.ws is ws:  # (a connection that dropped meanwhile asked afresh)
+                log.warning("market stream: a subscription change failed; reconnecting")
+                await market.close()
             return False
         return True
 
@@ -213,6 +218,7 @@ class BinanceStreams:
         def market_state(up: bool) -> None:
             if not up:
                 self._ws = None
+                self._fail_pending()
             if self.on_state:
                 self.on_state("market", up)
 

@@ -197,10 +197,7 @@ class BybitPublicStream(_BybitSocket):
         async with self._lock:
             self.subscribed.clear()
             self._ws = ws
-            for p in self._pending.values():  # asked on a connection that is gone
-                if not p.done():
-                    p.set_result(False)
-            self._pending.clear()
+            self._fail_pending()
             self._live_prices = self._prices()
             await self._send(ws, "subscribe", self.topics())
 
@@ -230,8 +227,9 @@ class BybitPublicStream(_BybitSocket):
         except TimeoutError:
             done = [False]
         if not all(done):  # refused or unanswered: a reconnect asks for what is wanted then
-            log.warning("bybit public: a subscription change failed; reconnecting")
-            await self.client.close()
+            if self.client.ws is ws:  # (a connection that dropped meanwhile asked afresh)
+                log.warning("bybit public: a subscription change failed; reconnecting")
+                await self.client.close()
             return False
         return True
 
@@ -250,9 +248,17 @@ class BybitPublicStream(_BybitSocket):
             self.subscribed.set()
         return True
 
+    def _fail_pending(self) -> None:
+        """Requests asked on a connection that is gone: no answer will come."""
+        for p in self._pending.values():
+            if not p.done():
+                p.set_result(False)
+        self._pending.clear()
+
     def _state(self, up: bool) -> None:
         if not up:
             self._ws = None
+            self._fail_pending()
         super()._state(up)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:

@@ -1,0 +1,312 @@
+"""The live forager follows its active coins' prices on the open connection.
+
+Klines of every coin feed the ranking; price streams and order cycles go to the active coins
+only (positions, open orders, the forager's candidates), and change with them through
+SUBSCRIBE / UNSUBSCRIBE (Binance) or subscribe / unsubscribe (Bybit) without a reconnect. The
+venue's own record of each connection's subscriptions is the witness; the backtester's fills
+are the yardstick."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+import pytest
+from websockets.asyncio.client import connect
+
+from backtest.replay import replay
+from backtest.venue.server import Venue, VenueConfig
+from bot.config import parse_config
+from tests.test_forager import FORAGER_SIDE, SYMBOLS3, candles3
+
+ONE_SLOT = {**FORAGER_SIDE, "n_positions": 1}
+
+
+def one_slot_config():
+    """Three coins, one long slot, the volume and volatility filters on: the ranking moves
+    the slot between coins during the run."""
+    return parse_config(
+        {
+            "bot": {"long": ONE_SLOT, "short": {**ONE_SLOT, "enabled": False}},
+            "live": {"leverage": 10},
+            "backtest": {"symbols": SYMBOLS3, "starting_balance": 1000},
+        }
+    )
+
+
+def price_streams(venue: Venue, exchange: str) -> list[set[str]]:
+    """Per open market connection, the coins whose price stream it carries."""
+    if exchange == "binance":
+        subs = venue.streams.subscriptions()
+        return [{s.split("@")[0].upper() for s in c if s.endswith("@aggTrade")} for c in subs]
+    return [
+        {t.split(".")[1] for t in c if t.startswith("publicTrade.")}
+        for c in venue.bybit_streams.subscriptions()
+    ]
+
+
+def ticker_streams(venue: Venue) -> list[set[str]]:
+    return [
+        {t.split(".")[1] for t in c if t.startswith("tickers.")}
+        for c in venue.bybit_streams.subscriptions()
+    ]
+
+
+def kline_streams(venue: Venue, exchange: str) -> list[set[str]]:
+    if exchange == "binance":
+        subs = venue.streams.subscriptions()
+        return [{s.split("@")[0].upper() for s in c if s.endswith("@kline_1m")} for c in subs]
+    return [
+        {t.split(".")[2] for t in c if t.startswith("kline.1.")}
+        for c in venue.bybit_streams.subscriptions()
+    ]
+
+
+def market_connects(venue: Venue, exchange: str) -> int:
+    return (
+        venue.streams.connects if exchange == "binance" else venue.bybit_streams.connects["public"]
+    )
+
+
+def holding_on_venue(venue: Venue) -> set[str]:
+    """The exchange's truth: coins with a position or an open order of the account."""
+    (acct,) = venue.engine.accounts.values()
+    out = {o.symbol for o in acct.open_orders.values()}
+    return out | {p.symbol for p in acct.positions.values() if p.amount != 0.0}
+
+
+@dataclass
+class Watch:
+    """What each step looked like: (k, the bot's active set, each connection's price streams)."""
+
+    exchange: str
+    steps: list[tuple[int, frozenset[str], list[set[str]]]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def __call__(self, k: int, venue: Venue, bot) -> None:
+        active = bot.active.symbols
+        prices = price_streams(venue, self.exchange)
+        self.steps.append((k, active, prices))
+        holding = holding_on_venue(venue)
+        if prices != [set(active)]:
+            self.problems.append(f"k={k}: price streams {prices}, active {sorted(active)}")
+        if not holding <= active:
+            self.problems.append(f"k={k}: {sorted(holding - active)} trade but are not active")
+        if kline_streams(venue, self.exchange) != [set(SYMBOLS3)]:
+            self.problems.append(f"k={k}: klines {kline_streams(venue, self.exchange)}")
+        if self.exchange == "bybit" and ticker_streams(venue) != [set(active)]:
+            self.problems.append(f"k={k}: tickers {ticker_streams(venue)}")
+
+    def distinct_sets(self) -> list[frozenset[str]]:
+        out: list[frozenset[str]] = []
+        for _, active, _ in self.steps:
+            if not out or out[-1] != active:
+                out.append(active)
+        return out
+
+
+def assert_parity(result) -> None:
+    assert len(result.fills_backtest) >= 20
+    assert result.mismatches == []
+    assert result.first_divergence is None, result.first_divergence
+    assert result.matched == len(result.fills_live) == len(result.fills_backtest)
+    assert result.bot_errors == []
+    assert result.open_orders_ok
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_price_streams_follow_the_ranking_on_one_connection(exchange: str):
+    watch = Watch(exchange)
+    connects: list[int] = []
+
+    def after(k, venue, bot):
+        watch(k, venue, bot)
+        connects.append(market_connects(venue, exchange))
+
+    result = asyncio.run(
+        replay(one_slot_config(), candles3(8), exchange=exchange, after_step=after)
+    )
+    assert_parity(result)
+    assert watch.problems == []
+    sets = watch.distinct_sets()
+    # the slot moved between coins (ETH -> BTC -> ETH ...), and mostly one coin was followed
+    assert len(sets) >= 4, sets
+    assert len({s for a in sets for s in a}) >= 2
+    assert sum(len(a) < len(SYMBOLS3) for _, a, _ in watch.steps) > 0.9 * len(watch.steps)
+    assert set(connects) == {1}, "a change of the active set must not cost a reconnect"
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_connection_drops_while_a_candidate_enters(exchange: str):
+    """The market connection drops the moment the bot asks for a new candidate's prices (its
+    subscribe reaches the venue, no ack comes back): after the reconnect the right streams
+    are subscribed and the fills still equal the backtester's."""
+    watch = Watch(exchange)
+    state = {"armed": False, "dropped_at": None, "patched": False}
+
+    async def arm(k, venue, bot):
+        # the bot may finish a candle by REST before its market socket is back (backoff):
+        # the subscriptions are checked once it is
+        for _ in range(1000):
+            if bot.streams_ready() and bot.feeds.market_up:
+                break
+            await asyncio.sleep(0.01)
+        if not state["patched"]:
+            state["patched"] = True
+            server = venue.streams if exchange == "binance" else venue.bybit_streams
+            original = server._on_message
+
+            def on_message(client, message):
+                text = message.decode() if isinstance(message, bytes) else message
+                req = json.loads(text)
+                adds = (req.get("method") == "SUBSCRIBE") or (req.get("op") == "subscribe")
+                if state["armed"] and adds and "Trade" in text:
+                    state["armed"] = False
+                    state["dropped_at"] = k_now[0]
+                    venue.drop_ws()  # before the ack: the change is in flight
+                    return None if exchange == "binance" else []
+                return original(client, message)
+
+            server._on_message = on_message
+            state["armed"] = True
+        watch(k, venue, bot)
+        state["connects"] = market_connects(venue, exchange)
+
+    k_now = [0]
+
+    def on_step(k, venue, bot):
+        k_now[0] = k
+
+    result = asyncio.run(
+        replay(one_slot_config(), candles3(8), exchange=exchange, after_step=arm, on_step=on_step)
+    )
+    assert state["dropped_at"] is not None, "no candidate entered after arming"
+    assert_parity(result)
+    after_drop = [p for p in watch.problems if int(p.split(":")[0][2:]) > state["dropped_at"]]
+    assert after_drop == []
+    assert len(watch.distinct_sets()) >= 4
+    assert state["connects"] == 2, "one reconnect after the drop, none for the changes"
+
+
+# ---------------------------------------------------------------------------------- the venue
+
+
+@pytest.fixture
+def venue_loop():
+    candles = candles3(1)
+    venue = Venue(candles, VenueConfig(start_index=30))
+    return venue
+
+
+async def recv_json(ws, timeout: float = 5.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+def test_binance_venue_subscribes_and_refuses_as_binance(venue_loop):
+    venue = venue_loop
+
+    async def main():
+        await venue.start()
+        try:
+            async with connect(f"{venue.ws_url}/market/stream?streams=btcusdt@kline_1m") as ws:
+                await ws.send(
+                    json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@aggTrade"], "id": 7})
+                )
+                assert await recv_json(ws) == {"result": None, "id": 7}
+                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": "list1"}))
+                assert await recv_json(ws) == {
+                    "result": ["btcusdt@kline_1m", "ethusdt@aggTrade"], "id": "list1"
+                }  # fmt: skip
+                await venue.advance()
+                got = [await recv_json(ws) for _ in range(5)]
+                assert (
+                    sorted(m["stream"] for m in got)
+                    == ["btcusdt@kline_1m"] + ["ethusdt@aggTrade"] * 4
+                )
+                await ws.send(
+                    json.dumps({"method": "UNSUBSCRIBE", "params": ["ethusdt@aggTrade"], "id": 8})
+                )
+                assert await recv_json(ws) == {"result": None, "id": 8}
+                await venue.advance()
+                assert (await recv_json(ws))["stream"] == "btcusdt@kline_1m"  # no trades now
+                bad = [
+                    ({"method": "SUBSCRIBE", "params": "ethusdt@aggTrade", "id": 9}, 2, 9),
+                    ({"method": "SUBSCRIBE", "params": [3], "id": 10}, 2, 10),
+                    ({"method": "SUBSCRIBE", "params": ["x@aggTrade"], "id": {"a": 1}}, 2, None),
+                    (
+                        {"method": "SUBSCRIBE", "params": ["x@aggTrade"], "id": "not-alnum!"},
+                        2,
+                        None,
+                    ),
+                    ({"method": "SUBSCRIBED", "params": ["x@aggTrade"], "id": 11}, 2, 11),
+                    ({"params": ["x@aggTrade"], "id": 12}, 2, 12),
+                ]
+                for req, code, rid in bad:
+                    await ws.send(json.dumps(req))
+                    reply = await recv_json(ws)
+                    assert reply["error"]["code"] == code and reply["id"] == rid, (req, reply)
+                    assert "result" not in reply
+                await ws.send("{not json")
+                assert (await recv_json(ws))["error"]["code"] == 3
+                many = [f"c{i}usdt@aggTrade" for i in range(1100)]
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": many, "id": 13}))
+                assert (await recv_json(ws))["error"]["code"] == 2
+                # nothing of the refused requests was applied
+                assert venue.streams.subscriptions() == [{"btcusdt@kline_1m"}]
+            assert venue.streams.connects == 1
+        finally:
+            await venue.stop()
+
+    asyncio.run(main())
+
+
+def test_bybit_venue_subscribes_and_refuses_as_bybit(venue_loop):
+    venue = venue_loop
+
+    async def main():
+        await venue.start()
+        try:
+            async with connect(f"{venue.ws_url}/v5/public/linear") as ws:
+                await ws.send(
+                    json.dumps({"op": "subscribe", "req_id": "a", "args": ["kline.1.BTCUSDT"]})
+                )
+                ack = await recv_json(ws)
+                assert (ack["success"], ack["op"], ack["req_id"]) == (True, "subscribe", "a")
+                await ws.send(
+                    json.dumps({"op": "subscribe", "req_id": "b", "args": ["publicTrade.ETHUSDT"]})
+                )
+                assert (await recv_json(ws))["success"] is True
+                await venue.advance()
+                got = [await recv_json(ws) for _ in range(5)]
+                assert (
+                    sorted(m["topic"] for m in got)
+                    == ["kline.1.BTCUSDT"] + ["publicTrade.ETHUSDT"] * 4
+                )
+                await ws.send(
+                    json.dumps(
+                        {"op": "unsubscribe", "req_id": "c", "args": ["publicTrade.ETHUSDT"]}
+                    )
+                )
+                ack = await recv_json(ws)
+                assert (ack["success"], ack["op"], ack["req_id"]) == (True, "unsubscribe", "c")
+                await venue.advance()
+                assert (await recv_json(ws))["topic"] == "kline.1.BTCUSDT"  # no trades now
+                eleven = [f"publicTrade.{s}" for s in SYMBOLS3] + [f"tickers.{s}" for s in SYMBOLS3]
+                eleven += [f"kline.1.{s}" for s in SYMBOLS3[1:]] + ["tickers.BTCUSDT"] * 3
+                refused = [
+                    (["kline.1.BTCUSDT"], "already subscribed"),
+                    (eleven, "args size"),
+                    ([], "args is empty"),
+                    (["publicTrade.NOPEUSDT"], "Invalid topic"),
+                ]
+                for args, text in refused:
+                    await ws.send(json.dumps({"op": "subscribe", "req_id": "r", "args": args}))
+                    reply = await recv_json(ws)
+                    assert reply["success"] is False and text in reply["ret_msg"], reply
+                assert venue.bybit_streams.subscriptions() == [{"kline.1.BTCUSDT"}]
+            assert venue.bybit_streams.connects == {"public": 1, "private": 0}
+        finally:
+            await venue.stop()
+
+    asyncio.run(main())
