@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import pytest
 from websockets.asyncio.client import connect
@@ -18,6 +19,9 @@ from websockets.asyncio.client import connect
 from backtest.replay import replay
 from backtest.venue.server import Venue, VenueConfig
 from bot.config import parse_config
+from bot.exchange.registry import make_adapter
+from bot.live.bot import LiveBot
+from bot.live.pacing import Lockstep
 from tests.test_forager import FORAGER_SIDE, SYMBOLS3, candles3
 
 ONE_SLOT = {**FORAGER_SIDE, "n_positions": 1}
@@ -310,3 +314,51 @@ def test_bybit_venue_subscribes_and_refuses_as_bybit(venue_loop):
             await venue.stop()
 
     asyncio.run(main())
+
+
+# ----------------------------------------------------------------- approved_coins "all" live
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_all_approved_without_symbols_trades_the_exchanges_perpetuals(exchange: str, tmp_path):
+    """No live.symbols, approved_coins "all": every perpetual the venue lists, less the ignored
+    coin and the one listed too recently; account set-up and EMAs for exactly those."""
+    key, secret = "all-coins-key-0123456789", "all-coins-secret-0123456789"
+    config = parse_config(
+        {
+            "bot": {"long": ONE_SLOT, "short": {**ONE_SLOT, "enabled": False}},
+            "live": {
+                "leverage": 10,
+                "state_dir": str(tmp_path),
+                "ignored_coins": ["ETHUSDT"],
+                "minimum_coin_age_days": 30,
+            },
+            "backtest": {"symbols": SYMBOLS3, "starting_balance": 1000},
+        }
+    )
+
+    async def main():
+        venue = Venue(candles3(2), VenueConfig(start_index=70))
+        venue.add_account(key, secret, 1000.0)
+        spec = venue.engine.specs["BTCUSDT"]
+        # BTCUSDT "listed" a day ago (by the wall clock the bot asks the exchange for)
+        venue.engine.specs["BTCUSDT"] = replace(
+            spec, listed_ms=int(time.time() * 1000) - 86_400_000
+        )
+        await venue.start()
+        adapter = make_adapter(exchange, key, secret, base_url=venue.rest_url, throttle=False)
+        try:
+            bot = LiveBot(config, adapter, ws_url=venue.ws_url, pacing=Lockstep())
+            assert bot.symbols == () and bot.all_markets
+            await bot.start()
+            acct = venue.engine.accounts[key]
+            return bot.symbols, set(bot.coins), dict(acct.leverage)
+        finally:
+            await adapter.close()
+            await venue.stop()
+
+    symbols, coins, leverage = asyncio.run(main())
+    assert symbols == ("DOGEUSDT",) and coins == {"DOGEUSDT"}
+    assert set(leverage) <= {"DOGEUSDT"}  # set up for the coins it may trade only
+    if exchange == "binance":
+        assert leverage == {"DOGEUSDT": 10}
