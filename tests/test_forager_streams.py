@@ -19,10 +19,16 @@ from websockets.asyncio.client import connect
 from backtest.replay import replay
 from backtest.venue.server import Venue, VenueConfig
 from bot.config import parse_config
+from bot.core.params import KIND_ENTRY_INITIAL
+from bot.errors import ConfigError
+from bot.exchange.order import LiveOrder
 from bot.exchange.registry import make_adapter
+from bot.live.active_coins import check_stream_limit
 from bot.live.bot import LiveBot
 from bot.live.pacing import Lockstep
+from bot.live.status_snapshot import build_status
 from tests.test_forager import FORAGER_SIDE, SYMBOLS3, candles3
+from tests.test_live_monitor import fake_bot, set_pos
 
 ONE_SLOT = {**FORAGER_SIDE, "n_positions": 1}
 
@@ -362,3 +368,36 @@ def test_all_approved_without_symbols_trades_the_exchanges_perpetuals(exchange: 
     assert set(leverage) <= {"DOGEUSDT"}  # set up for the coins it may trade only
     if exchange == "binance":
         assert leverage == {"DOGEUSDT": 10}
+
+
+# ------------------------------------------------------------------------- the active set
+
+
+def test_active_set_is_positions_orders_and_the_forager_candidates():
+    """One long slot, the volatility ranking on: flat, the most volatile coin is the
+    candidate; a position elsewhere takes the slot (the candidate drops out); an order still
+    resting on a coin keeps it active until cancelled. The status page shows the set."""
+    config = one_slot_config()
+    bot = fake_bot(config)
+    bot.coins["BTCUSDT"].fema[0] = [1e6, 0.001]  # [volume EMA, range EMA]
+    bot.coins["ETHUSDT"].fema[0] = [1e6, 0.004]  # the most volatile
+    assert bot.active.refresh() == {"ETHUSDT"}
+    set_pos(bot, "BTCUSDT", 0, 0.01, 30000.0)
+    assert bot.active.refresh() == {"BTCUSDT"}  # its slot: ETH is no candidate now
+    order = LiveOrder("ETHUSDT", 1, 0.1, 1900.0, KIND_ENTRY_INITIAL, 0, "cid-1", "1")
+    bot.book.created("ETHUSDT", order)
+    assert bot.active.refresh() == {"BTCUSDT", "ETHUSDT"}  # until its cycle cancels it
+    bot.book.forget("ETHUSDT", order)
+    set_pos(bot, "BTCUSDT", 0, 0.0, 0.0)
+    assert bot.active.refresh() == {"ETHUSDT"}
+    bot.coins["ETHUSDT"].eligible_from_ms = 10**15  # too young from now on
+    assert bot.active.refresh() == {"BTCUSDT"}
+    assert build_status(bot)["active_symbols"] == ["BTCUSDT"]
+    assert bot.active.changes == 5
+
+
+def test_a_universe_beyond_one_binance_connection_is_refused():
+    check_stream_limit("binance", 959)
+    check_stream_limit("bybit", 2000)  # Bybit: 10 topics a request, no such cap
+    with pytest.raises(ConfigError, match="1024 streams"):
+        check_stream_limit("binance", 960)

@@ -4,8 +4,8 @@ The forager's inputs (1m klines: the volume and range EMAs) come for every coin 
 the price stream and the order cycle only for the ACTIVE coins:
 - those the account holds a position in, either side (the strategy's share or the account's);
 - those with an open order of ours (until their cycle cancelled it);
-- the forager's candidates: the coins ``forager_slots`` lets open now, per side, with the same
-  inputs as the cycle's ideal orders (:meth:`bot.live.cycle.OrderCycle.ideal`).
+- the forager's candidates: the coins ``forager_slots`` lets open now, per enabled side, with
+  the same inputs as the cycle's ideal orders (:meth:`bot.live.cycle.OrderCycle.ideal`).
 
 An inactive coin's ideal orders are none (flat, nothing to open), so skipping its cycle changes
 nothing; its price is its latest kline close. When the set changes the streams subscribe and
@@ -22,6 +22,7 @@ import numpy as np
 
 from bot.core.forager import forager_slots
 from bot.core.params import (
+    P_ENABLED,
     P_FILTER_VOLATILITY_WINDOW,
     P_FILTER_VOLUME_DROP_PCT,
     P_FILTER_VOLUME_WINDOW,
@@ -87,6 +88,8 @@ class ActiveCoins:
         eligible = np.array([bot.coins[s].eligible_from_ms <= now_ms for s in syms])
         out: set[str] = set()
         for j in (0, 1):
+            if bot.params[j][P_ENABLED] == 0.0:
+                continue  # a side turned off opens nothing (its positions count as held)
             sizes = np.array([bot.strategy_position(s, j)[0] for s in syms])
             fema = np.array([bot.coins[s].fema[j] for s in syms])
             prm = bot.params[j]
