@@ -328,7 +328,8 @@ def test_bybit_venue_subscribes_and_refuses_as_bybit(venue_loop):
 @pytest.mark.parametrize("exchange", ["binance", "bybit"])
 def test_all_approved_without_symbols_trades_the_exchanges_perpetuals(exchange: str, tmp_path):
     """No live.symbols, approved_coins "all": every perpetual the venue lists, less the ignored
-    coin and the one listed too recently; account set-up and EMAs for exactly those."""
+    coin and the one listed too recently; account set-up and EMAs for exactly those. An
+    ignored coin the account holds a position in stays (its closes continue)."""
     key, secret = "all-coins-key-0123456789", "all-coins-secret-0123456789"
     config = parse_config(
         {
@@ -345,7 +346,7 @@ def test_all_approved_without_symbols_trades_the_exchanges_perpetuals(exchange: 
 
     async def main():
         venue = Venue(candles3(2), VenueConfig(start_index=70))
-        venue.add_account(key, secret, 1000.0)
+        venue.add_account(key, secret, 1000.0, hedge_mode=True)
         spec = venue.engine.specs["BTCUSDT"]
         # BTCUSDT "listed" a day ago (by the wall clock the bot asks the exchange for)
         venue.engine.specs["BTCUSDT"] = replace(
@@ -357,17 +358,25 @@ def test_all_approved_without_symbols_trades_the_exchanges_perpetuals(exchange: 
             bot = LiveBot(config, adapter, ws_url=venue.ws_url, pacing=Lockstep())
             assert bot.symbols == () and bot.all_markets
             await bot.start()
-            acct = venue.engine.accounts[key]
-            return bot.symbols, set(bot.coins), dict(acct.leverage)
+            first = bot.symbols, set(bot.coins), dict(venue.engine.accounts[key].leverage)
+            # a long on the ignored ETHUSDT: a new start keeps it, to close it
+            venue.engine.change_position(key, "ETHUSDT", "LONG", 0.01, 3000.0)
+            again = LiveBot(config, adapter, ws_url=venue.ws_url, pacing=Lockstep())
+            await again.start()
+            again.state.close()
+            held = again.symbols, again.active.symbols
+            bot.state.close()
+            return first, held
         finally:
             await adapter.close()
             await venue.stop()
 
-    symbols, coins, leverage = asyncio.run(main())
+    (symbols, coins, leverage), (held_symbols, held_active) = asyncio.run(main())
     assert symbols == ("DOGEUSDT",) and coins == {"DOGEUSDT"}
     assert set(leverage) <= {"DOGEUSDT"}  # set up for the coins it may trade only
     if exchange == "binance":
         assert leverage == {"DOGEUSDT": 10}
+    assert held_symbols == ("DOGEUSDT", "ETHUSDT") and "ETHUSDT" in held_active
 
 
 # ------------------------------------------------------------------------- the active set

@@ -94,6 +94,7 @@ class LiveBot:
         self.symbols = self._configured_symbols(symbols)
         # approved_coins "all" and no symbols: the exchange's markets, listed at start
         self.all_markets = not self.symbols
+        self._held_at_start: set[str] = set()  # with all_markets: coins holding a position
         self.ws_url = ws_url
         self.pacing = pacing or (Lockstep() if lockstep else RealTime())
         self.market_path = market_path
@@ -255,10 +256,13 @@ class LiveBot:
 
     async def _list_markets(self) -> tuple[str, ...]:
         """approved_coins "all": the exchange's USDT-margined linear perpetuals being traded,
-        less live.ignored_coins (those too young go after load_markets)."""
+        less live.ignored_coins (those too young go after load_markets); a coin the account
+        holds a position in stays, whatever the lists say (its closes continue)."""
+        snap = await self.rest(self.adapter.fetch_account, None)
+        self._held_at_start = {s for s, r in snap.positions.items() if r[0] > 0 or r[2] > 0}
         ignored = {self.adapter.market_id(s) for s in self.live.ignored_coins}
         listed = await self.rest(self.adapter.list_markets)
-        out = tuple(s for s in listed if s not in ignored)
+        out = tuple(s for s in listed if s not in ignored or s in self._held_at_start)
         if not out:
             raise StartupRefused('live.approved_coins "all": the exchange lists no market to trade')
         return out
@@ -267,7 +271,11 @@ class LiveBot:
         """Drop markets younger than live.minimum_coin_age_days (listing dates as published;
         an unknown one counts as old)."""
         age_ms = self.live.minimum_coin_age_days * 86_400_000
-        young = [s for s, m in specs.items() if m.listed_ms and m.listed_ms + age_ms > now_ms]
+        young = [
+            s
+            for s, m in specs.items()
+            if m.listed_ms and m.listed_ms + age_ms > now_ms and s not in self._held_at_start
+        ]
         if young:
             log.info("not trading %d markets younger than live.minimum_coin_age_days: %s",
                      len(young), ", ".join(young))  # fmt: skip
