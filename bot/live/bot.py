@@ -51,6 +51,7 @@ from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
 from bot.live.state import StateStore
+from bot.live.universe import all_markets, configured_symbols
 from bot.live.vault_exits import VaultExits
 from bot.live.vault_sizing import VaultSizing
 from bot.markets import MarketSpec
@@ -91,10 +92,9 @@ class LiveBot:
         self.config = config
         self.live: LiveConfig = config.live
         self.adapter = adapter
-        self.symbols = self._configured_symbols(symbols)
+        self.symbols = configured_symbols(config.live, adapter, symbols)
         # approved_coins "all" and no symbols: the exchange's markets, listed at start
         self.all_markets = not self.symbols
-        self._held_at_start: set[str] = set()  # with all_markets: coins holding a position
         self.ws_url = ws_url
         self.pacing = pacing or (Lockstep() if lockstep else RealTime())
         self.market_path = market_path
@@ -215,11 +215,10 @@ class LiveBot:
         """Markets, leverage check (refuses with the reason), modes, the saved book, EMAs,
         then a reconciliation with the exchange before any order."""
         if self.all_markets:
-            self.symbols = await self._list_markets()
-        check_stream_limit(getattr(self.adapter, "kind", "binance"), len(self.symbols))
-        specs = await self.rest(self.adapter.load_markets, self.symbols)
-        if self.all_markets:
-            specs = self._old_enough(specs, await self.feeds.server_now_ms())
+            self.symbols, specs = await all_markets(self)
+        else:
+            check_stream_limit(self.adapter.kind, len(self.symbols))
+            specs = await self.rest(self.adapter.load_markets, self.symbols)
         snap = await self.rest(self.adapter.fetch_account, self.symbols)
         self._check_leverage(specs, snap.balance)
         try:
@@ -244,45 +243,6 @@ class LiveBot:
             self.book.balance_peak,
             self.live.leverage,
         )
-
-    def _configured_symbols(self, symbols: Sequence[str] | None) -> tuple[str, ...]:
-        """``--symbols``, else live.symbols, else the approved list; () for "all"."""
-        approved = self.live.approved_coins
-        chosen = symbols or self.live.symbols or (approved if approved != "all" else ())
-        out = tuple(self.adapter.market_id(s) for s in chosen or ())
-        if not out and approved != "all":
-            raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
-        return out
-
-    async def _list_markets(self) -> tuple[str, ...]:
-        """approved_coins "all": the exchange's USDT-margined linear perpetuals being traded,
-        less live.ignored_coins (those too young go after load_markets); a coin the account
-        holds a position in stays, whatever the lists say (its closes continue)."""
-        snap = await self.rest(self.adapter.fetch_account, None)
-        self._held_at_start = {s for s, r in snap.positions.items() if r[0] > 0 or r[2] > 0}
-        ignored = {self.adapter.market_id(s) for s in self.live.ignored_coins}
-        listed = await self.rest(self.adapter.list_markets)
-        out = tuple(s for s in listed if s not in ignored or s in self._held_at_start)
-        if not out:
-            raise StartupRefused('live.approved_coins "all": the exchange lists no market to trade')
-        return out
-
-    def _old_enough(self, specs: dict[str, MarketSpec], now_ms: int) -> dict[str, MarketSpec]:
-        """Drop markets younger than live.minimum_coin_age_days (listing dates as published;
-        an unknown one counts as old)."""
-        age_ms = self.live.minimum_coin_age_days * 86_400_000
-        young = [
-            s
-            for s, m in specs.items()
-            if m.listed_ms and m.listed_ms + age_ms > now_ms and s not in self._held_at_start
-        ]
-        if young:
-            log.info("not trading %d markets younger than live.minimum_coin_age_days: %s",
-                     len(young), ", ".join(young))  # fmt: skip
-        self.symbols = tuple(s for s in self.symbols if s not in young)
-        if not self.symbols:
-            raise StartupRefused('live.approved_coins "all": every market is too young')
-        return {s: specs[s] for s in self.symbols}
 
     def _coins_eligible(self) -> None:
         """When each coin may open a position (the forager: approved, not ignored, at least
