@@ -21,6 +21,8 @@ from backtest.venue.server import Venue, VenueConfig
 from bot.config import parse_config
 from bot.core.params import KIND_ENTRY_INITIAL
 from bot.errors import ConfigError
+from bot.exchange.binance.streams import BinanceStreams, binance_events
+from bot.exchange.bybit.streams import BybitPublicStream
 from bot.exchange.order import LiveOrder
 from bot.exchange.registry import make_adapter
 from bot.live.active_coins import check_stream_limit
@@ -410,3 +412,63 @@ def test_a_universe_beyond_one_binance_connection_is_refused():
     check_stream_limit("bybit", 2000)  # Bybit: 10 topics a request, no such cap
     with pytest.raises(ConfigError, match="1024 streams"):
         check_stream_limit("binance", 960)
+
+
+# ------------------------------------------------------------------------- the stream clients
+
+
+@pytest.mark.parametrize("exchange", ["binance", "bybit"])
+def test_stream_client_changes_prices_on_the_open_connection(exchange: str, venue_loop):
+    """The clients' own API: klines of every coin, trades of the price coins; set_prices
+    answers True once the exchange acknowledged, and the next candle's trades follow it."""
+    venue = venue_loop
+    got: list[tuple[str, str]] = []
+
+    async def on_events(events):
+        for ev in events:
+            got.append((type(ev).__name__, ev.symbol))
+
+    async def on_binance(ev, data):
+        await on_events(binance_events(ev, data))
+
+    async def until(cond, seconds=5.0):
+        for _ in range(int(seconds / 0.01)):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    async def main():
+        await venue.start()
+        stop = asyncio.Event()
+        try:
+            if exchange == "binance":
+                st = BinanceStreams(venue.ws_url, SYMBOLS3, on_binance, price_symbols={"BTCUSDT"})
+                ready = lambda: bool(st.clients) and st.clients[0].connected.is_set()  # noqa: E731
+                client = lambda: st.clients[0]  # noqa: E731
+            else:
+                st = BybitPublicStream(venue.ws_url, SYMBOLS3, on_events, price_symbols={"BTCUSDT"})
+                ready = st.subscribed.is_set
+                client = lambda: st.client  # noqa: E731
+            task = asyncio.create_task(st.run(stop))
+            await until(ready)
+
+            async def candle() -> set[str]:
+                got.clear()
+                await venue.advance()
+                await until(lambda: sum(k == "KlineEvent" for k, _ in got) == 3)
+                await asyncio.sleep(0.05)  # anything else of that candle
+                return {s for k, s in got if k == "PriceEvent"}
+
+            assert await candle() == {"BTCUSDT"}
+            assert await st.set_prices({"ETHUSDT", "DOGEUSDT"}) is True
+            assert await candle() == {"ETHUSDT", "DOGEUSDT"}
+            assert await st.set_prices(set()) is True
+            assert await candle() == set()
+            assert client().stats.connects == 1
+            stop.set()
+            await asyncio.wait_for(task, 5)
+        finally:
+            await venue.stop()
+
+    asyncio.run(main())
