@@ -472,3 +472,37 @@ def test_stream_client_changes_prices_on_the_open_connection(exchange: str, venu
             await venue.stop()
 
     asyncio.run(main())
+
+
+def test_binance_streams_beyond_the_url_are_subscribed_after_the_connect(venue_loop, monkeypatch):
+    """A universe too long for one connect URL: what does not fit is SUBSCRIBEd on the open
+    connection, so the venue's record holds every kline and price stream, on one connection."""
+    import bot.exchange.binance.streams as binance_streams
+
+    monkeypatch.setattr(binance_streams, "_URL_MAX_CHARS", 90)  # room for about two streams
+    monkeypatch.setattr(binance_streams, "_PARAMS_PER_REQUEST", 2)
+    venue = venue_loop
+
+    async def main():
+        await venue.start()
+        stop = asyncio.Event()
+        try:
+            st = BinanceStreams(
+                venue.ws_url, SYMBOLS3, lambda ev, data: None, price_symbols=SYMBOLS3
+            )
+            task = asyncio.create_task(st.run(stop))
+            want = {f"{s.lower()}@kline_1m" for s in SYMBOLS3}
+            want |= {f"{s.lower()}@aggTrade" for s in SYMBOLS3}
+            for _ in range(500):
+                if venue.streams.subscriptions() == [want]:
+                    break
+                await asyncio.sleep(0.01)
+            subs = venue.streams.subscriptions()
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            return subs, want, st.clients[0].stats.connects
+        finally:
+            await venue.stop()
+
+    subs, want, connects = asyncio.run(main())
+    assert subs == [want] and connects == 1
