@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 from bot import inputs
 from bot.config import Config, load_config, with_overrides
-from bot.errors import ConfigError
 
 if TYPE_CHECKING:
     from backtest.venue.server import Venue
@@ -107,12 +106,9 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"live": config.live.model_copy(update=over)})
     exchange = args.exchange or config.live.exchange
     approved = config.live.approved_coins
+    # empty (approved_coins "all", no symbols): every USDT-margined perpetual the exchange
+    # lists (a dry run: every coin of the bundled data), listed by the bot at its start
     symbols = list(args.symbols or config.live.symbols or (() if approved == "all" else approved))
-    if not symbols:
-        raise ConfigError(
-            'live.symbols is empty (and live.approved_coins is "all"): set either or pass '
-            "--symbols BTCUSDT,ETHUSDT"
-        )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -158,7 +154,7 @@ async def _main(
     name = f"dry-{secrets.token_hex(4)}" if dry else name
     # a dry run's vault ledger is its own too: real requests are never applied to a fake venue
     ledger = str(Path(live_cfg.state_dir) / f"{name}.vault.sqlite") if dry else None
-    bot = LiveBot(config, adapter, symbols=symbols, ws_url=ws_url, state_name=name,
+    bot = LiveBot(config, adapter, symbols=symbols or None, ws_url=ws_url, state_name=name,
                   vault_ledger=ledger, reset_hard_stop=args.reset_hard_stop)  # fmt: skip
     # the page, the log file, the heartbeat and the alerts (a dry run logs to its own file)
     log_file = live_cfg.log_file
@@ -220,7 +216,7 @@ async def _start_venue(config: Config, symbols: list[str]) -> tuple[Venue, str, 
     from bot.commands.backtest import resolve_data_path
 
     path = resolve_data_path(bt.data, Path(getattr(config, "_source", ".")))
-    candles = round_to_ticks(load_candles(path, symbols))
+    candles = round_to_ticks(load_candles(path, symbols or None))
     start = min(max(1, warmup_candles(config, 60_000)), len(candles.timestamps) - 1)
     venue = Venue(
         candles,

@@ -93,6 +93,11 @@ class StreamClient:
         self.connected = asyncio.Event()
         self._ws: ClientConnection | None = None
 
+    @property
+    def ws(self) -> ClientConnection | None:
+        """The open connection (None between connections)."""
+        return self._ws
+
     async def _url(self) -> str:
         return self.url if isinstance(self.url, str) else await self.url()
 

@@ -44,6 +44,7 @@ from bot.errors import (
 )
 from bot.exchange.base import ExchangeAdapter
 from bot.exchange.events import FillEvent
+from bot.live.active_coins import ActiveCoins, check_stream_limit
 from bot.live.book import Book, LiveFill
 from bot.live.coin import Coin
 from bot.live.cycle import OrderCycle
@@ -53,6 +54,7 @@ from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
 from bot.live.state import StateStore
+from bot.live.universe import all_markets, configured_symbols
 from bot.live.vault_exits import VaultExits
 from bot.live.vault_sizing import VaultSizing
 from bot.markets import MarketSpec
@@ -94,15 +96,9 @@ class LiveBot:
         self.config = config
         self.live: LiveConfig = config.live
         self.adapter = adapter
-        approved = config.live.approved_coins
-        self.symbols = tuple(
-            adapter.market_id(s)
-            for s in (
-                symbols or config.live.symbols or (approved if approved != "all" else ()) or ()
-            )
-        )
-        if not self.symbols:
-            raise ConfigError("live.symbols: no symbols to trade (set live.symbols or --symbols)")
+        self.symbols = configured_symbols(config.live, adapter, symbols)
+        # approved_coins "all" and no symbols: the exchange's markets, listed at start
+        self.all_markets = not self.symbols
         self.ws_url = ws_url
         self.pacing = pacing or (Lockstep() if lockstep else RealTime())
         self.market_path = market_path
@@ -157,6 +153,7 @@ class LiveBot:
         self.feeds = Feeds(self)
         # the equity hard stop loss (bot.common.equity_hard_stop_loss): loaded at start-up
         self.hard_stop = LiveHardStop(self, reset=reset_hard_stop)
+        self.active = ActiveCoins(self)  # the coins with price streams and order cycles
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None
 
@@ -223,7 +220,11 @@ class LiveBot:
     async def start(self) -> None:
         """Markets, leverage check (refuses with the reason), modes, the saved book, EMAs,
         then a reconciliation with the exchange before any order."""
-        specs = await self.rest(self.adapter.load_markets, self.symbols)
+        if self.all_markets:
+            self.symbols, specs = await all_markets(self)
+        else:
+            check_stream_limit(self.adapter.kind, len(self.symbols))
+            specs = await self.rest(self.adapter.load_markets, self.symbols)
         snap = await self.rest(self.adapter.fetch_account, self.symbols)
         self._check_leverage(specs, snap.balance)
         try:
@@ -241,6 +242,7 @@ class LiveBot:
         if not await self.reconciler.sync(quiet=True):
             self.want_sync()  # the exchange moved during it: again, soon
         self.hard_stop.load()  # its equity needs the book and the prices
+        self.active.refresh()  # before the streams: they subscribe the active coins' prices
         log.info(
             "started: %s, balance %.2f (peak %.2f), leverage %g",
             ", ".join(self.symbols),

@@ -215,6 +215,8 @@ class OrderCycle:
         # the equity hard stop's sample of this minute (once, account-wide) and, when red,
         # its market closes: before this coin's orders, which its tier governs
         await self.bot.hard_stop.before_cycle(c.last_kline_ts)
+        if not self.bot.active.needs_cycle(c):
+            return CycleResult.DONE  # flat, no order, not the forager's: nothing to do
         async with c.lock:
             self.cycles += 1
             cb = book.coins[c.symbol]
@@ -352,6 +354,7 @@ class OrderCycle:
                 last_cycle = time.monotonic()
                 try:
                     result = await self.run(c)
+                    bot.active.after_cycle(c)
                 except AuthenticationError as exc:
                     bot.errors.append(str(exc))
                     log.error("authentication refused: %s; stopping", exc)

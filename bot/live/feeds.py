@@ -75,6 +75,7 @@ class Feeds:
                 self.bot.ws_url, self.bot.symbols, self.on_events,
                 silence_timeout_seconds=silence, ping_interval_seconds=ping,
                 on_state=lambda up: self.on_stream_state("market", up),
+                price_symbols=set(self.bot.active.symbols),
             )  # fmt: skip
             private = BybitPrivateStream(
                 self.bot.ws_url, self.adapter.ws_auth_args, self.on_events,
@@ -97,8 +98,18 @@ class Feeds:
             user_in_market=self.user_in_market,
             silence_timeout_seconds=silence,
             on_state=self.on_stream_state,
+            price_symbols=set(self.bot.active.symbols),
         )
         return self.streams
+
+    async def follow_active(self, symbols: frozenset[str]) -> None:
+        """The price streams of the active coins (:mod:`bot.live.active_coins`), on the open
+        market connection; a refused or unanswered change is asked again on the reconnect."""
+        st = self.streams
+        if isinstance(st, BybitStreams):
+            await st.public.set_prices(symbols)
+        elif st is not None:
+            await st.set_prices(symbols)
 
     def ready(self) -> bool:
         """Every stream connected (and, on Bybit, its subscriptions acknowledged)."""
@@ -359,7 +370,8 @@ class Feeds:
                 continue
             try:
                 if bot.pacing.trade_prices:
-                    prices = await self.adapter.fetch_last_prices(bot.symbols)
+                    active = sorted(bot.active.symbols)  # inactive coins: kline closes
+                    prices = await self.adapter.fetch_last_prices(active) if active else {}
                     for s, p in prices.items():
                         if s in bot.coins and p > 0:
                             bot.coins[s].last_price = p

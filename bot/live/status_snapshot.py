@@ -158,6 +158,8 @@ def build_status(bot: Any, monitor: Any = None, *, now: float | None = None) -> 
     status: dict[str, Any] = {
         "time": now,
         "symbols": [c.symbol for c in coins],
+        # the coins whose prices are followed and orders kept now (bot.live.active_coins)
+        "active_symbols": sorted(bot.active.symbols),
         "account": {
             "balance": _num(balance),
             "balance_peak": _num(bot.book.balance_peak),

@@ -4,7 +4,13 @@ Paths: ``/ws``, ``/ws/<stream>[/<stream>...]`` (raw payloads), ``/stream?streams
 (combined: ``{"stream": name, "data": payload}``), each also under the ``/market``, ``/public``
 and ``/private`` prefixes of Binance's newer routing, plus ``/private/ws?listenKey=KEY``.
 A stream that is a listen key is the user data stream of its account. Clients may
-``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS``. The server pings (keepalive).
+``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` on an open connection, as on Binance:
+``{"method": ..., "params": [...], "id": n}`` is answered ``{"result": null, "id": n}`` and the
+streams start or stop with the next message; a bad request gets ``{"error": {"code", "msg"},
+"id": n}`` (code 2 for a bad method, id or params, 3 for invalid JSON) and changes nothing; a
+connection holds at most 1024 streams. The id may be an integer, a string of up to 36
+letters and digits, or null. :attr:`StreamServer.connects` counts the connections served (for
+tests: a change of streams must not cost a reconnect). The server pings (keepalive).
 
 Sending never blocks the replay: frames go to each socket's buffer (``broadcast``).
 """
@@ -27,6 +33,8 @@ __all__ = ["StreamServer"]
 log = logging.getLogger("gridbot.venue.ws")
 
 _PREFIXES = ("/market", "/public", "/private")
+MAX_STREAMS = 1024  # per connection, as Binance
+_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS")
 
 
 @dataclass(eq=False)
@@ -42,6 +50,7 @@ class StreamServer:
     def __init__(self, venue: VenueHost) -> None:
         self.venue = venue
         self.clients: set[_Client] = set()
+        self.connects = 0  # connections served since the start
 
     # ------------------------------------------------------------------ connections
 
@@ -62,6 +71,7 @@ class StreamServer:
         else:
             await conn.close(1008, "unknown path")
             return
+        self.connects += 1
         names += query.get("listenKey", [])
         # a user stream's name is its listen key (no "@"): one this exchange does not know
         # (expired, or forgotten by a restart) gets listenKeyExpired and the socket closes,
@@ -103,23 +113,29 @@ class StreamServer:
     def _on_message(self, client: _Client, message: str | bytes) -> dict[str, Any] | None:
         try:
             req = orjson.loads(message)
-            method = req.get("method")
-            rid = req.get("id")
-        except (orjson.JSONDecodeError, AttributeError):
-            return {"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}
-        params = req.get("params") or []
+        except orjson.JSONDecodeError:
+            return _error(3, "Invalid JSON: expected value", None)
+        if not isinstance(req, dict):
+            return _error(3, "Invalid JSON: expected an object", None)
+        rid = req.get("id")
+        bad = _bad_request(req)
+        if bad is not None:
+            return _error(2, f"Invalid request: {bad}", rid if _id_ok(rid) else None)
+        method, params = req["method"], req.get("params") or []
         if method == "SUBSCRIBE":
-            client.streams.update(self._normalize(p) for p in params)
+            names = {self._normalize(p) for p in params}
+            if len(client.streams | names) > MAX_STREAMS:
+                return _error(2, f"Invalid request: more than {MAX_STREAMS} streams", rid)
+            client.streams.update(names)
             return {"result": None, "id": rid}
         if method == "UNSUBSCRIBE":
             client.streams.difference_update(self._normalize(p) for p in params)
             return {"result": None, "id": rid}
-        if method == "LIST_SUBSCRIPTIONS":
-            return {"result": sorted(client.streams), "id": rid}
-        return {
-            "error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"},
-            "id": rid,
-        }
+        return {"result": sorted(client.streams), "id": rid}
+
+    def subscriptions(self) -> list[set[str]]:
+        """Each open connection's streams (the venue's own record, for tests)."""
+        return [set(c.streams) for c in self.clients]
 
     # ------------------------------------------------------------------ sending
 
@@ -147,3 +163,39 @@ class StreamServer:
         for c in list(self.clients):
             if stream in c.streams:
                 await c.conn.close(1000, "listenKey closed")
+
+
+def _error(code: int, msg: str, rid: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "msg": msg}, "id": rid}
+
+
+def _id_ok(rid: Any) -> bool:
+    """Binance takes a 64-bit integer, a string of up to 36 letters and digits, or null."""
+    if rid is None:
+        return True
+    if isinstance(rid, bool):
+        return False
+    if isinstance(rid, int):
+        return -(2**63) <= rid < 2**63
+    return isinstance(rid, str) and len(rid) <= 36 and rid.isalnum()
+
+
+def _bad_request(req: dict[str, Any]) -> str | None:
+    """What is wrong with a SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS request, or None."""
+    method = req.get("method")
+    if method is None:
+        return "missing field `method`"
+    if method not in _METHODS:
+        return f"unknown variant `{method}`, expected one of {', '.join(_METHODS)}"
+    if not _id_ok(req.get("id")):
+        return (
+            "request ID must be an integer, an alphanumeric string of up to 36 characters or null"
+        )
+    params = req.get("params")
+    if method == "LIST_SUBSCRIPTIONS":
+        return None
+    if not isinstance(params, list) or not params:
+        return "params must be a non-empty array of stream names"
+    if not all(isinstance(p, str) and p for p in params):
+        return "every param must be a stream name (a non-empty string)"
+    return None

@@ -17,6 +17,13 @@ buffers when :meth:`Venue.advance` returns, so a lockstep driver that awaits ``a
 candle k is fully sent, and a bot that waits for candle k's kline before reading its private
 socket sees candle k's fills there.
 
+Subscriptions change on the open connection: ``{"op": "subscribe"|"unsubscribe", "args":
+[...], "req_id": ...}`` is answered ``{"success": true, "ret_msg": "", "conn_id", "req_id",
+"op"}`` and the topics start (a ticker with its snapshot) or stop with the next message. Refused,
+changing nothing: an unknown topic, an empty list, more than 10 args in one request, a topic
+already subscribed on this connection (``error:already subscribed,topic:...``).
+:attr:`BybitStreams.connects` counts the connections served, per socket kind.
+
 Deviations: public ping answers ``{"success": true, "ret_msg": "pong", "op": "ping"}``, private
 ping ``{"op": "pong", "args": [ms]}`` (as Bybit); auth failures' ``ret_msg`` texts are
 approximations; klines are only sent at the close (no in-candle updates).
@@ -51,6 +58,7 @@ log = logging.getLogger("gridbot.venue.bybit.ws")
 
 PUBLIC_PATH = "/v5/public/linear"
 PRIVATE_PATH = "/v5/private"
+MAX_ARGS = 10  # per subscribe / unsubscribe request
 _PRIVATE_TOPICS = {
     "order": "order",
     "order.linear": "order",
@@ -83,6 +91,7 @@ class BybitStreams:
         self._tickers: dict[str, dict] = {}  # the last full ticker sent per symbol (delta base)
         self._last_trade: dict[str, float] = {}
         self._direction: dict[str, str] = {}
+        self.connects = {"public": 0, "private": 0}  # connections served since the start
 
     # ------------------------------------------------------------------ connections
 
@@ -91,6 +100,7 @@ class BybitStreams:
             await conn.close(1008, "unknown path")
             return
         client = _Client(conn, path == PRIVATE_PATH, secrets.token_hex(10))
+        self.connects["private" if client.private else "public"] += 1
         self.clients.add(client)
         try:
             async for message in conn:
@@ -172,10 +182,18 @@ class BybitStreams:
     ) -> list[dict[str, Any]]:
         if client.private and client.api_key is None:
             return [{"success": False, "ret_msg": "Request not authorized", **base, "op": op}]
+        if not isinstance(args, list) or not args:
+            return [{"success": False, "ret_msg": "Params Error: args is empty", **base, "op": op}]
+        if len(args) > MAX_ARGS:
+            msg = f"Params Error: args size >{MAX_ARGS}"
+            return [{"success": False, "ret_msg": msg, **base, "op": op}]
         names = [self._topic_ok(client, str(t)) for t in args]
         bad = [str(t) for t, n in zip(args, names, strict=True) if n is None]
-        if bad or not args:
-            msg = f"Invalid topic :{bad}" if bad else "Params Error: args is empty"
+        if bad:
+            return [{"success": False, "ret_msg": f"Invalid topic :{bad}", **base, "op": op}]
+        dup = [n for n in names if op == "subscribe" and n in client.topics]
+        if dup:
+            msg = f"error:already subscribed,topic:{dup[0]}"
             return [{"success": False, "ret_msg": msg, **base, "op": op}]
         out: list[dict[str, Any]] = [{"success": True, "ret_msg": "", **base, "op": op}]
         for n in names:
@@ -194,6 +212,10 @@ class BybitStreams:
     def _send(self, clients: list[_Client], data: dict[str, Any]) -> None:
         if clients and not self.venue.faults.ws_silent:
             broadcast([c.conn for c in clients], orjson.dumps(data).decode())
+
+    def subscriptions(self, *, private: bool = False) -> list[set[str]]:
+        """Each open public (or private) connection's topics (the venue's record, for tests)."""
+        return [set(c.topics) for c in self.clients if c.private == private]
 
     def has_subscribers(self, topic: str) -> bool:
         """Some public socket subscribed to ``topic`` (e.g. ``kline.1.BTCUSDT``)."""

@@ -44,6 +44,18 @@ class BinanceAdapter(CcxtBase):
 
     # ------------------------------------------------------------------ markets
 
+    async def list_markets(self) -> list[str]:
+        """The USDT-margined perpetuals trading now (exchangeInfo: PERPETUAL, USDT, TRADING)."""
+        info = await self._call(self.ex.fapiPublicGetExchangeInfo)
+        return sorted(
+            str(m["symbol"])
+            for m in info.get("symbols") or []
+            if m.get("contractType") == "PERPETUAL"
+            and m.get("quoteAsset") == "USDT"
+            and m.get("marginAsset", "USDT") == "USDT"
+            and m.get("status") == "TRADING"
+        )
+
     async def load_markets(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
         """Steps, minimums and leverage tiers of ``symbols`` (Binance ids, e.g. BTCUSDT)."""
         info = await self._call(self.ex.fapiPublicGetExchangeInfo)

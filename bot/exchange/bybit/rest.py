@@ -97,6 +97,19 @@ class BybitAdapter(CcxtBase):
 
     # ------------------------------------------------------------------ markets
 
+    async def list_markets(self) -> list[str]:
+        """The USDT linear perpetuals trading now (instruments-info: LinearPerpetual, USDT)."""
+        q = {"category": CATEGORY, "status": "Trading", "limit": 1000}
+        rows = await self._pages(self.ex.publicGetV5MarketInstrumentsInfo, q)
+        return sorted(
+            str(m["symbol"])
+            for m in rows
+            if m.get("contractType") == "LinearPerpetual"
+            and m.get("quoteCoin") == "USDT"
+            and m.get("settleCoin", "USDT") == "USDT"
+            and m.get("status", "Trading") == "Trading"
+        )
+
     async def load_markets(self, symbols: Sequence[str]) -> dict[str, MarketSpec]:
         """Steps and minimums (instruments-info) and tiers (risk-limit) of ``symbols``."""
         out = {}

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,8 +139,11 @@ class _BybitSocket:
 
 @dataclass
 class BybitPublicStream(_BybitSocket):
-    """Bybit v5 linear public: ``publicTrade.S``, ``tickers.S`` (snapshot + deltas merged) and
-    ``kline.1.S`` (closed candles move the EMAs); a JSON ping every ``ping_interval_seconds``.
+    """Bybit v5 linear public: ``kline.1.S`` of every symbol (closed candles move the EMAs),
+    ``publicTrade.S`` and ``tickers.S`` (snapshot + deltas merged) of ``price_symbols`` only
+    (the active coins), changed on the open connection by :meth:`set_prices` (``subscribe`` /
+    ``unsubscribe``, at most 10 args a request, each acknowledged with ``success``); a JSON
+    ping every ``ping_interval_seconds``.
 
     ``on_events`` gets :mod:`bot.exchange.events` (prices, klines); ``subscribed`` is set once
     the venue acknowledged the subscription on the current connection.
@@ -157,22 +161,108 @@ class BybitPublicStream(_BybitSocket):
     tickers: BybitTickers = field(default_factory=BybitTickers)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     client: StreamClient | None = None
+    price_symbols: Collection[str] | None = None  # None: every symbol
+    request_timeout_seconds: float = 10.0
+    _live_prices: set[str] = field(default_factory=set)  # asked for on this connection
+    _pending: dict[str, asyncio.Future] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ws: ClientConnection | None = None
 
     _name = "public"
 
+    def _prices(self) -> set[str]:
+        return set(self.symbols if self.price_symbols is None else self.price_symbols)
+
+    @staticmethod
+    def _price_topics(symbols: Collection[str]) -> list[str]:
+        return [f"{t}.{s}" for s in sorted(symbols) for t in ("publicTrade", "tickers")]
+
     def topics(self) -> list[str]:
-        return [f"{t}.{s}" for s in self.symbols for t in ("publicTrade", "tickers", "kline.1")]
+        return [f"kline.1.{s}" for s in self.symbols] + self._price_topics(self._prices())
+
+    async def _send(self, ws: ClientConnection, op: str, args: list[str]) -> list[asyncio.Future]:
+        """``op`` for ``args``, 10 at a time (Bybit's limit per request), each with a req_id."""
+        out = []
+        for i in range(0, len(args), 10):
+            rid = f"gb{next(self._ids)}"
+            fut: asyncio.Future = asyncio.get_running_loop().create_future()
+            self._pending[rid] = fut
+            out.append(fut)
+            req = {"req_id": rid, "op": op, "args": args[i : i + 10]}
+            await ws.send(orjson.dumps(req).decode())
+        return out
 
     async def _on_open(self, ws: ClientConnection) -> None:
-        self.subscribed.clear()
-        # Bybit takes at most 10 args per subscribe request
-        topics = self.topics()
-        for i in range(0, len(topics), 10):
-            req = {"op": "subscribe", "args": topics[i : i + 10]}
-            await ws.send(orjson.dumps(req).decode())
+        async with self._lock:
+            self.subscribed.clear()
+            self._ws = ws
+            self._fail_pending()
+            self._live_prices = self._prices()
+            await self._send(ws, "subscribe", self.topics())
+
+    async def set_prices(self, symbols: Collection[str]) -> bool:
+        """Follow the prices of ``symbols`` from now on: on the open connection (until its
+        acks, at most ``request_timeout_seconds``), else on the next connect. True when
+        acknowledged (or nothing to ask)."""
+        self.price_symbols = set(symbols)
+        async with self._lock:
+            ws = self._ws
+            if ws is None or self.client is None or self.client.ws is not ws:
+                return False  # not connected: the next connect asks for them
+            want = self._prices()
+            drop, add = self._live_prices - want, want - self._live_prices
+            futs: list[asyncio.Future] = []
+            try:
+                if drop:
+                    futs += await self._send(ws, "unsubscribe", self._price_topics(drop))
+                if add:
+                    futs += await self._send(ws, "subscribe", self._price_topics(add))
+            except Exception as exc:  # the socket died under us: the reconnect asks again
+                log.warning("bybit public: subscribing failed: %s", exc)
+                return False
+            self._live_prices = want
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*futs), self.request_timeout_seconds)
+        except TimeoutError:
+            done = [False]
+        if not all(done):  # refused or unanswered: a reconnect asks for what is wanted then
+            if self.client.ws is ws:  # (a connection that dropped meanwhile asked afresh)
+                log.warning("bybit public: a subscription change failed; reconnecting")
+                await self.client.close()
+            return False
+        return True
+
+    def _on_reply(self, msg: dict[str, Any]) -> bool:
+        """A reply to our subscribe / unsubscribe (then nothing else is in it)."""
+        op = msg.get("op")
+        if op not in ("subscribe", "unsubscribe") or "success" not in msg:
+            return False
+        ok = bool(msg["success"])
+        fut = self._pending.pop(str(msg.get("req_id", "")), None)
+        if fut is not None and not fut.done():
+            fut.set_result(ok)
+        if not ok:
+            log.error("bybit public: %s refused: %s", op, msg.get("ret_msg"))
+        elif op == "subscribe":
+            self.subscribed.set()
+        return True
+
+    def _fail_pending(self) -> None:
+        """Requests asked on a connection that is gone: no answer will come."""
+        for p in self._pending.values():
+            if not p.done():
+                p.set_result(False)
+        self._pending.clear()
+
+    def _state(self, up: bool) -> None:
+        if not up:
+            self._ws = None
+            self._fail_pending()
+        super()._state(up)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
-        if self._subscribe_ack(msg):
+        if self._on_reply(msg):
             return
         if str(msg.get("topic", "")).startswith("tickers."):
             merged = self.tickers.apply(msg)  # kept merged for bid/ask; prices come from trades
