@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ("bench_engine", "bench_optimize", "bench_live", "bench_replay")
+BENCHES = ("bench_engine", "bench_optimize", "bench_live", "bench_replay", "bench_many_coins")
 ROOT = HERE.parent
 
 
@@ -265,6 +265,10 @@ def _write_readme(r: dict) -> None:
         from benchmarks.bench_replay import readme_lines
 
         lines += readme_lines(r["bench_replay"])
+    if "bench_many_coins" in r:
+        from benchmarks.bench_many_coins import readme_lines as many_coins_lines
+
+        lines += many_coins_lines(r["bench_many_coins"])
     readme = HERE / "README.md"
     old = readme.read_text() if readme.exists() else ""
     if "\n## Soak" in old:  # filled by hand from `gridbot soak` runs: keep it
