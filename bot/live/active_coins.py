@@ -18,16 +18,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from bot.core.forager import forager_slots
-from bot.core.params import (
-    P_ENABLED,
-    P_FILTER_VOLATILITY_WINDOW,
-    P_FILTER_VOLUME_DROP_PCT,
-    P_FILTER_VOLUME_WINDOW,
-)
+from bot.core.params import P_ENABLED
 from bot.errors import ConfigError
+from bot.live.revisions import REVISIONS
 
 if TYPE_CHECKING:
     from bot.live.bot import LiveBot
@@ -60,6 +53,8 @@ class ActiveCoins:
         self.bot = bot
         self.symbols: frozenset[str] = frozenset()  # the active set the streams follow
         self.changes = 0  # how often it changed (for the status page and tests)
+        self._wanted: frozenset[str] = frozenset()
+        self._wanted_key: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ the set
 
@@ -80,24 +75,14 @@ class ActiveCoins:
 
     def candidates(self, now_ms: int) -> set[str]:
         """The coins the forager lets hold a position or an initial entry now, either side
-        (the same call and inputs as the cycle's ideal orders at ``now_ms``)."""
+        (the same slots the cycle's ideal orders read at ``now_ms``)."""
         bot = self.bot
-        syms = list(bot.coins)
-        if not syms:
-            return set()
-        eligible = np.array([bot.coins[s].eligible_from_ms <= now_ms for s in syms])
+        slots, index = bot.minute.slots(now_ms)
         out: set[str] = set()
         for j in (0, 1):
             if bot.params[j][P_ENABLED] == 0.0:
                 continue  # a side turned off opens nothing (its positions count as held)
-            sizes = np.array([bot.strategy_position(s, j)[0] for s in syms])
-            fema = np.array([bot.coins[s].fema[j] for s in syms])
-            prm = bot.params[j]
-            slots = forager_slots(
-                sizes, bot.n_positions[j], eligible, fema, prm[P_FILTER_VOLUME_WINDOW],
-                prm[P_FILTER_VOLATILITY_WINDOW], prm[P_FILTER_VOLUME_DROP_PCT],
-            )  # fmt: skip
-            out.update(s for s, ok in zip(syms, slots, strict=True) if ok)
+            out.update(s for s, i in index.items() if slots[j, i])
         return out
 
     def now_ms(self) -> int:
@@ -105,9 +90,16 @@ class ActiveCoins:
         return max((c.last_kline_ts for c in self.bot.coins.values()), default=-1) + MINUTE_MS
 
     def wanted(self, now_ms: int | None = None) -> frozenset[str]:
-        return frozenset(
-            self.holding() | self.candidates(self.now_ms() if now_ms is None else now_ms)
-        )
+        """The active set at ``now_ms``, computed once per minute and kept until a position,
+        an eligibility, a forager EMA or an open order changes (:mod:`bot.live.minute_inputs`)."""
+        now_ms = self.now_ms() if now_ms is None else now_ms
+        minute = self.bot.minute
+        key = (*minute.slots_key(now_ms), REVISIONS.orders)
+        if minute.cached and key == self._wanted_key:
+            return self._wanted
+        self._wanted = frozenset(self.holding() | self.candidates(now_ms))
+        self._wanted_key = key
+        return self._wanted
 
     # ------------------------------------------------------------------ the cycle's questions
 

@@ -30,6 +30,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,9 +47,10 @@ from bot.exchange.events import (
     PositionEvent,
 )
 from bot.live.orders import PREFIX, LiveOrder
+from bot.live.revisions import REVISIONS
 from bot.live.state import StateStore
 
-__all__ = ["Book", "CoinBook", "LiveFill", "SideBook"]
+__all__ = ["Book", "CoinBook", "LiveFill", "OpenOrders", "SideBook"]
 
 log = logging.getLogger("gridbot.live.book")
 
@@ -78,6 +80,49 @@ class SideBook:
     report_time_ms: int = -1  # -1: from a consistent REST snapshot
     fill_time_ms: int = -1  # time of the last fill booked on this side
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "size":  # the minute's cached slots and active set read it
+            REVISIONS.slots += 1
+        object.__setattr__(self, name, value)
+
+
+class OpenOrders(dict[str, LiveOrder]):
+    """Our open orders of a coin by client id; every change moves ``REVISIONS.orders`` (the
+    minute's cached active set holds the coins with an open order)."""
+
+    def __setitem__(self, key: str, value: LiveOrder) -> None:
+        REVISIONS.orders += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        REVISIONS.orders += 1
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: LiveOrder | None) -> LiveOrder | None:  # type: ignore[override]
+        REVISIONS.orders += 1
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, LiveOrder]:
+        REVISIONS.orders += 1
+        return super().popitem()
+
+    def clear(self) -> None:
+        REVISIONS.orders += 1
+        super().clear()
+
+    def update(self, *args: Any, **kw: LiveOrder) -> None:
+        REVISIONS.orders += 1
+        super().update(*args, **kw)
+
+    def setdefault(self, key: str, default: LiveOrder) -> LiveOrder:
+        REVISIONS.orders += 1
+        return super().setdefault(key, default)
+
+    def __ior__(self, other: Any) -> OpenOrders:  # type: ignore[override,misc]
+        REVISIONS.orders += 1
+        super().update(other)
+        return self
+
 
 @dataclass
 class _OrderProgress:
@@ -96,13 +141,20 @@ class CoinBook:
     qty_step: float
     sides: list[SideBook] = field(default_factory=lambda: [SideBook(), SideBook()])
     booked: int = 0  # fills booked so far (stream or REST)
-    open: dict[str, LiveOrder] = field(default_factory=dict)  # ours, by client id
+    open: OpenOrders = field(default_factory=OpenOrders)  # ours, by client id
     unsure: dict[str, LiveOrder] = field(default_factory=dict)  # creates with no answer
     progress: dict[str, _OrderProgress] = field(default_factory=dict)  # by order id
     closed_ids: deque[str] = field(default_factory=lambda: deque(maxlen=2000))
     cursor: int = -1  # fill watermark: Binance trade id, Bybit exec time (ms)
     cursor_ids: list[str] = field(default_factory=list)  # fills seen at the cursor itself
     saved: bool = False  # the position came from the state store (not a first start)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "open":  # a whole new dict (a REST listing): counted as its changes too
+            REVISIONS.orders += 1
+            if not isinstance(value, OpenOrders):
+                value = OpenOrders(cast(dict[str, LiveOrder], value))
+        object.__setattr__(self, name, value)
 
 
 class Book:
@@ -309,7 +361,7 @@ class Book:
         """Our open orders as the exchange listed them (REST): the truth about what rests."""
         c = self.coins[symbol]
         old = c.open
-        c.open = {}
+        c.open = OpenOrders()
         c.unsure.clear()
         for o in orders:
             if o.client_id.startswith(PREFIX):

@@ -50,6 +50,7 @@ from bot.live.coin import Coin
 from bot.live.cycle import OrderCycle
 from bot.live.feeds import Feeds
 from bot.live.hard_stop import LiveHardStop
+from bot.live.minute_inputs import MinuteInputs
 from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
@@ -153,6 +154,8 @@ class LiveBot:
         self.feeds = Feeds(self)
         # the equity hard stop loss (bot.common.equity_hard_stop_loss): loaded at start-up
         self.hard_stop = LiveHardStop(self, reset=reset_hard_stop)
+        # the forager's slots and the active set, once a minute for every coin's cycle
+        self.minute = MinuteInputs(self)
         self.active = ActiveCoins(self)  # the coins with price streams and order cycles
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None

@@ -11,6 +11,7 @@ import numpy as np
 
 from bot.core.forager import N_FORAGE
 from bot.core.trailing import trail_empty
+from bot.live.revisions import REVISIONS
 from bot.markets import MarketSpec
 
 __all__ = ["Coin"]
@@ -42,3 +43,12 @@ class Coin:
     trails: np.ndarray = field(default_factory=lambda: np.stack([trail_empty(), trail_empty()]))
     trail_pos: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 0.0)] * 2)
     trail_since_ms: list[int] = field(default_factory=lambda: [-1, -1])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # the minute's cached forager slots read these (bot.live.revisions); an in-place
+        # write of ``fema`` (a kline's EMA update) bumps REVISIONS.emas itself
+        if name == "fema":
+            REVISIONS.emas += 1
+        elif name == "eligible_from_ms":
+            REVISIONS.slots += 1
+        object.__setattr__(self, name, value)

@@ -19,17 +19,11 @@ from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from bot.core import ideal_orders
-from bot.core.forager import forager_slots
 from bot.core.params import (
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
     KIND_ENTRY_TRAILING,
-    P_FILTER_VOLATILITY_WINDOW,
-    P_FILTER_VOLUME_DROP_PCT,
-    P_FILTER_VOLUME_WINDOW,
     P_WALLET_EXPOSURE_LIMIT,
 )
 from bot.core.trailing import trail_reset
@@ -82,18 +76,16 @@ class OrderCycle:
         self.guard_blocks = 0  # entries the guard refused (each one logged)
         self._backoff_s = 0.0
         self._backoff_until = 0.0
+        self._aligned_ts = -1  # the latest minute every coin's kline was in for
 
     # ------------------------------------------------------------------ the ideal orders
 
     def ideal(self, c: Coin) -> list[LiveOrder]:
         """The orders ``c`` should have open now, from the core."""
         bot = self.bot
-        syms = list(bot.coins)
-        sizes = np.array([[bot.strategy_position(s, j)[0] for s in syms] for j in (0, 1)])
-        idx = syms.index(c.symbol)
         # the forager, as the backtester: eligible by the open of the candle the orders rest in
+        # (the slots of every coin, computed once for the minute: bot.live.minute_inputs)
         now_ms = c.last_kline_ts + _MINUTE_MS
-        eligible = np.array([bot.coins[s].eligible_from_ms <= now_ms for s in syms])
         out: list[LiveOrder] = []
         # bid = ask = the latest trade price (in lockstep: the closed kline's close, which is
         # the backtester's previous close)
@@ -107,14 +99,7 @@ class OrderCycle:
         if halted:
             return []
         for j, side in enumerate(_SIDES):
-            fema = np.array([bot.coins[s].fema[j] for s in syms])
-            prm = bot.params[j]
-            may_open = bool(
-                forager_slots(
-                    sizes[j], bot.n_positions[j], eligible, fema, prm[P_FILTER_VOLUME_WINDOW],
-                    prm[P_FILTER_VOLATILITY_WINDOW], prm[P_FILTER_VOLUME_DROP_PCT],
-                )[idx]
-            ) and may_open_new  # fmt: skip
+            may_open = bot.minute.may_open(c.symbol, j, now_ms) and may_open_new
             size, pprice = bot.strategy_position(c.symbol, j)
             if (size, pprice) != tuple(c.trail_pos[j]):
                 self._trail_reset(c, j, (size, pprice))
@@ -130,9 +115,12 @@ class OrderCycle:
     async def klines_aligned(self, ts: int, timeout_seconds: float = 3.0) -> None:
         """Until every coin's kline of minute ``ts`` is in (the ranking compares them all,
         as the backtester does at that candle), at most ``timeout_seconds``."""
+        if ts <= self._aligned_ts and self.bot.minute.cached:
+            return  # every coin had it (a kline's time only moves forward): once a minute
         end = time.monotonic() + timeout_seconds
         while time.monotonic() < end and not self.bot.stopping:
             if all(x.last_kline_ts >= ts for x in self.bot.coins.values()):
+                self._aligned_ts = max(self._aligned_ts, ts)
                 return
             await asyncio.sleep(0.005)
 

@@ -34,6 +34,7 @@ from bot.exchange.events import (
     StreamExpired,
 )
 from bot.live.coin import Coin
+from bot.live.revisions import REVISIONS
 
 if TYPE_CHECKING:
     from bot.live.bot import LiveBot
@@ -257,6 +258,7 @@ class Feeds:
         low = close if math.isnan(low) else low
         for j in range(2):
             forager_update(c.fema[j], self.bot.f_alphas[j], high, low, close, volume)
+            REVISIONS.emas += 1  # in place: the minute's cached ranking is stale
             # the extremes since the position changed: klines after the one it changed in
             if ts > c.trail_since_ms[j]:
                 trail_update(c.trails[j], high, low, close)

@@ -47,6 +47,7 @@ from bot.core.vault import (
 )
 from bot.errors import ExchangeError
 from bot.live.market_close import ask_close, send_close
+from bot.live.revisions import REVISIONS
 from bot.vault.ledger import Ledger, LedgerError
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class VaultExits:
                     (q0 * p0 + left * r["price"]) / (q0 + left),
                 )
         self.held, self.cash = held, cash
+        REVISIONS.slots += 1  # the strategy's positions: the minute's cached slots are stale
 
     def position(self, symbol: str, j: int) -> tuple[float, float]:
         """The strategy's position: the account's less the leavers' slice still held (the
