@@ -177,6 +177,7 @@ class CashEntry:
     symbol: str  # "" for a transfer
     change: float  # signed, USDT
     balance_after: float
+    trades_before: int  # how many trades the account had then (orders it among them)
 
 
 @dataclass
@@ -203,7 +204,8 @@ class Account:
 
     def log_cash(self, time_ms: int, kind: str, symbol: str, change: float) -> None:
         """Record a funding payment or transfer already applied to ``balance``."""
-        entry = CashEntry(len(self.cash_log) + 1, time_ms, kind, symbol, change, self.balance)
+        n = len(self.cash_log) + 1
+        entry = CashEntry(n, time_ms, kind, symbol, change, self.balance, len(self.trades))
         self.cash_log.append(entry)
 
     def position(self, symbol: str, position_side: str) -> Position:

@@ -46,7 +46,8 @@ class _Row:
 def _rows(acct: Account, fee_rates: tuple[float, float]) -> list[_Row]:
     """Every row of the account, newest first; a trade's balance after it is the wallet now
     less every later change (each balance change of the account is one row)."""
-    out: list[tuple[int, int, str, str, str, float, dict[str, str]]] = []
+    # (time, order: the trades before it and then rank, id, type, symbol, change, fields)
+    out: list[tuple[int, tuple[int, int], str, str, str, float, dict[str, str]]] = []
     for i, f in enumerate(acct.trades):
         rate = fee_rates[0] if f.maker else fee_rates[1]
         extra = {
@@ -61,12 +62,13 @@ def _rows(acct: Account, fee_rates: tuple[float, float]) -> list[_Row]:
             "orderLinkId": f.client_order_id,
         }
         change = f.realized_pnl - f.commission
-        out.append((f.time_ms, 2 * i, f"T{f.trade_id}", "TRADE", f.symbol, change, extra))
+        out.append((f.time_ms, (i, 0), f"T{f.trade_id}", "TRADE", f.symbol, change, extra))
     for e in acct.cash_log:
         extra = {"funding": fmt(e.change, 8)} if e.kind == "SETTLEMENT" else {
             "cashFlow": fmt(e.change, 8)
         }  # fmt: skip
-        out.append((e.time_ms, 2 * e.seq + 1, f"C{e.seq}", e.kind, e.symbol, e.change, extra))
+        order = (e.trades_before - 1, e.seq)  # after the trades booked before it
+        out.append((e.time_ms, order, f"C{e.seq}", e.kind, e.symbol, e.change, extra))
     out.sort(key=lambda r: (r[0], r[1]), reverse=True)
     rows, balance = [], acct.balance
     for t, _, key, kind, symbol, change, extra in out:
