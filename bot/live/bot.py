@@ -279,7 +279,7 @@ class LiveBot:
                 "position_changed", symbol=symbol, j=j, ours=ours, exchange=theirs
             ),
             on_transfer=self.hard_stop.on_transfer,
-            explain_balance=self.adapter.transfers_from_log,
+            explain_balance=bool(getattr(self.adapter, "transfers_from_log", False)),
         )
         self.book.on_unexplained = self.transfers.want
         self.book.load(balance)
