@@ -130,14 +130,14 @@ class _Session:
     def acct(self):
         return self.venue.engine.accounts[self.key]
 
-    async def start_bot(self) -> None:
+    async def start_bot(self, *, reset_hard_stop: bool = False) -> None:
         from bot.exchange.registry import make_adapter
         from bot.live.bot import LiveBot
 
         self.adapter = make_adapter("bybit", self.key, self.secret,
                                     base_url=self.venue.rest_url, throttle=False)  # fmt: skip
         bot = LiveBot(self.cfg, self.adapter, symbols=self.candles.symbols,
-                      ws_url=self.venue.ws_url)  # fmt: skip
+                      ws_url=self.venue.ws_url, reset_hard_stop=reset_hard_stop)  # fmt: skip
         self.bots.append(bot)
         self.task = asyncio.create_task(bot.run())
         await bot.wait_ready(timeout=60)
@@ -216,6 +216,34 @@ def test_withdrawal_while_the_private_stream_is_down_and_a_restart_is_booked_onc
             assert 0.55 < h[H.H_PEAK] / peak0 < 0.65
             assert 0.55 < s.bot.book.balance_peak / book_peak0 < 0.65
             assert h[H.H_TRIGGERS] == 0 and s.bot.hard_stop.tier != H.TIER_RED
+            await s.stop_bot()
+        finally:
+            await s.venue.stop()
+
+    asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_a_withdrawal_before_a_hard_stop_reset_moves_the_book_peak_only(tmp_path):
+    """Made while the bot was down, read from the log at the next start: the balance peak
+    scales, but a hard stop started afresh (--reset-hard-stop) already has its peak at the
+    equity after it and is not scaled again."""
+
+    async def go() -> None:
+        s = _Session(tmp_path, _config(), sample(4))
+        await s.venue.start()
+        try:
+            await s.start_bot()
+            await _open_positions(s)
+            book_peak0 = s.bot.book.balance_peak
+            await s.stop_bot()
+            s.withdraw(0.4)
+            await s.start_bot(reset_hard_stop=True)
+            bot = s.bot
+            assert len(bot.transfers.booked) == 1
+            assert 0.55 < bot.book.balance_peak / book_peak0 < 0.65
+            assert bot.hard_stop.h[H.H_PEAK] == pytest.approx(bot.hard_stop.equity(), rel=1e-3)
+            assert not bot.hard_stop.fresh  # transfers from now on move it
             await s.stop_bot()
         finally:
             await s.venue.stop()

@@ -245,6 +245,7 @@ class LiveBot:
             self.want_sync()  # the exchange moved during it: again, soon
         self.hard_stop.load()  # its equity needs the book and the prices
         await self.transfers.start()  # transfers since the saved cursor: the peaks move
+        self.hard_stop.fresh = False  # (but not a hard stop that started at the equity now)
         self.active.refresh()  # before the streams: they subscribe the active coins' prices
         log.info(
             "started: %s, balance %.2f (peak %.2f), leverage %g",

@@ -64,6 +64,9 @@ class LiveHardStop:
         self.tiers: list[tuple[int, int]] = []  # (kline open ms, tier) per sample, this session
         self.closes: list[dict[str, Any]] = []  # the closes sent this session (for tests)
         self.skipped: list[int] = []  # minutes not sampled: a balance change unexplained
+        # started afresh (no saved state, or --reset-hard-stop): its peak is the equity now,
+        # so a transfer from before the start (read from Bybit's log at start-up) moves nothing
+        self.fresh = False
 
     # ------------------------------------------------------------------ views
 
@@ -132,6 +135,7 @@ class LiveHardStop:
         if saved is None or self.reset:
             equity = self.equity()
             H.hsl_init(self.h, equity)
+            self.fresh = True
             # the first sample is the first kline to close after the start (the backtester
             # samples no warm-up candle either)
             self.h[H.H_LAST_MS] = max(
@@ -172,7 +176,7 @@ class LiveHardStop:
 
     def on_transfer(self, balance_before: float, balance_after: float) -> None:
         """A deposit or withdrawal moved the balance: the peak moves with the equity."""
-        if not self.enabled:
+        if not self.enabled or self.fresh:
             return
         # the equity right after it: today's unrealized pnl on the balance the transfer left
         # (the book's balance may not include it yet, or may include later fills: Bybit's log)

@@ -124,12 +124,14 @@ class TransferLog:
         rows = await bot.rest(bot.adapter.fetch_ledger, self.cursor_ms)
         self.asks += 1
         new = [r for r in rows if self._is_new(r)]
+        transfers = [r for r in new if r.is_transfer]
         with bot.state.transaction():  # the transfers and the cursor together
-            for r in new:
-                if r.is_transfer:
-                    self._book(r)
+            for r in transfers:
+                self._book(r)
             self._advance(new)
             bot.state.set(STATE_KEY, self._saved())
+        for r in transfers:  # told once committed
+            bot.notify("transfer", amount=r.change, time_ms=r.time_ms, row_id=r.row_id)
 
     def _is_new(self, r: LedgerRow) -> bool:
         if r.row_id in self.cursor_ids:
@@ -146,7 +148,6 @@ class TransferLog:
         )  # fmt: skip
         self.bot.book.transfer(before, r.balance_after)
         self.booked.append(r)
-        self.bot.notify("transfer", amount=r.change, time_ms=r.time_ms, row_id=r.row_id)
 
     def _advance(self, rows: list[LedgerRow]) -> None:
         for r in rows:
