@@ -64,6 +64,7 @@ __all__ = [
     "FUNDING_INTERVAL_MS",
     "Account",
     "AccountUpdate",
+    "CashEntry",
     "Fill",
     "MatchingEngine",
     "Order",
@@ -165,6 +166,20 @@ class AccountUpdate:
     time_ms: int
 
 
+@dataclass(frozen=True)
+class CashEntry:
+    """A balance change that is not a fill: funding of one position, or money moved in or out
+    (what an exchange's account log lists besides trades; the Bybit dialect serves it)."""
+
+    seq: int  # the account's own numbering: unique, in booking order
+    time_ms: int
+    kind: str  # SETTLEMENT (funding) / TRANSFER_IN / TRANSFER_OUT
+    symbol: str  # "" for a transfer
+    change: float  # signed, USDT
+    balance_after: float
+    trades_before: int  # how many trades the account had then (orders it among them)
+
+
 @dataclass
 class Account:
     """One API key's futures account (cross margin, USDT)."""
@@ -185,6 +200,13 @@ class Account:
     liquidated: bool = False
     insurance_deficit: float = 0.0  # what its liquidation left below zero (the fund paid it)
     events: list[np.ndarray] = field(default_factory=list)  # scheduled outside events (E_* rows)
+    cash_log: list[CashEntry] = field(default_factory=list)  # funding and transfers, in order
+
+    def log_cash(self, time_ms: int, kind: str, symbol: str, change: float) -> None:
+        """Record a funding payment or transfer already applied to ``balance``."""
+        n = len(self.cash_log) + 1
+        entry = CashEntry(n, time_ms, kind, symbol, change, self.balance, len(self.trades))
+        self.cash_log.append(entry)
 
     def position(self, symbol: str, position_side: str) -> Position:
         key = (symbol, position_side)
@@ -854,14 +876,21 @@ class MatchingEngine:
         self.last_funding = dict(rates)  # what the streams report with the FUNDING update
         for acct in self.accounts.values():
             keys, total = [], 0.0
+            pays: list[tuple[str, float]] = []
             for (s, ps), pos in acct.positions.items():
                 if pos.amount == 0.0 or s not in marks or s not in rates:
                     continue
                 side = 1 if pos.amount > 0 else -1
-                total -= funding_payment(side, abs(pos.amount), marks[s], rates[s])
+                pay = funding_payment(side, abs(pos.amount), marks[s], rates[s])
+                total -= pay
                 keys.append((s, ps))
+                pays.append((s, pay))
             if keys:
-                acct.balance += total
+                start = acct.balance
+                for s, pay in pays:  # one settlement row per position, as an account log has
+                    acct.balance -= pay
+                    acct.log_cash(ts, "SETTLEMENT", s, -pay)
+                acct.balance = start + total
                 self._account_update(acct, "FUNDING", total, keys, ts)
 
     def _book_arrays(self, acct: Account) -> tuple[np.ndarray, np.ndarray]:
@@ -995,6 +1024,8 @@ class MatchingEngine:
             keys.append(key)
         if kind in (EV_DEPOSIT, EV_WITHDRAW):
             reason = "DEPOSIT" if kind == EV_DEPOSIT else "WITHDRAW"
+            log_kind = "TRANSFER_IN" if kind == EV_DEPOSIT else "TRANSFER_OUT"
+            acct.log_cash(ts, log_kind, "", acct.balance - before)
         elif n == 0:
             return  # no position to reduce: nothing changed, nothing to report
         else:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bot.exchange.client_ids import ClientIds
-from bot.exchange.events import FillEvent
+from bot.exchange.events import FillEvent, LedgerRow
 from bot.exchange.order import LiveOrder
 from bot.markets import MarketSpec
 
@@ -52,8 +52,16 @@ class ExchangeAdapter(Protocol):
     #: our client ids on the wire (generations where the exchange never reuses an id)
     client_ids: ClientIds
 
+    #: True when the balance stream gives no reason (Bybit): :meth:`fetch_ledger` tells
+    #: deposits and withdrawals from trading results
+    transfers_from_log: bool
+
     @staticmethod
     def market_id(symbol: str) -> str: ...
+
+    async def fetch_ledger(self, since_ms: int) -> list[LedgerRow]:
+        """The account log from ``since_ms`` (inclusive; < 0: the last day), oldest first."""
+        ...
 
     async def close(self) -> None: ...
 

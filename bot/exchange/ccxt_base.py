@@ -28,7 +28,7 @@ from bot.errors import (
     UnknownOrderError,
 )
 from bot.exchange.client_ids import ClientIds
-from bot.exchange.events import FillEvent
+from bot.exchange.events import FillEvent, LedgerRow
 from bot.exchange.order import LiveOrder
 from bot.exchange.rewire import point_ccxt_at
 from bot.redaction import redact
@@ -95,6 +95,14 @@ class CcxtBase:
     uses_listen_key = False
     #: Binance refuses a client id only while an order with it is open; Bybit forever
     client_ids_reusable = True
+    #: True when the balance stream does not say why a balance changed, so the account log
+    #: (:meth:`fetch_ledger`) tells a transfer from a loss (Bybit); Binance's stream says
+    transfers_from_log = False
+
+    async def fetch_ledger(self, since_ms: int) -> list[LedgerRow]:
+        """The account log's rows from ``since_ms`` (inclusive; < 0: the last day), oldest
+        first. Only where :attr:`transfers_from_log`."""
+        raise NotImplementedError(f"{self.kind}: transfers come with the balance stream")
 
     def __init__(
         self,

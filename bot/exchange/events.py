@@ -20,6 +20,7 @@ __all__ = [
     "Event",
     "FillEvent",
     "KlineEvent",
+    "LedgerRow",
     "OrderEvent",
     "PositionEvent",
     "PriceEvent",
@@ -118,6 +119,27 @@ class PositionEvent:
     price: float
     time_ms: int
     reason: str
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One row of the exchange's account log (Bybit ``/v5/account/transaction-log``): why the
+    balance moved. ``kind`` TRANSFER_IN / TRANSFER_OUT (money in or out), SETTLEMENT (funding),
+    TRADE (a fill) or the exchange's other types; ``change`` signed USDT; ``balance_after`` the
+    wallet balance right after it."""
+
+    row_id: str
+    time_ms: int
+    kind: str
+    change: float
+    balance_after: float
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.kind in LEDGER_TRANSFERS
+
+
+LEDGER_TRANSFERS = frozenset({"TRANSFER_IN", "TRANSFER_OUT"})
 
 
 @dataclass(frozen=True)

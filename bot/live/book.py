@@ -35,17 +35,8 @@ from typing import Any, cast
 import numpy as np
 
 from bot.core import apply_fill, entries_within_limit
-from bot.core.book import transfer_peak
-from bot.exchange.events import (
-    FUNDING,
-    ORDER,
-    TRANSFER_REASONS,
-    UNKNOWN_REASON,
-    BalanceEvent,
-    FillEvent,
-    OrderEvent,
-    PositionEvent,
-)
+from bot.exchange.events import FUNDING, ORDER, FillEvent, OrderEvent, PositionEvent
+from bot.live.book_balance import BalanceBook, BalanceCheck
 from bot.live.orders import PREFIX, LiveOrder
 from bot.live.revisions import REVISIONS
 from bot.live.state import StateStore
@@ -157,8 +148,9 @@ class CoinBook:
         object.__setattr__(self, name, value)
 
 
-class Book:
-    """Every coin's book and the account's balance; see the module docstring."""
+class Book(BalanceBook):
+    """Every coin's book and the account's balance (:mod:`bot.live.book_balance`); see the
+    module docstring."""
 
     def __init__(
         self,
@@ -169,6 +161,7 @@ class Book:
         on_doubt_cleared: Callable[[], None] | None = None,
         on_adopt: Callable[[str, int, float, float], None] | None = None,
         on_transfer: Callable[[float, float], None] | None = None,
+        explain_balance: bool = False,
     ) -> None:
         self.state = state
         self.coins = {s: CoinBook(s, qty_steps[s]) for s in symbols}
@@ -183,6 +176,10 @@ class Book:
         self._on_doubt_cleared = on_doubt_cleared
         self._on_adopt = on_adopt  # (symbol, 0 long / 1 short, our size, the exchange's)
         self._on_transfer = on_transfer  # (balance before, after) of a deposit / withdrawal
+        self._raise_when_explained = False
+        # where the exchange's balance reports give no reason (Bybit): our fills explain them
+        self.balance_check: BalanceCheck | None = BalanceCheck() if explain_balance else None
+        self.on_unexplained: Callable[[], None] | None = None
         self.resync_wanted = False  # an event disagreed with the book: reconcile soon
 
     # ------------------------------------------------------------------ persistence
@@ -247,7 +244,9 @@ class Book:
         c.booked += 1
         self.changes += 1
         side = c.sides[0 if f.pside > 0 else 1]
-        side.size, side.price, _ = apply_fill(f.pside, side.size, side.price, f.qty, f.price)
+        side.size, side.price, pnl = apply_fill(f.pside, side.size, side.price, f.qty, f.price)
+        if self.balance_check is not None:
+            self.balance_check.on_fill(float(pnl), f.qty * f.price)
         side.fill_time_ms = max(side.fill_time_ms, f.time_ms)
         cursor = f.cursor if f.cursor >= 0 else f.time_ms
         if cursor > c.cursor:
@@ -371,30 +370,7 @@ class Book:
                     o.symbol, o.pside, o.qty, o.price, kind, 0, o.client_id, o.order_id
                 )
 
-    # ------------------------------------------------------------------ balance and positions
-
-    def balance_report(self, b: BalanceEvent) -> None:
-        if not math.isnan(b.balance):
-            if b.reason in TRANSFER_REASONS and self.balance > 0:
-                # a deposit or withdrawal moves the peak with the balance, as in the backtest
-                # (the unstuck loss allowance is measured from it)
-                self.balance_peak = transfer_peak(self.balance_peak, self.balance, b.balance)
-                self.state.set("balance_peak", self.balance_peak)
-                before, self.balance = self.balance, b.balance
-                if self._on_transfer is not None:
-                    self._on_transfer(before, b.balance)
-            self.balance = b.balance
-        # the peak follows fills only, as in the backtester (funding does not raise it); a
-        # report that gives no reason: a fill booked since the last one decides
-        fill_driven = b.reason == ORDER or (b.reason == UNKNOWN_REASON and self._fill_since_balance)
-        self._fill_since_balance = False
-        if fill_driven:
-            self.raise_peak()
-
-    def raise_peak(self) -> None:
-        if self.balance > self.balance_peak:
-            self.balance_peak = self.balance
-            self.state.set("balance_peak", self.balance_peak)
+    # ------------------------------------------------------------------ positions
 
     def position_report(self, p: PositionEvent) -> bool:
         """A position as the stream reported it; True if it changed the book (re-grid)."""
@@ -415,7 +391,7 @@ class Book:
     def apply_snapshot(self, balance: float, positions: dict[str, tuple], quiet: bool) -> int:
         """A consistent REST snapshot (no fill between it and the cursors): the truth.
         Returns how many positions it changed (outside changes the streams did not bring)."""
-        self.balance = balance
+        self._new_balance(balance)
         changed = 0
         for s, c in self.coins.items():
             ex = positions.get(s, (0.0, 0.0, 0.0, 0.0))
@@ -436,7 +412,7 @@ class Book:
         """A snapshot that may straddle a fill (not consistent with the cursors): not adopted,
         but the exchange's word on each position for the guard (the larger of it and the
         booked size bounds entries, the smaller bounds closes) until a consistent one."""
-        self.balance = balance
+        self._new_balance(balance)
         for s, c in self.coins.items():
             ex = positions.get(s, (0.0, 0.0, 0.0, 0.0))
             for j in range(2):

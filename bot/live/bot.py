@@ -55,6 +55,7 @@ from bot.live.orders import LiveOrder, batches
 from bot.live.pacing import Lockstep, Pacing, RealTime
 from bot.live.reconcile import Reconciler
 from bot.live.state import StateStore
+from bot.live.transfers import TransferLog
 from bot.live.universe import all_markets, configured_symbols
 from bot.live.vault_exits import VaultExits
 from bot.live.vault_sizing import VaultSizing
@@ -156,6 +157,7 @@ class LiveBot:
         self.hard_stop = LiveHardStop(self, reset=reset_hard_stop)
         # the forager's slots and the active set, once a minute for every coin's cycle
         self.minute = MinuteInputs(self)
+        self.transfers = TransferLog(self)  # Bybit: deposits / withdrawals from the account log
         self.active = ActiveCoins(self)  # the coins with price streams and order cycles
         self.cycle: OrderCycle | None = None
         self.reconciler: Reconciler | None = None
@@ -245,6 +247,8 @@ class LiveBot:
         if not await self.reconciler.sync(quiet=True):
             self.want_sync()  # the exchange moved during it: again, soon
         self.hard_stop.load()  # its equity needs the book and the prices
+        await self.transfers.start()  # transfers since the saved cursor: the peaks move
+        self.hard_stop.fresh = False  # (but not a hard stop that started at the equity now)
         self.active.refresh()  # before the streams: they subscribe the active coins' prices
         log.info(
             "started: %s, balance %.2f (peak %.2f), leverage %g",
@@ -279,7 +283,9 @@ class LiveBot:
                 "position_changed", symbol=symbol, j=j, ours=ours, exchange=theirs
             ),
             on_transfer=self.hard_stop.on_transfer,
+            explain_balance=bool(getattr(self.adapter, "transfers_from_log", False)),
         )
+        self.book.on_unexplained = self.transfers.want
         self.book.load(balance)
         self.adapter.client_ids.load(self.state.get("client_id_generations"))
         self.cycle = OrderCycle(self)

@@ -4,7 +4,9 @@ arithmetic is :mod:`bot.core.hard_stop`'s, shared with the backtester).
 - One sample per closed 1m kline, account-wide: the first coin cycle of a minute takes the
   lock, waits (bounded) until every coin's kline of that minute is in, and samples the
   strategy's equity (balance + unrealized pnl of its positions at each coin's kline close);
-  the other coins' cycles read the tier it left. A missed minute is not back-filled.
+  the other coins' cycles read the tier it left. A missed minute is not back-filled. A minute
+  whose balance holds a change the exchange's account log has not explained yet (Bybit: a
+  withdrawal until the log says so, :mod:`bot.live.transfers`) is skipped, not sampled.
 - The tier governs the orders until the next sample (:meth:`LiveHardStop.permissions`, applied
   by :meth:`bot.live.cycle.OrderCycle.ideal`). Red: every order of ours is cancelled and every
   position the exchange reports (both sides, every coin) is closed by reduce-only market
@@ -61,6 +63,10 @@ class LiveHardStop:
         self._red_new = False  # a red trigger not yet reported (with what it closed)
         self.tiers: list[tuple[int, int]] = []  # (kline open ms, tier) per sample, this session
         self.closes: list[dict[str, Any]] = []  # the closes sent this session (for tests)
+        self.skipped: list[int] = []  # minutes not sampled: a balance change unexplained
+        # started afresh (no saved state, or --reset-hard-stop): its peak is the equity now,
+        # so a transfer from before the start (read from Bybit's log at start-up) moves nothing
+        self.fresh = False
 
     # ------------------------------------------------------------------ views
 
@@ -129,6 +135,7 @@ class LiveHardStop:
         if saved is None or self.reset:
             equity = self.equity()
             H.hsl_init(self.h, equity)
+            self.fresh = True
             # the first sample is the first kline to close after the start (the backtester
             # samples no warm-up candle either)
             self.h[H.H_LAST_MS] = max(
@@ -169,9 +176,11 @@ class LiveHardStop:
 
     def on_transfer(self, balance_before: float, balance_after: float) -> None:
         """A deposit or withdrawal moved the balance: the peak moves with the equity."""
-        if not self.enabled:
+        if not self.enabled or self.fresh:
             return
-        eq_after = self.equity()
+        # the equity right after it: today's unrealized pnl on the balance the transfer left
+        # (the book's balance may not include it yet, or may include later fills: Bybit's log)
+        eq_after = self.equity() + (balance_after - self.bot.balance)
         eq_before = eq_after - (balance_after - balance_before)
         self.transfer(eq_before, eq_after)
 
@@ -205,6 +214,18 @@ class LiveHardStop:
                     self.bot.want_sync()
 
     def _sample(self, ts: int) -> None:
+        if self.bot.book.unexplained:
+            # a balance change the account log has not explained yet (Bybit: a withdrawal
+            # looks like a loss until then): this minute is skipped, not taken as a drawdown
+            self.h[H.H_LAST_MS] = ts
+            self.save()
+            self.skipped.append(ts)
+            log.warning(
+                "hard stop: minute %d not sampled: a balance change is not explained yet "
+                "(asking the exchange's account log); the tier stays %s",
+                ts, H.TIER_NAMES[self.tier],
+            )  # fmt: skip
+            return
         before = self.tier
         equity, flat = self.equity(), self.flat()
         tier = int(H.hsl_sample(self.h, self.hp, equity, float(ts), flat))

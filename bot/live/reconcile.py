@@ -195,6 +195,7 @@ class Reconciler:
         if not consistent:
             raise TransientExchangeError("no REST snapshot consistent with the fills")
         self.book.apply_snapshot(snap.balance, snap.positions, quiet=False)
+        await self.bot.transfers.settle()  # a change the fills do not explain: the log says
         if new:  # the peak follows fills only
             self.book.raise_peak()
         self.synced_ts = ts

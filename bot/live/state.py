@@ -8,8 +8,10 @@ average matches the backtester's to the last bit), and the last processed trade 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,13 @@ class StateStore:
             self._db.execute("BEGIN")
             for k, v in items.items():
                 self.set(k, v)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every :meth:`set` inside is committed together, or none (a kill in between)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            yield
 
     def close(self) -> None:
         self._db.close()

@@ -37,6 +37,7 @@ from ..wire import liquidation_price_of, wall_ms
 from . import formats as bf
 from .batch import WithExtInfo, add_batch_routes
 from .errors import RET_CODES, BybitError, to_bybit_error
+from .ledger import add_ledger_route
 
 __all__ = ["RET_CODES", "BybitError", "BybitRestApi", "Ledger", "to_bybit_error"]
 
@@ -165,6 +166,7 @@ class BybitRestApi:
         r("GET", "/v5/order/history", self.order_history, "signed")
         r("GET", "/v5/execution/list", self.execution_list, "signed")
         add_batch_routes(self)  # /v5/order/create-batch, /v5/order/cancel-batch
+        add_ledger_route(self)  # /v5/account/transaction-log
 
     def _route(self, method: str, path: str, handler: Handler, security: str = "none") -> None:
         self.routes[(method, path)] = (handler, security)

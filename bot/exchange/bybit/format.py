@@ -9,7 +9,8 @@ order and position lists carry the same fields as the stream topics). Quirks, as
   ``gbS...``), others from ``closedSize`` (a buy that closes something closes a short);
 - ``execType`` Trade, AdlTrade and BustTrade change the position at a price: fills (as
   Binance's TRADE and CALCULATED); Funding is not a fill;
-- the wallet topic says nothing about why the balance changed (reason unknown).
+- the wallet topic says nothing about why the balance changed (reason unknown): the account's
+  transaction log (``/v5/account/transaction-log``) does, row by row.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bot.exchange.events import (
     Event,
     FillEvent,
     KlineEvent,
+    LedgerRow,
     OrderEvent,
     PositionEvent,
     PriceEvent,
@@ -39,6 +41,7 @@ __all__ = [
     "parse_position",
     "parse_private",
     "parse_public",
+    "parse_transaction",
     "parse_wallet",
     "pside_of",
 ]
@@ -153,6 +156,19 @@ def parse_wallet(data: list[dict[str, Any]], time_ms: int) -> list[BalanceEvent]
             if c.get("coin") == "USDT":
                 out.append(BalanceEvent(_f(c.get("walletBalance")), UNKNOWN_REASON, time_ms))
     return out
+
+
+def parse_transaction(d: dict[str, Any]) -> LedgerRow | None:
+    """One ``/v5/account/transaction-log`` row -> a ledger row (None: not USDT, or no id)."""
+    if d.get("currency", "USDT") != "USDT" or not d.get("id"):
+        return None
+    return LedgerRow(
+        row_id=str(d["id"]),
+        time_ms=int(d["transactionTime"]),
+        kind=str(d.get("type", "")),
+        change=_f(d.get("change")),
+        balance_after=_f(d.get("cashBalance")),
+    )
 
 
 def parse_private(msg: dict[str, Any]) -> list[Event]:

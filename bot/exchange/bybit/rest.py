@@ -12,7 +12,9 @@ Bybit's quirks, kept here as data:
 - "already so" answers: 110025 (position mode not modified), 110043 (leverage not modified);
 - lists are paged with ``nextPageCursor``; klines come newest first, at most 1000 a page;
 - fills are ordered by ``execTime`` (execIds are UUIDs): the catch-up cursor is a time,
-  inclusive, and duplicates are dropped by execId.
+  inclusive, and duplicates are dropped by execId;
+- deposits and withdrawals are read from the transaction log (the wallet topic gives no
+  reason): :mod:`bot.exchange.bybit.ledger`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import numpy as np
 from bot.errors import ConfigError, ExchangeError, PositionModeError
 from bot.exchange.base import AccountSnapshot
 from bot.exchange.bybit import format as bybit_format
+from bot.exchange.bybit.ledger import fetch_ledger
 from bot.exchange.ccxt_base import CcxtBase
 from bot.exchange.ccxt_base import num as _num
-from bot.exchange.events import FillEvent
+from bot.exchange.events import FillEvent, LedgerRow
 from bot.exchange.order import LiveOrder
 from bot.markets import MarketSpec
 
@@ -78,6 +81,11 @@ class BybitAdapter(CcxtBase):
     fill_cursor = "time"  # execTime, inclusive: ids are deduplicated by the bot
     uses_listen_key = False
     client_ids_reusable = False  # orderLinkId: "always unique", history included
+    transfers_from_log = True  # the wallet topic gives no reason: the transaction log does
+
+    async def fetch_ledger(self, since_ms: int) -> list[LedgerRow]:
+        """The transaction log from ``since_ms`` (:mod:`bot.exchange.bybit.ledger`)."""
+        return await fetch_ledger(self, since_ms)
 
     def _new_exchange(self, opts: dict[str, Any]) -> Any:
         return ccxt_async.bybit({**opts, "options": {"defaultType": "swap"}})
