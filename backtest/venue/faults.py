@@ -88,12 +88,12 @@ class Faults:
             return rule.status
         return None
 
-    async def before_request(self, path: str, method: str = "", text: str = "") -> int | None:
+    async def before_request(self) -> None:
         """What every REST call goes through first (Binance and Bybit alike): the injected
-        delay, then the status of an injected fault for this call, or None to serve it."""
+        delay. The caller reads the request after it (a client gone meanwhile sent nothing that
+        gets served), then asks :meth:`take_rest_fault`."""
         if self.rest_delay_ms > 0:
             await asyncio.sleep(self.rest_delay_ms / 1000)
-        return self.take_rest_fault(path, method, text)
 
     async def before_answer(self, path: str = "", method: str = "", text: str = "") -> None:
         """What every served REST call goes through before its answer is sent (it has been

@@ -173,9 +173,10 @@ class BybitRestApi:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
+        await self.venue.faults.before_request()
         body = await request.text() if request.can_read_body else ""
         text = f"{request.query_string}&{body}"  # what a fault may match (a client order id)
-        forced = await self.venue.faults.before_request(path, request.method, text)
+        forced = self.venue.faults.take_rest_fault(path, request.method, text)
         if forced is not None:
             return self._forced(forced)
         route = self.routes.get((request.method, path))
