@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +255,19 @@ def _check_end(run: _Run, at_kill: dict[str, Any], open_at_kill: dict) -> dict[t
         and o.time_ms > trigger_close_ms
     ])  # fmt: skip
     assert acct_orders == []
-    logs = [r["message"] for r in run.log_lines()]
+    lines = run.log_lines()
+    logs = [r["message"] for r in lines]
     assert not any("without a fill of ours" in m for m in logs)  # no fill went unbooked
+    # each close's fill booked once over both lives of the bot (the log has every booked fill)
+    # (a market close fills at the candle's open time; the grid's fills at its close time)
+    booked = Counter(
+        (d["symbol"], d["position_side"], d["time_ms"], round(d["qty"], 9))
+        for r in lines if r.get("event") == "fill" and (d := r["data"])
+    )  # fmt: skip
+    for key, got in filled.items():
+        o = got[0]
+        fill = (*key, o.update_time_ms, round(o.executed_qty, 9))
+        assert booked[fill] == 1, (fill, [b for b in booked.items() if b[0][:2] == key])
     assert "Traceback" not in run.text()
     return filled
 
