@@ -120,4 +120,5 @@ def test_red_with_fills_by_rest_and_a_hand_position_during_the_cooldown():
     # the status page said so during the cooldown
     st = seen["status"]
     assert st["tier"] == "red" and st["halted"] and not st["terminal"]
+    assert st["restarts_by_itself"] is True  # a cooldown of 30 min: it ends by itself
     assert 0.0 < st["cooldown_left_minutes"] <= 25.0

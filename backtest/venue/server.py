@@ -31,7 +31,7 @@ from .binance.rest import RestApi
 from .binance.streams import StreamServer
 from .bybit.rest import BybitRestApi
 from .bybit.streams import BybitStreams
-from .faults import Faults, RestFault
+from .faults import AnswerHold, Faults, RestFault
 from .hub import WsHub
 from .matching import Account, AccountUpdate, MatchingEngine, candle_trades
 from .ratelimit import IpBudget
@@ -166,6 +166,7 @@ class Venue:
         log.info("venue listening: REST %s, websockets %s", self.rest_url, self.ws_url)
 
     async def stop(self) -> None:
+        self.faults.release_answers()  # the server waits for its handlers
         await self.hub.stop()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -366,10 +367,36 @@ class Venue:
         self.faults.rest_delay_ms = float(ms)
 
     def fail_rest(
-        self, status: int = 503, count: int = 1, *, path: str | None = None, skip: int = 0
-    ) -> None:
-        """Answer the next ``count`` REST calls (matching ``path``, after ``skip``) with ``status``."""
-        self.faults.rest_faults.append(RestFault(status, count, path, skip))
+        self,
+        status: int = 503,
+        count: int = 1,
+        *,
+        path: str | None = None,
+        skip: int = 0,
+        method: str | None = None,
+        contains: tuple[str, ...] = (),
+    ) -> RestFault:
+        """Answer the next ``count`` REST calls (matching ``path``, ``method`` and every
+        substring in ``contains`` of the query + body, after ``skip``) with ``status``, before
+        they are applied."""
+        rule = RestFault(path, method, tuple(contains), status, count, skip)
+        self.faults.rest_faults.append(rule)
+        return rule
+
+    def hold_answers(
+        self,
+        seconds: float,
+        count: int = 1,
+        *,
+        path: str | None = None,
+        method: str | None = None,
+        contains: tuple[str, ...] = (),
+    ) -> AnswerHold:
+        """Apply the next ``count`` matching REST calls, then hold each answer ``seconds``
+        (its user-stream events go out at once, as the exchange's would)."""
+        rule = AnswerHold(path, method, tuple(contains), seconds, count)
+        self.faults.answer_holds.append(rule)
+        return rule
 
     def rate_limit_next(self, n429: int = 1, n418: int = 0, *, path: str | None = None) -> None:
         """Answer the next calls with ``n429`` x 429 (-1003), then ``n418`` x 418 (IP ban)."""
@@ -380,6 +407,7 @@ class Venue:
 
     def clear_faults(self) -> None:
         self.faults.rest_faults.clear()
+        self.faults.release_answers()
         self.faults.rest_delay_ms = 0.0
         self.faults.ws_silent = False
         self.faults.private_topic_delay_seconds.clear()

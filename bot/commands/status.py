@@ -139,7 +139,13 @@ def print_tables(st: dict[str, Any]) -> None:
     hs = st.get("hard_stop") or {}
     if hs.get("enabled"):
         left = hs.get("cooldown_left_minutes")
-        t.add_row("hard stop", f"{hs['tier']}{' HALTED' if hs['halted'] else ''}, score "
+        halted = ""
+        if hs["halted"]:
+            halted = " HALTED" + (
+                "" if hs.get("restarts_by_itself", True)
+                else " (never ends by itself: --reset-hard-stop ends it)"
+            )  # fmt: skip
+        t.add_row("hard stop", f"{hs['tier']}{halted}, score "
                   f"{hs['score']:.4f} / {hs['red_threshold']:g}, peak {hs['peak']:.2f}"
                   + (f", cooldown left {left:.1f} min" if left is not None else ""))  # fmt: skip
     a = st.get("alerts") or {}

@@ -109,6 +109,11 @@ class LiveHardStop:
         waited = (h[H.H_LAST_MS] + _MINUTE_MS - h[H.H_FLAT_SINCE_MS]) / _MINUTE_MS
         return float(max(cd - waited, 0.0))
 
+    def restarts_by_itself(self) -> bool:
+        """False when a halt (this one, or the next) lasts until ``--reset-hard-stop``: a red
+        score past ``no_restart_drawdown_threshold`` (terminal) or a cooldown of 0."""
+        return not (self.h[H.H_TERMINAL] or self.hp[H.HP_COOLDOWN_MINUTES] <= 0.0)
+
     def status(self) -> dict[str, Any]:
         h = self.h
         return {
@@ -118,7 +123,8 @@ class LiveHardStop:
             "peak": float(h[H.H_PEAK]),
             "red_threshold": float(self.hp[H.HP_RED_THRESHOLD]),
             "halted": bool(h[H.H_HALTED]),
-            "terminal": bool(h[H.H_TERMINAL]),
+            "terminal": bool(h[H.H_TERMINAL]),  # past no_restart_drawdown_threshold
+            "restarts_by_itself": self.restarts_by_itself(),  # False: --reset-hard-stop ends it
             "cooldown_left_minutes": self.cooldown_left_minutes(),
             "triggers": int(h[H.H_TRIGGERS]),
             "restarts": int(h[H.H_RESTARTS]),
@@ -160,9 +166,9 @@ class LiveHardStop:
         if self.h[H.H_HALTED]:
             self.panic_due = True  # finish the panic (closes a kill interrupted) at once
             how = (
-                "terminal: `gridbot live ... --reset-hard-stop` ends it"
-                if self.h[H.H_TERMINAL] or self.hp[H.HP_COOLDOWN_MINUTES] <= 0.0
-                else "restarts once flat for the cooldown"
+                "restarts once flat for the cooldown"
+                if self.restarts_by_itself()
+                else "never ends by itself: `gridbot live ... --reset-hard-stop` ends it"
             )
             self._say(
                 f"hard stop halted since a red trigger (score {self.h[H.H_TRIGGER_SCORE]:.4f}); "
@@ -320,7 +326,7 @@ class LiveHardStop:
             f"{self.hp[H.HP_RED_THRESHOLD]:g}; every order cancelled, "
             + ("closed at market: " + "; ".join(closed) if closed else "no position to close")
             + ("; some closes failed, again at the next sample" if failed else "")
-            + ("; halted for good (--reset-hard-stop ends it)" if h[H.H_TERMINAL] else "")
+            + ("" if self.restarts_by_itself() else "; halted for good (--reset-hard-stop ends it)")
         )
         self._say(text, "critical", "red")
 

@@ -194,7 +194,7 @@ function render(s) {
   const hs = s.hard_stop;
   if (hs && hs.enabled) {
     h += row(["hard stop", '<span class="' + (hs.halted ? "down" : "up") + '">' + esc(hs.tier)
-      + (hs.halted ? " HALTED" + (hs.terminal ? " (--reset-hard-stop ends it)" : "") : "")
+      + (hs.halted ? " HALTED" + (hs.restarts_by_itself ? "" : " (never ends by itself: --reset-hard-stop ends it)") : "")
       + "</span> score " + num(hs.score, 4) + " / " + num(hs.red_threshold, 4) + ", peak "
       + num(hs.peak, 2) + (hs.cooldown_left_minutes != null ? ", cooldown left "
       + num(hs.cooldown_left_minutes, 1) + " min" : "")]);

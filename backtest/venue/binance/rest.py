@@ -158,11 +158,13 @@ class RestApi:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        forced = await self.venue.faults.before_request(path)
+        await self.venue.faults.before_request()
+        body = await request.text() if request.can_read_body else ""
+        text = f"{request.query_string}&{body}"  # what a fault may match (a client order id)
+        forced = self.venue.faults.take_rest_fault(path, request.method, text)
         if forced is not None:
             return self._forced(forced)
         route = self.routes.get((request.method, path))
-        body = await request.text() if request.can_read_body else ""
         params = dict(urllib.parse.parse_qsl(request.query_string, keep_blank_values=True))
         params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
         if route is None:
@@ -190,7 +192,7 @@ class RestApi:
                 result = await result
             used = self.venue.ip_budget.used_weight()
             self.venue.flush_events()
-            await self.venue.faults.before_answer()
+            await self.venue.faults.before_answer(path, request.method, text)
             return _json(result, headers={"X-MBX-USED-WEIGHT-1M": str(used)})
         except ApiError as err:
             return _error(err)

@@ -175,7 +175,10 @@ class BybitRestApi:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        forced = await self.venue.faults.before_request(path)
+        await self.venue.faults.before_request()
+        body = await request.text() if request.can_read_body else ""
+        text = f"{request.query_string}&{body}"  # what a fault may match (a client order id)
+        forced = self.venue.faults.take_rest_fault(path, request.method, text)
         if forced is not None:
             return self._forced(forced)
         route = self.routes.get((request.method, path))
@@ -183,7 +186,6 @@ class BybitRestApi:
             return web.Response(status=404, text="404 page not found", content_type="text/plain")
         if self.venue.ip_budget.charge(1) is not None:  # the venue's one IP budget
             return self._forced(403)
-        body = await request.text() if request.can_read_body else ""
         handler, security = route
         try:
             params: dict[str, Any] = dict(
@@ -201,7 +203,7 @@ class BybitRestApi:
             result = handler(params, api_key)
             headers = {"X-Bapi-Limit": "20", "X-Bapi-Limit-Status": "19"} if api_key else None
             self.venue.flush_events()
-            await self.venue.faults.before_answer()
+            await self.venue.faults.before_answer(path, request.method, text)
             if isinstance(result, WithExtInfo):  # the batch endpoints' per-item codes
                 env = _envelope(result.result)
                 env["retExtInfo"] = result.ext_info
