@@ -397,7 +397,9 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
             # by a market order (taker fee), before anything else of this candle
             for s in range(n_sym):
                 refs[s] = ohlcv[s, k - 1, 3]
-            balance, n_rows = book_market_closes(balance, size, pprice, refs, taker_fee, rows)
+            balance, n_rows = book_market_closes(
+                balance, size, pprice, refs, price_steps, taker_fee, rows
+            )
             for r in range(n_rows):
                 fees_paid += rows[r, R_FEE]
                 realized += rows[r, R_PNL]

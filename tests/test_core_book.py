@@ -122,20 +122,25 @@ def test_book_liquidation_caps_fees_and_reports_the_deficit():
 
 def test_market_closes_close_everything_at_the_prices_with_the_taker_fee():
     rows = np.zeros((4, N_R))
-    # long BTC 0.003 @ 50000, long DOGE 100 @ 0.3, short DOGE 50 @ 0.4; closes 40000 / 0.35
+    # long BTC 0.003 @ 50000, long DOGE 100 @ 0.3, short DOGE 50 @ 0.4; last prices
+    # 40000.04 / 0.350004 (spot data off the futures tick): the closes fill on the tick,
+    # 40000.0 (tick 0.1) and 0.35 (tick 0.00001)
     size = np.array([[0.003, 100.0], [0.0, 50.0]])
     pprice = np.array([[50_000.0, 0.3], [0.0, 0.4]])
-    bal, n = book_market_closes(1000.0, size, pprice, np.array([40_000.0, 0.35]), 0.0005, rows)
+    steps = np.array([0.1, 0.00001])
+    last = np.array([40_000.04, 0.350004])
+    bal, n = book_market_closes(1000.0, size, pprice, last, steps, 0.0005, rows)
     assert n == 3 and not size.any() and not pprice.any()
     # coin by coin, long before short
     assert rows[:n, R_SYMBOL].tolist() == [0, 1, 1] and rows[:n, R_SIDE].tolist() == [1, 1, -1]
     assert rows[:n, R_QTY].tolist() == [-0.003, -100.0, 50.0]
+    assert rows[:n, R_PRICE] == pytest.approx([40_000.0, 0.35, 0.35], abs=1e-12)
     assert rows[:n, R_PNL] == pytest.approx([-30.0, 5.0, 2.5])
     assert rows[:n, R_FEE] == pytest.approx([0.06, 0.0175, 0.00875])
     assert bal == pytest.approx(1000.0 - 30.0 + 5.0 + 2.5 - 0.06 - 0.0175 - 0.00875)
     assert rows[n - 1, R_BALANCE] == bal
     # nothing open: nothing booked, the balance unchanged
-    assert book_market_closes(bal, size, pprice, np.array([1.0, 1.0]), 0.0005, rows) == (bal, 0)
+    assert book_market_closes(bal, size, pprice, last, steps, 0.0005, rows) == (bal, 0)
 
 
 def event(kind, value=0.0, symbol=-1, side=0, price=math.nan, fraction=0.0):

@@ -53,6 +53,7 @@ from bot.core.book import (
     book_liquidation,
     candle_fill_order,
     liquidation_prices,
+    market_fill_price,
 )
 from bot.core.margin import maintenance_margin, stack_tiers
 from bot.core.rounding import is_on_step
@@ -480,13 +481,17 @@ class MatchingEngine:
 
     def _taker_price(self, order: Order, last: float) -> float:
         """A crossing order fills at the last price; a vault's exit close (when the venue models
-        it) at the last price moved by the impact model (backtest.venue.vault_impact)."""
+        it) at the last price moved by the impact model (backtest.venue.vault_impact); either on
+        the tick (``bot.core.book.market_fill_price``, as the backtester's market closes)."""
+        step = self.spec(order.symbol).price_step
         vi = self.vault_impact
         if vi is None or not vi.applies(order.client_order_id, order.type):
-            return last
+            return market_fill_price(last, step)
         ps, side = order.position_side, order.side
         pside = 1 if ps == "LONG" or (ps == "BOTH" and side == "SELL") else -1
-        return vi.price(order.symbol, pside, order.orig_qty, last, self.now_ms)
+        return market_fill_price(
+            vi.price(order.symbol, pside, order.orig_qty, last, self.now_ms), step
+        )
 
     def place_order(
         self,

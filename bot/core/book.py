@@ -72,6 +72,7 @@ __all__ = [
     "book_market_closes",
     "candle_fill_order",
     "liquidation_prices",
+    "market_fill_price",
     "transfer_peak",
 ]
 
@@ -257,16 +258,25 @@ def book_liquidation(
 
 
 @njit(cache=True)
+def market_fill_price(last: float, price_step: float) -> float:
+    """The price a market (or crossing) order fills at: the last price, on the tick (an
+    exchange trades on its tick; candle data from another market need not be on it)."""
+    return round_nearest(last, price_step)
+
+
+@njit(cache=True)
 def book_market_closes(
     balance: float,
     size: np.ndarray,
     pprice: np.ndarray,
     prices: np.ndarray,
+    price_steps: np.ndarray,
     fee_rate: float,
     out: np.ndarray,
 ) -> tuple[float, int]:
-    """Close every open position in full at ``prices`` (one per coin) by a market order paying
-    ``fee_rate`` (the taker fee); returns (balance after, rows written into ``out``).
+    """Close every open position in full at ``prices`` (one per coin) put on the coin's tick
+    (:func:`market_fill_price`) by a market order paying ``fee_rate`` (the taker fee); returns
+    (balance after, rows written into ``out``).
 
     In place: ``size`` and ``pprice`` (2, n_coins) end at zero. Rows (``R_*`` columns) in
     booking order, coin by coin, long before short; each row's balance is the balance after
@@ -279,7 +289,7 @@ def book_market_closes(
             if q <= 0.0:
                 continue
             side = 1 if j == 0 else -1
-            p = prices[s]
+            p = market_fill_price(prices[s], price_steps[s])
             new_size, new_price, booked, pnl, fee = book_fill(
                 side, q, pprice[j, s], -side * q, p, fee_rate
             )
