@@ -66,6 +66,7 @@ from bot.core.enforce import exposure_close
 from bot.core.forager import N_FORAGE, candle_values, forager_alphas, forager_slots, forager_update
 from bot.core.grid import ideal_orders_into, initial_entry_price, unstuck_order
 from bot.core.hard_stop import (
+    H_SCORE,
     HP_ENABLED,
     N_H,
     N_HP,
@@ -177,6 +178,9 @@ class EngineOutput:
     hard_stop_tier: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
     # the hard stop's state after the last candle (bot.core.hard_stop H_*)
     hard_stop_state: np.ndarray = field(default_factory=lambda: np.zeros(N_H))
+    # (n,) its score (min of the drawdown from the peak and its EMA) at each sampled close; nan
+    # where not sampled; the trigger's score while halted; 0 while off
+    hard_stop_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @njit(cache=True)
@@ -358,6 +362,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
     hsl_tier = TIER_GREEN
     hsl_new, hsl_add, hsl_panic = True, True, False
     out_tier = np.full(n, -1, dtype=np.int8)
+    out_score = np.full(n, np.nan)
 
     for k in range(n):
         if k > 0:
@@ -668,6 +673,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
                     hsl_tier = tier
                     hsl_new, hsl_add, hsl_panic = hsl_permissions(tier, hsl_params)
             out_tier[k] = hsl_tier
+            out_score[k] = hsl[H_SCORE] if hsl_on else 0.0
     return (
         fills[:nf].copy(),
         out_balance,
@@ -682,6 +688,7 @@ def _kernel(  # noqa: PLR0913, PLR0915, C901 -- the njit candle loop: one compil
         out_blocked,
         out_tier,
         hsl,
+        out_score,
     )
 
 
@@ -723,6 +730,7 @@ def run_engine(
         blocked,
         tier,
         hsl_state,
+        score,
     ) = _kernel(
         inp.timestamps,
         np.ascontiguousarray(inp.ohlcv),
@@ -761,4 +769,5 @@ def run_engine(
         blocked,
         tier,
         hsl_state,
+        score,
     )

@@ -51,6 +51,13 @@ taken at each candle's close. Definitions (the README quotes them):
 - liquidated: the account was liquidated; liquidation_time: open time (UTC ISO) of the candle
   in which it happened, else None.
 - starting_balance, n_days (length of the trading window in days), realized_pnl (gross of fees).
+- the equity hard stop (``bot.core.hard_stop``; 0 while it is off), Passivbot's names:
+  hard_stop_triggers (red stops), hard_stop_restarts (restarts after a cooldown),
+  hard_stop_time_in_yellow_pct / _orange_pct / _red_pct (share of the trading candles whose
+  close left that tier in force, %), hard_stop_trigger_drawdown_mean (mean score at the red
+  triggers, 0..1), hard_stop_panic_close_loss_sum (USDT the stop's market closes lost:
+  -(pnl - fee) summed; negative when they closed at a profit), hard_stop_duration_minutes_max
+  (longest time from a red trigger to its restart, or to the end of the run).
 """
 
 from __future__ import annotations
@@ -61,9 +68,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backtest.data import format_ms
-from backtest.engine import F_PNL
+from backtest.engine import F_FEE, F_K, F_KIND, F_PNL
 from bot.config import KNOWN_METRICS
-from bot.core.params import P_UNSTUCK_THRESHOLD, P_WALLET_EXPOSURE_LIMIT
+from bot.core.hard_stop import H_RESTARTS, H_TRIGGERS, TIER_ORANGE, TIER_RED, TIER_YELLOW
+from bot.core.params import KIND_HARD_STOP, P_UNSTUCK_THRESHOLD, P_WALLET_EXPOSURE_LIMIT
 
 if TYPE_CHECKING:
     from backtest.runner import BacktestRun
@@ -75,6 +83,8 @@ __all__ = [
     "compute_metrics",
     "daily_returns",
     "geometric_daily_gain",
+    "hard_stop_metrics",
+    "hard_stop_stops",
     "longest_runs",
     "wallet_exposures",
 ]
@@ -224,6 +234,65 @@ def geometric_daily_gain(gain: float, n_days: float) -> float:
     return math.expm1(log_daily)
 
 
+def _red_runs(tier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, end) candle indices of each run of red (end exclusive: the restart's candle, or
+    the length); a restart always comes back green, so a run is one stop."""
+    red = np.r_[False, tier == TIER_RED, False].view(np.int8)
+    d = np.diff(red)
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def hard_stop_stops(run: BacktestRun) -> list[dict[str, object]]:
+    """Each red stop: when it fired (the close it sampled), its score, what its market closes
+    cost (USDT, -(pnl - fee) summed), when it restarted (None: halted to the end)."""
+    out = run.output
+    tier = np.asarray(out.hard_stop_tier)
+    if tier.size == 0:
+        return []
+    ts = np.asarray(run.candles.timestamps, dtype=np.int64)
+    tf = int(run.candles.timeframe_ms)
+    f = out.fills
+    stop_fills = f[f[:, F_KIND] == KIND_HARD_STOP] if f.shape[0] else f
+    stops: list[dict[str, object]] = []
+    for first, end in zip(*_red_runs(tier), strict=True):
+        mine = stop_fills[stop_fills[:, F_K] == first + 1]
+        cost = float(-(mine[:, F_PNL] - mine[:, F_FEE]).sum()) if mine.shape[0] else 0.0
+        stops.append(
+            {
+                "fired_at": format_ms(int(ts[first]) + tf),
+                "score": _safe(out.hard_stop_score[first]) if out.hard_stop_score.size else None,
+                "closes": int(mine.shape[0]),
+                "close_loss": cost,
+                "restarted_at": format_ms(int(ts[end]) + tf) if end < tier.size else None,
+            }
+        )
+    return stops
+
+
+def hard_stop_metrics(run: BacktestRun, k0: int) -> dict[str, object]:
+    """The hard stop's metrics (module doc) over the trading window from ``k0``."""
+    out = run.output
+    tier = np.asarray(out.hard_stop_tier)
+    state = np.asarray(out.hard_stop_state)
+    window = tier[k0:]
+    n = max(window.size, 1)
+    f = out.fills
+    stop = f[f[:, F_KIND] == KIND_HARD_STOP] if f.shape[0] else f
+    first, end = _red_runs(tier) if tier.size else (np.zeros(0, int), np.zeros(0, int))
+    scores = np.asarray(out.hard_stop_score)[first] if first.size else np.zeros(0)
+    minutes = (end - first) * (run.candles.timeframe_ms / 60_000)
+    return {
+        "hard_stop_triggers": int(state[H_TRIGGERS]),
+        "hard_stop_restarts": int(state[H_RESTARTS]),
+        "hard_stop_time_in_yellow_pct": float((window == TIER_YELLOW).sum()) / n * 100.0,
+        "hard_stop_time_in_orange_pct": float((window == TIER_ORANGE).sum()) / n * 100.0,
+        "hard_stop_time_in_red_pct": float((window == TIER_RED).sum()) / n * 100.0,
+        "hard_stop_trigger_drawdown_mean": float(scores.mean()) if scores.size else 0.0,
+        "hard_stop_panic_close_loss_sum": float(-(stop[:, F_PNL] - stop[:, F_FEE]).sum()),
+        "hard_stop_duration_minutes_max": float(minutes.max()) if minutes.size else 0.0,
+    }
+
+
 def compute_metrics(run: BacktestRun) -> Metrics:
     """KNOWN_METRICS of ``bot.config`` plus EXTRA_METRICS for one run (see the module doc)."""
     out = run.output
@@ -308,4 +377,5 @@ def compute_metrics(run: BacktestRun) -> Metrics:
         "realized_pnl": float(out.realized_pnl),
     }
     values["gain"] = gain
+    values.update(hard_stop_metrics(run, k0))
     return {k: _safe(values[k]) for k in (*KNOWN_METRICS, *EXTRA_METRICS)}

@@ -41,7 +41,12 @@ from backtest.engine import (
     F_SYMBOL,
     F_WE,
 )
-from backtest.metrics import bankruptcy_distances, bankruptcy_prices, wallet_exposures
+from backtest.metrics import (
+    bankruptcy_distances,
+    bankruptcy_prices,
+    hard_stop_stops,
+    wallet_exposures,
+)
 from bot.config import config_to_dict
 from bot.core.params import (
     KIND_CLOSE_GRID,
@@ -49,6 +54,7 @@ from bot.core.params import (
     KIND_ENTRY_GRID,
     KIND_ENTRY_INITIAL,
     KIND_ENTRY_TRAILING,
+    KIND_HARD_STOP,
     KIND_LIQUIDATION,
     KIND_NAMES,
     KIND_UNSTUCK,
@@ -238,6 +244,8 @@ def _analysis(run: BacktestRun, metrics: dict, equity_rows: int) -> dict:
         if run.funding is not None
         else None,
         "equity_csv_rows": equity_rows,
+        # each red stop of the equity hard stop: when, at what score, the closes' cost, restart
+        "hard_stops": hard_stop_stops(run),
     }
 
 
@@ -434,6 +442,7 @@ _MARKERS = (  # kinds, label, marker, color
     ((KIND_ENTRY_INITIAL, KIND_ENTRY_GRID, KIND_ENTRY_TRAILING), "entry", "^", "tab:green"),
     ((KIND_CLOSE_GRID, KIND_CLOSE_TRAILING), "close", "v", "tab:red"),
     ((KIND_UNSTUCK,), "unstuck", "D", "tab:orange"),
+    ((KIND_HARD_STOP,), "hard stop", "s", "tab:purple"),
     ((KIND_LIQUIDATION,), "liquidation", "X", "black"),
 )
 
@@ -444,7 +453,7 @@ def _plot_fills(ax: object, x: np.ndarray, fills: np.ndarray, size: float) -> No
             m = np.isin(fills[:, F_KIND], kinds) & (fills[:, F_SIDE] == side)
             if not m.any():
                 continue
-            big = label == "liquidation"
+            big = label in ("liquidation", "hard stop")
             ax.scatter(  # type: ignore[attr-defined]
                 x[fills[m, F_K].astype(np.int64)],
                 fills[m, F_PRICE],

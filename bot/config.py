@@ -43,6 +43,8 @@ __all__ = [
     "SIDE_PARAMS",
     "VaultConfig",
     "KNOWN_METRICS",
+    "HARD_STOP_BOUND_PARAMS",
+    "HARD_STOP_BOUND_PREFIX",
     "config_to_dict",
     "load_config",
     "parse_config",
@@ -50,6 +52,10 @@ __all__ = [
     "check_config_leverage",
     "side_params_array",
 ]
+
+# The hard stop's keys optimize.bounds may search (bot.common.equity_hard_stop_loss.<key>)
+HARD_STOP_BOUND_PREFIX = "bot.common.equity_hard_stop_loss."
+HARD_STOP_BOUND_PARAMS = ("red_threshold", "ema_span_minutes", "cooldown_minutes_after_red")
 
 # Metrics a backtest reports (backtest.metrics produces exactly these); objectives and
 # constraints of the optimizer may name any of them.
@@ -74,6 +80,14 @@ KNOWN_METRICS = (
     "position_held_hours_max",
     "bankruptcy_distance_min_pct",
     "liquidated",
+    "hard_stop_triggers",
+    "hard_stop_restarts",
+    "hard_stop_time_in_yellow_pct",
+    "hard_stop_time_in_orange_pct",
+    "hard_stop_time_in_red_pct",
+    "hard_stop_trigger_drawdown_mean",
+    "hard_stop_panic_close_loss_sum",
+    "hard_stop_duration_minutes_max",
 )
 
 
@@ -374,9 +388,18 @@ class OptimizeConfig(_Strict):
     def _bounds(cls, v: dict) -> dict:
         for key, b in v.items():
             parts = key.split(".")
-            if len(parts) != 3 or parts[0] != "bot" or parts[1] not in ("long", "short"):
-                raise ValueError(f"{key!r}: a bound names bot.long.<param> or bot.short.<param>")
-            if parts[2] not in SIDE_PARAMS or parts[2] == "enabled":
+            if key.startswith(HARD_STOP_BOUND_PREFIX):
+                if len(parts) != 4 or parts[3] not in HARD_STOP_BOUND_PARAMS:
+                    raise ValueError(
+                        f"{key!r}: the hard stop's searchable keys are "
+                        + ", ".join(HARD_STOP_BOUND_PREFIX + p for p in HARD_STOP_BOUND_PARAMS)
+                    )
+            elif len(parts) != 3 or parts[0] != "bot" or parts[1] not in ("long", "short"):
+                raise ValueError(
+                    f"{key!r}: a bound names bot.long.<param>, bot.short.<param> or "
+                    f"{HARD_STOP_BOUND_PREFIX}<param>"
+                )
+            elif parts[2] not in SIDE_PARAMS or parts[2] == "enabled":
                 raise ValueError(
                     f"{key!r}: unknown parameter {parts[2]!r}; known: "
                     + ", ".join(p for p in SIDE_PARAMS if p != "enabled")

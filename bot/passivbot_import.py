@@ -60,6 +60,18 @@ _FILTERS = {
     "filter_relative_volume_clip_pct": ("filter_volume_drop_pct",),
 }
 _SIDES = ("long", "short")
+# Passivbot's account-wide equity hard stop (bot.common.equity_hard_stop_loss): the same keys
+_HARD_STOP = (
+    "enabled",
+    "red_threshold",
+    "ema_span_minutes",
+    "cooldown_minutes_after_red",
+    "no_restart_drawdown_threshold",
+    "tier_ratios",
+    "orange_tier_mode",
+    "panic_close_order_type",
+)
+_HSL = "equity_hard_stop_loss"
 _CCXT = re.compile(r"^([A-Z0-9]+)/USDT(?::USDT)?$")
 
 
@@ -123,8 +135,38 @@ def _side(src: dict, side: str, notes: list[str]) -> dict:
         out["enforce_exposure_limit"] = src["enforce_exposure_limit"]
     done.add("enforce_exposure_limit")
     for key in sorted(set(src) - done):
+        if key.startswith("hsl_"):
+            notes.append(
+                f"{where}.{key}: Passivbot's per-side / per-coin hard stop is not in gridbot "
+                f"(its hard stop is account-wide: bot.common.{_HSL})"
+            )
+            continue
         notes.append(f"{where}.{key}: no such setting in gridbot")
     return out
+
+
+def _common(src: Any, notes: list[str]) -> dict:
+    """bot.common: the equity hard stop's keys carry over; a limit panic close does not."""
+    if not isinstance(src, dict):
+        notes.append("bot.common: not an object")
+        return {}
+    for key in sorted(set(src) - {_HSL}):
+        notes.append(f"bot.common.{key}: no such setting in gridbot")
+    hsl = src.get(_HSL)
+    if hsl is None:
+        return {}
+    if not isinstance(hsl, dict):
+        notes.append(f"bot.common.{_HSL}: not an object")
+        return {}
+    out = {k: hsl[k] for k in _HARD_STOP if k in hsl}
+    if out.get("panic_close_order_type", "market") != "market":
+        notes.append(
+            f"bot.common.{_HSL}.panic_close_order_type = {out.pop('panic_close_order_type')!r}: "
+            f"not carried over (gridbot's hard stop closes at market)"
+        )
+    for key in sorted(set(hsl) - set(_HARD_STOP)):
+        notes.append(f"bot.common.{_HSL}.{key}: no such setting in gridbot")
+    return {_HSL: out}
 
 
 def _markups(src: dict, out: dict, where: str, notes: list[str], done: set[str]) -> None:
@@ -240,6 +282,17 @@ def _backtest(bt: dict, symbols: list[str] | None, notes: list[str]) -> dict:
     return out
 
 
+def _live_notes(keys: list[str], notes: list[str]) -> None:
+    for key in keys:
+        if key.startswith("hsl_"):
+            notes.append(
+                f"live.{key}: not carried over (Passivbot's hard-stop cooldown policy for "
+                f"positions; gridbot's stop stays flat through its cooldown)"
+            )
+            continue
+        notes.append(f"live.{key}: no such setting in gridbot")
+
+
 def convert(pb: dict) -> tuple[dict, list[str]]:
     """(our config dict, notes naming every key not carried over)."""
     notes: list[str] = []
@@ -253,7 +306,9 @@ def convert(pb: dict) -> tuple[dict, list[str]]:
             ours["bot"][side] = _side(src, side, notes)
         elif src is not None:
             notes.append(f"bot.{side}: not an object")
-    for key in sorted(set(bot) - set(_SIDES)):
+    if "common" in bot and (common := _common(bot["common"], notes)):
+        ours["bot"]["common"] = common
+    for key in sorted(set(bot) - {*_SIDES, "common"}):
         notes.append(f"bot.{key}: no such setting in gridbot")
     sides_on = [s for s in _SIDES if ours["bot"].get(s, {}).get("enabled", True) and s in bot]
     live = _section(pb, "live")
@@ -262,8 +317,7 @@ def convert(pb: dict) -> tuple[dict, list[str]]:
     if symbols:
         ours["live"]["symbols"] = symbols
     handled = {*_LIVE, "approved_coins", "ignored_coins"}
-    for key in sorted(set(live) - handled):
-        notes.append(f"live.{key}: no such setting in gridbot")
+    _live_notes(sorted(set(live) - handled), notes)
     ours["backtest"] = _backtest(_section(pb, "backtest"), symbols, notes)
     overrides = pb.get("coin_overrides")
     if isinstance(overrides, dict):

@@ -11,9 +11,10 @@ from functools import cache
 import numpy as np
 import pytest
 
-from backtest.data import Candles, load_candles, parse_date_ms
-from backtest.engine import F_FEE, F_K, F_KIND, F_POS_SIZE, F_PRICE, F_QTY, EngineOutput
+from backtest.data import Candles, format_ms, load_candles, parse_date_ms
+from backtest.engine import F_FEE, F_K, F_KIND, F_PNL, F_POS_SIZE, F_PRICE, F_QTY, EngineOutput
 from backtest.events import OutsideEvent
+from backtest.metrics import compute_metrics, hard_stop_stops
 from backtest.runner import run_backtest
 from bot.config import config_to_dict, load_config, parse_config
 from bot.core.hard_stop import TIER_GREEN, TIER_ORANGE, TIER_RED
@@ -165,3 +166,27 @@ def test_a_bad_hard_stop_key_is_named(bad: dict):
     raw["bot"]["common"]["equity_hard_stop_loss"] = bad
     with pytest.raises(Exception, match=next(iter(bad))):
         parse_config(raw)
+
+
+def test_the_metrics_and_the_report_line_say_what_the_stop_did():
+    r = run(red_threshold=RED, ema_span_minutes=SPAN, cooldown_minutes_after_red=COOLDOWN)
+    m = compute_metrics(r)
+    out, k0 = r.output, r.inputs.trade_start
+    fired = int(np.argmax(out.hard_stop_tier == TIER_RED))
+    stops = out.fills[out.fills[:, F_KIND] == KIND_HARD_STOP]
+    loss = -float((stops[:, F_PNL] - stops[:, F_FEE]).sum())
+    assert m["hard_stop_triggers"] == 1 and m["hard_stop_restarts"] == 1
+    assert m["hard_stop_panic_close_loss_sum"] == pytest.approx(loss) and loss > 0.0
+    # red from the firing close to the restart: one candle more than the cooldown
+    assert m["hard_stop_duration_minutes_max"] == COOLDOWN + 1
+    n = len(out.equity) - k0
+    assert m["hard_stop_time_in_red_pct"] == pytest.approx((COOLDOWN + 1) / n * 100.0)
+    assert RED <= m["hard_stop_trigger_drawdown_mean"] < 1.5 * RED
+    (stop,) = hard_stop_stops(r)
+    ts = candles().timestamps
+    assert stop["fired_at"] == format_ms(int(ts[fired]) + 60_000)
+    assert stop["restarted_at"] == format_ms(int(ts[fired + 1 + COOLDOWN]) + 60_000)
+    assert stop["closes"] == len(stops) and stop["close_loss"] == pytest.approx(loss)
+    # off: every hard-stop metric is zero
+    off = compute_metrics(run())
+    assert all(v == 0 for k, v in off.items() if k.startswith("hard_stop_"))

@@ -103,6 +103,19 @@ def later_v7() -> dict:
     cfg["live"]["approved_coins"] = {"long": ["BTC/USDT:USDT", "ETHUSDT", "DOGE"], "short": []}
     cfg["live"]["ignored_coins"] = {"long": ["XRP"], "short": []}
     cfg["coin_overrides"] = {"DOGE": {"bot": {"long": {"entry_grid_spacing_pct": 0.05}}}}
+    # v7.9's account-wide equity hard stop loss, every key
+    cfg["bot"]["common"] = {
+        "equity_hard_stop_loss": {
+            "enabled": True,
+            "red_threshold": 0.08,
+            "ema_span_minutes": 30.0,
+            "cooldown_minutes_after_red": 240.0,
+            "no_restart_drawdown_threshold": 0.5,
+            "tier_ratios": {"yellow": 0.4, "orange": 0.7},
+            "orange_tier_mode": "graceful_stop",
+            "panic_close_order_type": "market",
+        }
+    }
     return cfg
 
 
@@ -182,9 +195,16 @@ def test_what_cannot_carry_over_is_named(tmp_path: Path) -> None:
     long["close_grid_markup_start"], long["close_grid_markup_end"] = 0.02, 0.005
     cfg["bot"]["short"].update(n_positions=2, total_wallet_exposure_limit=0.5)
     cfg["live"]["approved_coins"]["short"] = ["BTC"]
+    cfg["bot"]["common"]["equity_hard_stop_loss"]["panic_close_order_type"] = "limit"
+    cfg["live"]["hsl_position_during_cooldown_policy"] = "tp_only"
+    long["hsl_enabled"], long["hsl_signal_mode"] = True, "coin"
     code, out, err = gridbot("import", str(write(tmp_path, cfg)))
     assert code == 0, err
     for text in (
+        "bot.common.equity_hard_stop_loss.panic_close_order_type = 'limit': not carried over",
+        "live.hsl_position_during_cooldown_policy: not carried over",
+        "bot.long.hsl_enabled: Passivbot's per-side / per-coin hard stop is not in gridbot",
+        "bot.long.hsl_signal_mode: Passivbot's per-side / per-coin hard stop",
         "bot.long.entry_grid_spacing_volatility_weight = 2.5",
         "bot.long.close_grid_markup_end 0.005 < close_grid_markup_start 0.02",
         "live.approved_coins: different coins per side",
@@ -195,6 +215,8 @@ def test_what_cannot_carry_over_is_named(tmp_path: Path) -> None:
     lo = load_config(tmp_path / "ours.hjson").bot.long
     assert lo.enforce_exposure_limit is True
     assert lo.entry_trailing_grid_ratio == 0.5  # trailing is ours too now
+    hsl = load_config(tmp_path / "ours.hjson").bot.common.equity_hard_stop_loss
+    assert hsl.enabled and hsl.panic_close_order_type == "market"  # ours closes at market
 
 
 def test_strict_refuses_and_writes_nothing(tmp_path: Path) -> None:
@@ -237,6 +259,11 @@ def test_an_imported_config_backtests(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
+    hsl = load_config(new).bot.common.equity_hard_stop_loss
+    assert (hsl.enabled, hsl.red_threshold, hsl.ema_span_minutes) == (True, 0.08, 30.0)
+    assert (hsl.cooldown_minutes_after_red, hsl.no_restart_drawdown_threshold) == (240.0, 0.5)
+    assert (hsl.tier_ratios.yellow, hsl.orange_tier_mode) == (0.4, "graceful_stop")
+    assert report["hard_stop_triggers"] >= 1, "the crash trips the imported stop"
     assert report["symbols"] == ["BTCUSDT", "ETHUSDT", "DOGEUSDT"]
     assert report["n_fills"] > 0  # it traded: the imported strategy is live, not inert
     (fills,) = (tmp_path / "res").rglob("fills.csv")

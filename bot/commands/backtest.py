@@ -139,7 +139,13 @@ def _fmt(key: str, v: object) -> str:
     if isinstance(v, bool):
         return "YES" if v else "no"
     if isinstance(v, float):
-        if key in ("adg", "daily_gain_mean", "mdg", "drawdown_worst"):
+        if key in (
+            "adg",
+            "daily_gain_mean",
+            "mdg",
+            "drawdown_worst",
+            "hard_stop_trigger_drawdown_mean",
+        ):
             return f"{v * 100:.4f} %"
         if key.endswith("_hours_max") or key.startswith("hours_"):
             return f"{v:.1f} h"
@@ -149,11 +155,13 @@ def _fmt(key: str, v: object) -> str:
     return str(v)
 
 
-def _summary(metrics: dict, symbols: tuple[str, ...]) -> Table:
+def _summary(metrics: dict, symbols: tuple[str, ...], hard_stop: bool = True) -> Table:
     table = Table(title=f"backtest: {', '.join(symbols)}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
+        if not hard_stop and k.startswith("hard_stop_"):
+            continue  # the stop is off: its metrics stay in --json and analysis.json
         style = "bold red" if k in ("liquidated", "liquidation_time") and v else None
         table.add_row(k, _fmt(k, v), style=style)
     return table
@@ -163,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here: `gridbot --help` and other commands stay fast.
     from backtest.data import format_ms, load_candles_with_report
     from backtest.events import parse_events
-    from backtest.metrics import compute_metrics
+    from backtest.metrics import compute_metrics, hard_stop_stops
     from backtest.report import write_report
     from backtest.runner import run_backtest
 
@@ -235,7 +243,15 @@ def run(args: argparse.Namespace) -> int:
         folder = write_report(
             bt_run, metrics, out_dir, config_source=str(config_path), plots=not args.no_plots
         )
-    console.print(_summary(metrics, candles.symbols))
+    hsl_on = config.bot.common.equity_hard_stop_loss.enabled
+    console.print(_summary(metrics, candles.symbols, hsl_on))
+    for stop in hard_stop_stops(bt_run):
+        restart = stop["restarted_at"] or "never (halted to the end)"
+        console.print(
+            f"[bold red]hard stop[/bold red] fired at {stop['fired_at']} (score "
+            f"{_fmt('drawdown_worst', stop['score'])}): {stop['closes']} market closes cost "
+            f"{stop['close_loss']:,.2f} USDT; restarted {restart}"
+        )
     console.print(f"backtest took {elapsed:.2f} s; report: [bold]{folder}[/bold]")
     if args.json:
         payload = {**metrics, "report_dir": str(folder), "symbols": list(candles.symbols),
