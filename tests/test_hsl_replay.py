@@ -16,6 +16,7 @@ from backtest.runner import run_backtest
 from bot.config import parse_config
 from bot.core import hard_stop as H
 from bot.live.bot import LiveBot
+from bot.live.status_snapshot import build_status
 from tests.test_live_replay import TIGHT_GRID_SIDE, sample
 
 
@@ -92,6 +93,7 @@ def test_red_with_fills_by_rest_and_a_hand_position_during_the_cooldown():
         if seen["hand_ms"] is None and h[H.H_HALTED] and h[H.H_FLAT_SINCE_MS] >= 0:
             flat_since = h[H.H_FLAT_SINCE_MS]
             if venue.engine.now_ms - flat_since >= 5 * 60_000:
+                seen["status"] = build_status(bot)["hard_stop"]
                 seen["planned_restart_ms"] = flat_since + cooldown_ms
                 seen["hand_ms"] = venue.engine.now_ms
                 venue.change_position(key, "BTCUSDT", "LONG", 0.01)
@@ -115,3 +117,7 @@ def test_red_with_fills_by_rest_and_a_hand_position_during_the_cooldown():
     assert [cid for halted, cid in created if halted] == []
     assert any(not halted for halted, _ in created)  # it traded before and after
     assert hs.h[H.H_TRIGGERS] >= 1
+    # the status page said so during the cooldown
+    st = seen["status"]
+    assert st["tier"] == "red" and st["halted"] and not st["terminal"]
+    assert 0.0 < st["cooldown_left_minutes"] <= 25.0

@@ -31,6 +31,7 @@ import numpy as np
 from bot.config import hard_stop_params_array
 from bot.core import hard_stop as H
 from bot.core.account import unrealized_pnl
+from bot.errors import ExchangeError
 from bot.live.market_close import ask_close, send_close
 
 if TYPE_CHECKING:
@@ -197,7 +198,11 @@ class LiveHardStop:
                 await cycle.klines_aligned(ts)
                 self._sample(ts)
             if self.panic_due:
-                await self._panic()
+                try:
+                    await self._panic()
+                except ExchangeError as exc:  # still red: the next cycle tries again
+                    log.warning("hard stop: the red closes failed: %s; again next cycle", exc)
+                    self.bot.want_sync()
 
     def _sample(self, ts: int) -> None:
         before = self.tier
