@@ -139,6 +139,7 @@ class OrderAttempt:
     position: float = 0.0
     empty_for_seconds: float = 0.0
     order_id: int | None = None
+    unix_seconds: float = math.nan  # time.time() at placement: compared with the bot's log
 
     @property
     def ours(self) -> bool:
@@ -470,6 +471,7 @@ class VenueRecorder:
         pos = acct.positions.get((symbol, ps))
         attempt = OrderAttempt(
             wall_seconds=self.now(),
+            unix_seconds=time.time(),
             time_ms=eng.now_ms,
             symbol=symbol,
             side=str(side).upper(),
@@ -533,6 +535,7 @@ class VenueRecorder:
                     self.attempts.append(
                         OrderAttempt(
                             wall_seconds=self.now(),
+                            unix_seconds=time.time(),
                             time_ms=self.venue.engine.now_ms,
                             symbol=symbol,
                             side=str(params.get("side") or "").upper(),

@@ -30,6 +30,7 @@ import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "entries_while_red",
     "read_hard_stop_events",
     "read_hard_stop_state",
+    "red_close_lag",
 ]
 
 MINUTE_MS = 60_000
@@ -64,6 +66,7 @@ class HaltWindow:
     red_kline_ms: int
     end_ms: int | None
     score: float = math.nan
+    known_unix: float = math.nan  # when the bot logged the red (time.time()); nan: unknown
 
     @property
     def start_ms(self) -> int:
@@ -136,12 +139,25 @@ def halt_windows(events: Sequence[Mapping[str, Any]]) -> list[HaltWindow]:
         if e["tier"] == "red" and open_ is None:
             open_ = e
         elif e["tier"] != "red" and open_ is not None:
-            out.append(HaltWindow(int(open_["kline_ms"]), int(e["kline_ms"]) + MINUTE_MS,
-                                  float(open_.get("score", math.nan))))  # fmt: skip
+            out.append(_window(open_, int(e["kline_ms"]) + MINUTE_MS))
             open_ = None
     if open_ is not None:
-        out.append(HaltWindow(int(open_["kline_ms"]), None, float(open_.get("score", math.nan))))
+        out.append(_window(open_, None))
     return out
+
+
+def _window(red: Mapping[str, Any], end_ms: int | None) -> HaltWindow:
+    return HaltWindow(int(red["kline_ms"]), end_ms, float(red.get("score", math.nan)),
+                      _unix(red.get("time")))  # fmt: skip
+
+
+def _unix(iso: Any) -> float:
+    """The log's ``time`` ("2026-12-02T11:31:42.954Z") as seconds since the epoch; nan if
+    absent or unreadable."""
+    try:
+        return datetime.strptime(str(iso), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return math.nan
 
 
 def _window_of(
@@ -156,17 +172,23 @@ def _window_of(
 def entries_while_red(
     attempts: Iterable[Any], windows: Sequence[HaltWindow], end_of_soak_ms: int | None = None
 ) -> dict[str, Any]:
-    """Orders of ours accepted by the venue inside a halt window: entries (must be none) and,
-    informational, any other order that is not one of the hard stop's closes."""
+    """Orders of ours accepted by the venue inside a halt window once the bot knew it was red
+    (placed after its red record): entries must be none; any other order that is not one of
+    the hard stop's closes is counted (informational). Orders accepted after the red minute
+    closed but placed before the bot took that sample (it learns of a minute late when its
+    streams lag, and a soak replays a minute in 0.15 s) are counted apart: the bot could not
+    know yet, and red's cancel-all and closes undo them."""
     entries: list[dict[str, Any]] = []
-    others = 0
+    others = before_known = 0
     for a in attempts:
         if not a.ours or not a.accepted:
             continue
         w = _window_of(windows, a.time_ms, end_of_soak_ms)
         if w is None:
             continue
-        if not a.closing:
+        if a.unix_seconds < w.known_unix:  # False when either is nan: counted as known
+            before_known += 1
+        elif not a.closing:
             entries.append(_attempt_detail(a, w))
         elif not a.client_order_id.startswith(CLOSE_PREFIX):
             others += 1
@@ -174,7 +196,21 @@ def entries_while_red(
         "entries_while_red": len(entries),
         "entries_while_red_detail": entries[:_DETAIL],
         "other_orders_while_red": others,
+        "orders_before_red_known": before_known,
     }
+
+
+def red_close_lag(attempts: Iterable[Any], windows: Sequence[HaltWindow]) -> dict[str, Any]:
+    """For each halt, candles from the red minute's close to the first of the hard stop's
+    closes the venue saw (the bot's lag in learning of the minute, sampling, cancelling):
+    the largest, informational."""
+    lags: list[float] = []
+    attempts = [a for a in attempts if a.client_order_id.startswith(CLOSE_PREFIX)]
+    for w in windows:
+        first = next((a.time_ms for a in attempts if w.holds(a.time_ms)), None)
+        if first is not None:
+            lags.append((first - w.start_ms) / MINUTE_MS)
+    return {"first_close_after_red_candles_max": round(max(lags), 1) if lags else None}
 
 
 def _attempt_detail(a: Any, w: HaltWindow | None = None) -> dict[str, Any]:
@@ -376,7 +412,7 @@ def hard_stop_report(
             {"red_kline_ms": w.red_kline_ms, "end_ms": w.end_ms, "score": round(w.score, 5)}
             for w in windows[:_DETAIL]
         ],
-        **entries, **flat, **halts, **closes,
+        **entries, **red_close_lag(attempts, windows), **flat, **halts, **closes,
     }  # fmt: skip
     checks = {
         "no_entries_while_red": entries["entries_while_red"] == 0,

@@ -4,6 +4,7 @@ bot log lines: each check passes on a clean halt and fails on the record that br
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from backtest.soak_hard_stop import (
     hard_stop_closes,
     hard_stop_report,
     read_hard_stop_events,
+    red_close_lag,
 )
 
 T0 = 1_620_000_000_000  # a kline open
@@ -52,11 +54,11 @@ WINDOW = HaltWindow(RED, RESTART + MINUTE_MS)
 
 def attempt(time_ms: int, cid: str, side: str = "BUY", ps: str = "LONG", qty: float = 10.0,
             position: float = 0.0, accepted: bool = True, reduce_only: bool = False,
-            symbol: str = "DOGEUSDT") -> OrderAttempt:  # fmt: skip
+            symbol: str = "DOGEUSDT", unix: float = math.nan) -> OrderAttempt:  # fmt: skip
     return OrderAttempt(
         wall_seconds=0.0, time_ms=time_ms, symbol=symbol, side=side, position_side=ps, qty=qty,
         price=0.5, client_order_id=cid, reduce_only=reduce_only, accepted=accepted,
-        position=position,
+        position=position, unix_seconds=unix,
     )  # fmt: skip
 
 
@@ -133,6 +135,30 @@ def test_a_grid_close_while_red_is_counted_but_not_an_entry():
         [attempt(RED + 2 * MINUTE_MS, "gb-c1", side="SELL", position=10.0)], [WINDOW]
     )
     assert rep["entries_while_red"] == 0 and rep["other_orders_while_red"] == 1
+
+
+def test_an_entry_placed_before_the_bot_logged_red_is_counted_apart_one_after_fails():
+    """The bot learns of the red minute late when its streams lag (a soak minute is 0.15 s):
+    an entry accepted after the red minute closed but placed before the bot's red record
+    could not know; one placed after it (a cycle racing the sample) is a violation."""
+    events = [{**e, "time": "2026-12-02T11:31:42.954Z"} for e in EVENTS]
+    (w,) = halt_windows(events)
+    known = w.known_unix
+    assert known == pytest.approx(1_796_211_102.954)  # 2026-12-02 11:31:42.954 UTC
+    early = attempt(RED + 4 * MINUTE_MS, "gb-e1", unix=known - 0.4)
+    late = attempt(RED + 6 * MINUTE_MS, "gb-e2", unix=known + 0.05)
+    rep = entries_while_red([early], [w])
+    assert rep["entries_while_red"] == 0 and rep["orders_before_red_known"] == 1
+    rep = entries_while_red([early, late], [w])
+    assert rep["entries_while_red"] == 1 and rep["entries_while_red_detail"][0]["qty"] == 10.0
+    assert rep["entries_while_red_detail"][0]["client_order_id"] == "gb-e2"
+
+
+def test_the_lag_to_the_first_close_after_red():
+    closes = [attempt(RED + 3 * MINUTE_MS, "gbhL1", side="SELL", position=10.0),
+              attempt(RED + 9 * MINUTE_MS, "gbhL2", side="SELL", position=10.0)]  # fmt: skip
+    assert red_close_lag(closes, [WINDOW])["first_close_after_red_candles_max"] == 2.0
+    assert red_close_lag([], [WINDOW])["first_close_after_red_candles_max"] is None
 
 
 # ---------------------------------------------------------------- flat after red
