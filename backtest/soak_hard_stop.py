@@ -329,26 +329,25 @@ def flat_after_red(
 
 
 def halt_survived_restarts(
-    events: Sequence[Mapping[str, Any]],
-    windows: Sequence[HaltWindow],
-    state: Sequence[float] | None,
-    end_of_soak_ms: int | None = None,
+    events: Sequence[Mapping[str, Any]], state: Sequence[float] | None
 ) -> dict[str, Any]:
-    """Every start inside a halt window (its latest kline at load inside it) loaded a halted
-    state; the reds and cooldown restarts the log shows equal the persisted state's counts
-    (``state``: bot.core.hard_stop's ``h``; indices H_TRIGGERS 10, H_RESTARTS 11)."""
+    """Every start logged while the log shows a halt in force (a red record not yet followed
+    by a restart record; the log file is appended by every start in turn, so its order is
+    the truth) loaded a halted state; the reds and cooldown restarts the log shows equal the
+    persisted state's counts (``state``: bot.core.hard_stop's ``h``; H_TRIGGERS 10,
+    H_RESTARTS 11). A start inside the red minute itself, killed before it sampled it, is not
+    a halted start: the restarted bot takes that sample."""
     forgot: list[dict[str, Any]] = []
     starts_halted = 0
+    red: Mapping[str, Any] | None = None
     for e in events:
-        if e["event"] != "hard_stop_loaded":
-            continue
-        w = _window_of(windows, int(e["kline_ms"]) + MINUTE_MS, end_of_soak_ms)
-        if w is None:
-            continue
-        if e.get("halted"):
+        if e["event"] == "hard_stop_tier":
+            red = e if e["tier"] == "red" else None
+        elif red is not None and e.get("halted"):
             starts_halted += 1
-        else:
-            forgot.append({"red_kline_ms": w.red_kline_ms, **dict(e)})
+        elif red is not None:
+            forgot.append({"red_kline_ms": red["kline_ms"], **dict(e)})
+            red = None  # what it does next is its own (a second red is a second halt)
     reds = sum(1 for e in events if e["event"] == "hard_stop_tier" and e["tier"] == "red")
     restarts = sum(1 for e in events if e["event"] == "hard_stop_tier" and e.get("before") == "red")
     counted = (int(state[10]), int(state[11])) if state is not None else None
@@ -402,7 +401,7 @@ def hard_stop_report(
     entries = entries_while_red(attempts, windows, end_of_soak_ms)
     flat = flat_after_red(rows, windows, end_of_soak_ms, candle_seconds, recovery_seconds,
                           kill_ms)  # fmt: skip
-    halts = halt_survived_restarts(events, windows, state, end_of_soak_ms)
+    halts = halt_survived_restarts(events, state)
     closes = hard_stop_closes(attempts, qty_steps)
     tiers = [e["tier"] for e in events if e["event"] == "hard_stop_tier"]
     figures: dict[str, Any] = {

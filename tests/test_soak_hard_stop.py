@@ -219,22 +219,31 @@ def test_an_account_reset_counts_as_flat():
 
 def test_a_restart_inside_the_halt_that_comes_back_red_passes():
     events = [*EVENTS[:3], loaded(RED + 4 * MINUTE_MS, True), EVENTS[3]]
-    rep = halt_survived_restarts(events, halt_windows(events), [0.0] * 10 + [1.0, 1.0])
+    rep = halt_survived_restarts(events, [0.0] * 10 + [1.0, 1.0])
     assert rep["halts_lost_on_restart"] == 0 and rep["starts_while_halted"] == 1
     assert rep["log_matches_state"] is True
 
 
 def test_a_restart_inside_the_halt_that_comes_back_green_fails():
     events = [*EVENTS[:3], loaded(RED + 4 * MINUTE_MS, False)]
-    rep = halt_survived_restarts(events, halt_windows(events), [0.0] * 10 + [1.0, 0.0])
+    rep = halt_survived_restarts(events, [0.0] * 10 + [1.0, 0.0])
     assert rep["halts_lost_on_restart"] == 1
     assert rep["halts_lost_detail"][0]["red_kline_ms"] == RED
 
 
+def test_a_start_killed_before_the_red_sample_is_not_a_halted_start():
+    """Found by the hard stop soak (binance seed 2): the bot was killed in the minute that
+    went red, before it sampled it; the restarted bot loaded green (its latest kline that
+    very minute) and took the red sample itself. The log's order says so."""
+    events = [*EVENTS[:2], loaded(RED, False), *EVENTS[2:]]
+    rep = halt_survived_restarts(events, [0.0] * 10 + [1.0, 1.0])
+    assert rep["halts_lost_on_restart"] == 0 and rep["starts_while_halted"] == 0
+
+
 def test_a_state_that_counts_other_reds_than_the_log_fails():
-    rep = halt_survived_restarts(EVENTS, halt_windows(EVENTS), [0.0] * 10 + [2.0, 1.0])
+    rep = halt_survived_restarts(EVENTS, [0.0] * 10 + [2.0, 1.0])
     assert rep["log_matches_state"] is False
-    rep = halt_survived_restarts(EVENTS, halt_windows(EVENTS), None)  # no state at all
+    rep = halt_survived_restarts(EVENTS, None)  # no state at all
     assert rep["log_matches_state"] is False
 
 
