@@ -21,6 +21,7 @@ arithmetic is :mod:`bot.core.hard_stop`'s, shared with the backtester).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -198,7 +199,13 @@ class LiveHardStop:
                 cycle = self.bot.cycle
                 assert cycle is not None
                 await cycle.klines_aligned(ts)
-                self._sample(ts)
+                # with no coin's cycle in flight: an order decided under the old tier (an entry
+                # computed before a red) must not go out after the new tier is in force (the
+                # soak caught grid orders created 0.4 s after red: gridbot soak, hard stop)
+                async with contextlib.AsyncExitStack() as locks:  # the reconciler's order
+                    for c in self.bot.coins.values():
+                        await locks.enter_async_context(c.lock)
+                    self._sample(ts)
             if self.panic_due:
                 try:
                     await self._panic()
