@@ -13,7 +13,9 @@ Every measurement comes from the venue's own records (:class:`VenueRecorder`), n
 bot: the fills with the balance and position after each one, every order the bot tried to
 place with the exchange's position at that moment and the outcome. The pure functions
 (:func:`exposure_report`, :func:`phantom_orders`, :func:`duplicates_among`,
-:func:`compare_books`) take plain rows, so tests can feed them hand-built lists.
+:func:`compare_books`) take plain rows, so tests can feed them hand-built lists. With the
+equity hard stop on, :mod:`backtest.soak_hard_stop` adds its checks (the halts from the bot's
+log records, what was placed and filled from the venue's).
 """
 
 from __future__ import annotations

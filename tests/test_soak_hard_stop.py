@@ -317,3 +317,22 @@ def test_the_report_reads_the_bot_log_and_state_and_fails_each_check(tmp_path: P
         "halt_survived_restarts": False,  # the start inside the halt loaded green
         "hard_stop_orders_closing_only": False,  # 11 of a 10 position
     }
+
+
+def test_the_soak_table_shows_the_hard_stop_columns():
+    from benchmarks.soak_table import HEADER, row
+
+    s = {
+        "exchange": "bybit", "seed": 4, "minutes": 2.0, "start": "2021-05-12T17:27",
+        "candles": 800, "fills": 153, "faults_total": 14, "restarts": 2,
+        "entries_past_limit": 0, "max_wallet_exposure_ratio": 0.999892,
+        "orders_on_phantom_positions": 0, "duplicate_orders": 0,
+        "final_book_matches_exchange": True, "failed_checks": [],
+        "hard_stop": {"reds": 4, "entries_while_red": 0, "longest_open_while_red_candles": 13.0,
+                      "starts_while_halted": 2, "halts_lost_on_restart": 0,
+                      "hard_stop_orders": 8, "hard_stop_orders_not_closing": 0},
+    }  # fmt: skip
+    line = row(s)
+    assert line.count("|") == HEADER.splitlines()[0].count("|")
+    assert "| 4 | 0 | 13 | 2 of 2 | 8 (0) | none |" in line
+    assert "| - | - | - | - | - | none |" in row({**s, "hard_stop": None})
