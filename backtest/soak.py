@@ -13,7 +13,9 @@ Every measurement comes from the venue's own records (:class:`VenueRecorder`), n
 bot: the fills with the balance and position after each one, every order the bot tried to
 place with the exchange's position at that moment and the outcome. The pure functions
 (:func:`exposure_report`, :func:`phantom_orders`, :func:`duplicates_among`,
-:func:`compare_books`) take plain rows, so tests can feed them hand-built lists.
+:func:`compare_books`) take plain rows, so tests can feed them hand-built lists. With the
+equity hard stop on, :mod:`backtest.soak_hard_stop` adds its checks (the halts from the bot's
+log records, what was placed and filled from the venue's).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from backtest.data import Candles
 from backtest.replay import round_to_ticks
 from backtest.runner import warmup_candles
+from backtest.soak_hard_stop import hard_stop_report
 from backtest.venue.binance.errors import to_api_error
 from backtest.venue.bybit.rest import BybitError, to_bybit_error
 from backtest.venue.chaos import KINDS, Chaos, make_schedule
@@ -138,6 +141,7 @@ class OrderAttempt:
     position: float = 0.0
     empty_for_seconds: float = 0.0
     order_id: int | None = None
+    unix_seconds: float = math.nan  # time.time() at placement: compared with the bot's log
 
     @property
     def ours(self) -> bool:
@@ -469,6 +473,7 @@ class VenueRecorder:
         pos = acct.positions.get((symbol, ps))
         attempt = OrderAttempt(
             wall_seconds=self.now(),
+            unix_seconds=time.time(),
             time_ms=eng.now_ms,
             symbol=symbol,
             side=str(side).upper(),
@@ -532,6 +537,7 @@ class VenueRecorder:
                     self.attempts.append(
                         OrderAttempt(
                             wall_seconds=self.now(),
+                            unix_seconds=time.time(),
                             time_ms=self.venue.engine.now_ms,
                             symbol=symbol,
                             side=str(params.get("side") or "").upper(),
@@ -1032,6 +1038,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         if feed is not None and not feed.done():
             feed.cancel()
         final_exchange = exchange_book(venue, api_key)
+        end_ms = venue.engine.now_ms
         await venue.stop()
     book = read_bot_book(state_dir, exchange)
     book_ok, book_rows = compare_books(book, final_exchange, steps)
@@ -1051,6 +1058,16 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         "bot_unexpected_exits": not bot.unexpected,
         "position_mode_reapplied": chaos.mode_not_reapplied == 0,
     }
+    hard_stop: dict[str, Any] | None = None
+    if config.bot.common.equity_hard_stop_loss.enabled:
+        hsl_checks, hard_stop = hard_stop_report(
+            attempts=attempts, rows=rows, log_file=out / "gridbot.jsonl", state_dir=state_dir,
+            qty_steps=steps, end_of_soak_ms=end_ms,
+            candle_seconds=candles.timeframe_ms / 1000 / speed, recovery_seconds=grace_seconds,
+            kill_ms=[e["replay_ms"] for e in chaos.events
+                     if e["kind"] in ("kill9", "kill9_in_flight") and not e["skipped"]],
+        )  # fmt: skip
+        checks.update(hsl_checks)
     ts = candles.timestamps
     summary: dict[str, Any] = {
         "ok": all(checks.values()),
@@ -1090,6 +1107,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
         "final_book": book_rows,
         "position_mode_not_reapplied": chaos.mode_not_reapplied,
         "bot_exit_code": rc,
+        "hard_stop": hard_stop,
         "bot_log": scan_bot_logs(bot.log_path(n) for n in range(1, bot.starts + 1)),
         "results_dir": str(out),
         "seconds": round(time.monotonic() - loop_t0, 1),
@@ -1133,4 +1151,37 @@ def summary_lines(s: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             v(c["position_mode_reapplied"]),
         ),  # fmt: skip
         ("bot exits of its own", str(s["bot_unexpected_exits"]), v(c["bot_unexpected_exits"])),
+        *_hard_stop_lines(s.get("hard_stop"), c, v),
+    ]
+
+
+def _hard_stop_lines(
+    h: Mapping[str, Any] | None, c: Mapping[str, bool], v: Callable[[bool], str]
+) -> list[tuple[str, str, str]]:
+    if h is None:
+        return []
+    starts = h["starts_while_halted"] + h["halts_lost_on_restart"]
+    return [
+        ("hard stop: reds, oranges", f"{h['reds']}, {h['oranges']}", ""),
+        (
+            "hard stop: entries while red",
+            f"{h['entries_while_red']} (other orders {h['other_orders_while_red']})",
+            v(c["no_entries_while_red"]),
+        ),
+        (
+            "hard stop: flat after red",
+            f"{h['positions_not_closed_after_red']} late; longest "
+            f"{h['longest_open_while_red_candles']:g} candles",
+            v(c["flat_after_red"]),
+        ),
+        (
+            "hard stop: halt kept on restart",
+            f"{h['halts_lost_on_restart']} lost of {starts}; log = state {h['log_matches_state']}",
+            v(c["halt_survived_restarts"]),
+        ),
+        (
+            "hard stop: closes within position",
+            f"{h['hard_stop_orders_not_closing']} bad of {h['hard_stop_orders']}",
+            v(c["hard_stop_orders_closing_only"]),
+        ),
     ]

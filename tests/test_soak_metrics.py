@@ -7,6 +7,7 @@ import asyncio
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -274,3 +275,37 @@ def test_soak_table_row_for_the_benchmarks_readme():
     line = row(s)
     assert line.count("|") == HEADER.splitlines()[0].count("|")
     assert "| bybit | 3 | 5 |" in line and "| 0.9987 |" in line and line.endswith("| none |")
+
+
+def test_a_flip_during_a_resets_wait_is_not_counted_against_the_bot(venue):
+    """Found by the hard stop soak (binance seed 1): an account reset the bot undid in 2 s,
+    then a position-mode flip just before the reset's wait ended; the reset's wait saw the
+    flip's one-way mode and counted it against the bot. The later fault's own wait judges it;
+    a reset the bot leaves undone still counts."""
+    from backtest.venue.chaos import Chaos, Fault
+
+    refusals: list[float] = []
+    chaos = Chaos(venue, "k", {"LONG": 0.5, "SHORT": 0.5}, mode_grace_seconds=0.1,
+                  mode_refusals=lambda: refusals)  # fmt: skip
+
+    async def scene() -> None:
+        reset = asyncio.create_task(chaos.apply(Fault(0.0, "account_reset", 0.5)))
+        await asyncio.sleep(0.05)
+        refusals.append(time.monotonic())  # the bot's order refused for the mode...
+        venue.flip_position_mode("k", True)  # ...so it switches hedge mode back on
+        await asyncio.sleep(0.25)
+        flip = asyncio.create_task(chaos.apply(Fault(0.0, "position_mode_flip", 5.0)))
+        await reset
+        assert chaos.mode_not_reapplied == 0
+        assert not venue.engine.account("k").hedge_mode  # the flip's: still waiting
+        flip.cancel()  # the soak ends: the flip's wait undoes it (no refusal since: not held)
+        await asyncio.gather(flip, return_exceptions=True)
+        assert venue.engine.account("k").hedge_mode and chaos.mode_not_reapplied == 0
+        # a reset the bot does not undo, with a refusal to tell it: counted
+        again = asyncio.create_task(chaos.apply(Fault(0.0, "account_reset", 0.4)))
+        await asyncio.sleep(0.05)
+        refusals.append(time.monotonic())
+        await again
+        assert chaos.mode_not_reapplied == 1 and venue.engine.account("k").hedge_mode
+
+    asyncio.run(scene())

@@ -181,6 +181,9 @@ class Chaos:
     mode_refusals: Callable[[], Sequence[float]] | None = None
     _silent: int = 0
     _delays: list[float] = field(default_factory=list)
+    # time.monotonic() of the latest switch to one-way mode (a flip or a reset): an earlier
+    # fault's wait must not count the later one's one-way mode against the bot
+    _one_way_since: float = -math.inf
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -268,6 +271,7 @@ class Chaos:
             await self._manual_change(f)
         elif k == "account_reset":
             hedge = v.engine.account(self.api_key).hedge_mode
+            self._one_way_since = time.monotonic()
             acct = v.reset_account(
                 self.api_key, v.starting_balance(self.api_key), hedge_mode=False, restart=True
             )
@@ -277,7 +281,7 @@ class Chaos:
                 "mode, sockets dropped",
             )
             if hedge:
-                await self._await_hedge(f, time.monotonic())
+                await self._await_hedge(f, self._one_way_since)
         elif k == "position_mode_flip":
             await self._mode_flip(f)
         elif k == "private_topic_delay":
@@ -358,34 +362,36 @@ class Chaos:
         if not acct.hedge_mode:
             self.note(k, "account already in one-way mode", skipped=True)
             return
+        self._one_way_since = time.monotonic()
         closed = v.flip_position_mode(self.api_key, False, tag="chaos")
         self.note(k, f"one-way mode: orders cancelled, {closed} positions closed at market")
-        await self._await_hedge(f, time.monotonic())
+        await self._await_hedge(f, self._one_way_since)
 
     async def _await_hedge(self, f: Fault, t_flip: float) -> None:
         """Give the bot ``f.duration_seconds`` to switch hedge mode back on; count it if it did not,
-        then switch back (also when cancelled: the soak ended)."""
-        v = self.venue
+        then switch back (also when cancelled: the soak ended). A later flip or reset in force by
+        then is its own wait's to judge and undo."""
         try:
             await asyncio.sleep(f.duration_seconds)
         finally:
-            now = time.monotonic()
-            held = now - t_flip >= min(f.duration_seconds, self.mode_grace_seconds)
-            if held and self.mode_refusals is not None:
-                held = any(
-                    t_flip <= t <= now - self.mode_grace_seconds for t in self.mode_refusals()
-                )
-            acct = v.engine.account(self.api_key)  # a reset may have replaced it meanwhile
-            if not acct.hedge_mode:
-                if held:
-                    self.mode_not_reapplied += 1
-                    log.warning(
-                        "the bot did not re-apply hedge mode within %.0f s", f.duration_seconds
-                    )
-                try:
-                    v.flip_position_mode(self.api_key, True, tag="chaos")
-                except Refused as exc:  # only a bug of ours can leave orders in one-way mode
-                    log.warning("could not switch the account back to hedge mode: %s", exc)
+            if self._one_way_since <= t_flip:
+                self._judge_hedge(f, t_flip)
+
+    def _judge_hedge(self, f: Fault, t_flip: float) -> None:
+        v = self.venue
+        now = time.monotonic()
+        held = now - t_flip >= min(f.duration_seconds, self.mode_grace_seconds)
+        if held and self.mode_refusals is not None:
+            held = any(t_flip <= t <= now - self.mode_grace_seconds for t in self.mode_refusals())
+        acct = v.engine.account(self.api_key)  # a reset may have replaced it meanwhile
+        if not acct.hedge_mode:
+            if held:
+                self.mode_not_reapplied += 1
+                log.warning("the bot did not re-apply hedge mode within %.0f s", f.duration_seconds)
+            try:
+                v.flip_position_mode(self.api_key, True, tag="chaos")
+            except Refused as exc:  # only a bug of ours can leave orders in one-way mode
+                log.warning("could not switch the account back to hedge mode: %s", exc)
 
     async def _kill(self, f: Fault) -> None:
         k = f.kind

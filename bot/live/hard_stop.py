@@ -23,6 +23,7 @@ arithmetic is :mod:`bot.core.hard_stop`'s, shared with the backtester).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -144,9 +145,8 @@ class LiveHardStop:
             self.fresh = True
             # the first sample is the first kline to close after the start (the backtester
             # samples no warm-up candle either)
-            self.h[H.H_LAST_MS] = max(
-                (c.last_kline_ts for c in self.bot.coins.values()), default=-1
-            )
+            self.h[H.H_LAST_MS] = self._latest_kline_ms()
+            self._log_event("hard_stop_loaded", self._latest_kline_ms(), fresh=True)
             if saved is not None:
                 text = (
                     f"hard stop reset by the operator (--reset-hard-stop): peak = equity now "
@@ -163,6 +163,9 @@ class LiveHardStop:
                 "EMA and halt kept, the new parameters apply from the next sample"
             )
             self.save()
+        self._log_event(
+            "hard_stop_loaded", self._latest_kline_ms(), last_sample_ms=int(self.h[H.H_LAST_MS])
+        )
         if self.h[H.H_HALTED]:
             self.panic_due = True  # finish the panic (closes a kill interrupted) at once
             how = (
@@ -211,7 +214,13 @@ class LiveHardStop:
                 cycle = self.bot.cycle
                 assert cycle is not None
                 await cycle.klines_aligned(ts)
-                self._sample(ts)
+                # with no coin's cycle in flight: an order decided under the old tier (an entry
+                # computed before a red) must not go out after the new tier is in force (the
+                # soak caught grid orders created 0.4 s after red: gridbot soak, hard stop)
+                async with contextlib.AsyncExitStack() as locks:  # the reconciler's order
+                    for c in self.bot.coins.values():
+                        await locks.enter_async_context(c.lock)
+                    self._sample(ts)
             if self.panic_due:
                 try:
                     await self._panic()
@@ -237,6 +246,8 @@ class LiveHardStop:
         tier = int(H.hsl_sample(self.h, self.hp, equity, float(ts), flat))
         self.tiers.append((ts, tier))
         self.save()
+        if tier != before:
+            self._log_event("hard_stop_tier", ts, before=H.TIER_NAMES[before])
         if tier == H.TIER_RED:
             self.panic_due = True
             self._red_new = self._red_new or before != H.TIER_RED
@@ -344,6 +355,26 @@ class LiveHardStop:
         self.bot.state.set(STATE_CLOSES, sent)
 
     # ------------------------------------------------------------------ reporting
+
+    def _latest_kline_ms(self) -> int:
+        return int(max((c.last_kline_ts for c in self.bot.coins.values()), default=-1))
+
+    def _log_event(self, event: str, kline_ms: int, **more: Any) -> None:
+        """A machine-readable record in the log file (``event``, ``data``): each tier change
+        with the kline it was sampled at, and each start's loaded state (the soak's hard stop
+        checks read them: backtest.soak_hard_stop)."""
+        h = self.h
+        data = {
+            "kline_ms": kline_ms,
+            "tier": H.TIER_NAMES[self.tier],
+            "halted": bool(h[H.H_HALTED]),
+            "terminal": bool(h[H.H_TERMINAL]),
+            "triggers": int(h[H.H_TRIGGERS]),
+            "restarts": int(h[H.H_RESTARTS]),
+            "score": float(h[H.H_SCORE]),
+            **more,
+        }
+        log.info("%s %s", event, data, extra={"event": event, "data": data})
 
     @staticmethod
     def _describe(h: np.ndarray) -> str:
