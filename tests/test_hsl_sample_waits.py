@@ -9,6 +9,7 @@ bot here is the real LiveHardStop, coins and SQLite state; the exchange side is 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from bot.config import parse_config
 from bot.core import hard_stop as H
@@ -31,6 +32,7 @@ class _Bot:
         self.state = StateStore(state_dir, fsync=False)
         self.balance = 1000.0
         self.cycle = self
+        self.book = SimpleNamespace(unexplained=False)  # no balance change awaiting the log
         self.notes: list[str] = []
 
     async def klines_aligned(self, ts: int) -> None:
