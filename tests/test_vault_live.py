@@ -18,9 +18,11 @@ from backtest.replay import replay_config, round_to_ticks
 from backtest.venue.server import Venue, VenueConfig
 from backtest.venue.vault_impact import VaultImpact
 from bot.config import parse_config, warmup_candles
+from bot.core.book import market_fill_price
 from bot.core.rounding import round_dn
 from bot.exchange.registry import make_adapter
 from bot.live.bot import LiveBot
+from bot.markets import market_spec
 from bot.vault.ledger import Ledger
 from tests.test_live_replay import TIGHT_GRID_SIDE, sample
 
@@ -155,14 +157,21 @@ def test_a_withdrawal_becomes_pro_rata_closes_in_tranches_and_is_paid_once(tmp_p
     # the last price (the previous candle's close)
     impact = VaultImpact(candles, config.vault.impact_coef, config.vault.volatility_window_minutes)
     ts = np.asarray(candles.timestamps, dtype=np.int64)
+    moved_by_ticks = 0
     for t in out["trades"]:
         if not t.client_order_id.startswith("gbv"):
             continue
         k = int(np.searchsorted(ts, t.time_ms, side="left"))
         last = float(candles.ohlcv[list(candles.symbols).index(t.symbol), k - 1, 3])
         pside = 1 if t.position_side == "LONG" else -1
-        assert t.price == pytest.approx(impact.price(t.symbol, pside, t.qty, last, t.time_ms))
-        assert (t.price - last) * pside < 0
+        # ... put on the tick, as an exchange prints a fill (bot.core.book.market_fill_price)
+        step = market_spec(t.symbol).price_step
+        moved = impact.price(t.symbol, pside, t.qty, last, t.time_ms)
+        assert t.price == pytest.approx(market_fill_price(moved, step))
+        # against the closer, never for: an impact under half a tick rounds back onto the last
+        assert (moved - last) * pside < 0 and (t.price - last) * pside <= 0
+        moved_by_ticks += (t.price - last) * pside < 0
+    assert moved_by_ticks > 0  # the larger slices do move the fill a tick or more
     # the ledger and the positions agree: the slice is gone, the strategy holds the account
     for k in out["book"]:
         assert out["strategy"][k] == pytest.approx(out["book"][k])
