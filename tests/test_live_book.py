@@ -106,6 +106,28 @@ def test_the_book_and_its_cursor_survive_a_restart_together(tmp_path):
     assert again.position(SYM, 0) == (200.0, pytest.approx(0.45))
 
 
+def test_a_reset_account_s_positions_replace_the_saved_ones_at_once(tmp_path):
+    """A restart on a saved book, then the account turns out reset: the new account's
+    positions (here: a short the old one did not have, no long) are the book's, saved with the
+    new cursor; no close may be sized from the old long."""
+    b = Book(StateStore(tmp_path, "t"), [SYM], {SYM: 1.0})
+    b.load(BALANCE)
+    b.fill(FillEvent(SYM, 1, 300.0, 0.5, 42, 1, "gbLi00", "1", 0.0, 42))
+    b.state.close()
+    again = Book(StateStore(tmp_path, "t"), [SYM], {SYM: 1.0})
+    again.load(BALANCE)
+    assert again.position(SYM, 0) == (300.0, 0.5)
+    again.reset(SYM, 3, (0.0, 0.0, 50.0, 0.6))
+    assert again.position(SYM, 0) == (0.0, 0.0) and again.position(SYM, 1) == (50.0, 0.6)
+    sides = again.coins[SYM].sides
+    assert sides[0].report == (0.0, 0.0) and sides[1].report == (50.0, 0.6)
+    again.state.close()
+    third = Book(StateStore(tmp_path, "t"), [SYM], {SYM: 1.0})
+    third.load(BALANCE)
+    assert third.coins[SYM].cursor == 3 and third.position(SYM, 0) == (0.0, 0.0)
+    assert third.position(SYM, 1) == (50.0, 0.6)
+
+
 @pytest.mark.parametrize("fsync", [True, False])
 def test_the_book_survives_the_process_dropping_its_state_unclosed(tmp_path, fsync):
     # lockstep replays write without fsync (fsync=False): a kill of the process (no close, no

@@ -442,15 +442,23 @@ class Book(BalanceBook):
         self.save(c)
         return True
 
-    def reset(self, symbol: str, cursor: int) -> None:
+    def reset(self, symbol: str, cursor: int, position: tuple[float, float, float, float]) -> None:
         """The exchange's account went backwards (its latest fill is older than our cursor):
-        forget the fills we saw, restart the cursor from the exchange's."""
+        forget the fills we saw, restart the cursor from the exchange's and take the new
+        account's ``position`` (long size, price, short size, price) at once: the old
+        account's positions are gone, and a close sized from them would close nothing (or,
+        without reduce-only, open the other way)."""
         c = self.coins[symbol]
         self._seen = {k for k in self._seen if k[0] != symbol}
         c.cursor, c.cursor_ids = cursor, []
         c.progress.clear()
         c.open.clear()
         c.unsure.clear()
+        for j in range(2):
+            size, price = position[2 * j], position[2 * j + 1]
+            c.sides[j].report = (size, price if size else 0.0)
+            c.sides[j].report_time_ms = -1
+            self._adopt(c, j, size, price, "the reset account reports")
         c.saved = True
         self.save(c)
 

@@ -9,8 +9,8 @@ and whenever an event disagrees with the book. How:
    the fills again; when the second catch-up finds nothing (and no stream event came), the
    snapshot is exactly as new as the book and is applied (:meth:`Book.apply_snapshot`);
 3. watermarks checked: an exchange whose latest fill is older than our cursor went backwards
-   (an account reset, a new account behind the same key): the cursor restarts from the
-   exchange's, the positions are adopted and hedge mode is verified again.
+   (an account reset, a new account behind the same key): the positions are adopted at once,
+   the cursor restarts from the exchange's and hedge mode is verified again.
 
 While it runs the book is in doubt ("reconciling"): no new entries, closes still go.
 """
@@ -122,16 +122,30 @@ class Reconciler:
             latest = await self.bot.rest(self.adapter.latest_fill_cursor, s)
             if latest < cb.cursor:
                 out.append((s, latest))
-        for s, latest in out:
-            log.error(
-                "%s: the exchange's latest fill (%d) is older than our cursor (%d): the account "
-                "was reset or replaced; adopting the exchange's positions and orders as they "
-                "are, and checking the position mode again",
-                s, latest, self.book.coins[s].cursor,
-            )  # fmt: skip
-            self.book.reset(s, latest)
-            self.resets += 1
+        if out:
+            await self._reset(dict(out))
         return [s for s, _ in out]
+
+    async def _reset(self, latest: dict[str, int]) -> None:
+        """The account behind the key is another one: its positions replace the book's at
+        once (not at the end of the sync: the cycles go on meanwhile, and would place closes
+        for positions the exchange no longer has). The cursor is read after the positions: a
+        fill between the two is left to the consistent snapshot that follows (the book is
+        then smaller than the account, never larger: no close of what is not there)."""
+        snap = await self.bot.rest(self.adapter.fetch_account, self.bot.symbols)
+        cursors = {s: await self.bot.rest(self.adapter.latest_fill_cursor, s) for s in latest}
+        async with contextlib.AsyncExitStack() as locks:  # no cycle halfway through its orders
+            for c in self.bot.coins.values():
+                await locks.enter_async_context(c.lock)
+            for s in latest:
+                log.error(
+                    "%s: the exchange's latest fill (%d) is older than our cursor (%d): the "
+                    "account was reset or replaced; adopting the exchange's positions and "
+                    "orders as they are, and checking the position mode again",
+                    s, latest[s], self.book.coins[s].cursor,
+                )  # fmt: skip
+                self.book.reset(s, cursors[s], snap.positions.get(s, (0.0, 0.0, 0.0, 0.0)))
+                self.resets += 1
 
     async def sync(self, *, quiet: bool = False) -> bool:
         """Open orders, then a consistent snapshot; True when the book now equals the
