@@ -50,6 +50,7 @@ from backtest.venue.matching import AccountUpdate, OrderUpdate
 from backtest.venue.refusals import Refused
 from backtest.venue.server import AccountReset, Venue, VenueConfig
 from bot.config import Config, config_to_dict
+from bot.errors import ConfigError
 from bot.markets import market_spec
 
 __all__ = [
@@ -917,6 +918,22 @@ def plan(opts: SoakOptions, rng: random.Random) -> tuple[int, float, int]:
     return start, speed, need
 
 
+def _new_run_dir(config: Config, exchange: str, seed: int) -> Path:
+    """A folder no other run uses: two soaks started in the same second (another scenario,
+    another shell) must not share a state folder and read each other's bot state."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    base = Path(config.backtest.results_dir).resolve() / f"soak_{stamp}_{exchange}_s{seed}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{base}: 999 soak folders of this second exist already")
+
+
 async def run_soak(opts: SoakOptions) -> SoakResult:
     config = opts.config
     exchange = opts.exchange
@@ -932,11 +949,7 @@ async def run_soak(opts: SoakOptions) -> SoakResult:
     schedule = make_schedule(
         rng, window_seconds, round_seconds=opts.round_seconds, kinds=opts.kinds
     )
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-    out = (
-        opts.out_dir or Path(config.backtest.results_dir) / f"soak_{stamp}_{exchange}_s{opts.seed}"
-    )
-    out = out.resolve()
+    out = opts.out_dir.resolve() if opts.out_dir else _new_run_dir(config, exchange, opts.seed)
     out.mkdir(parents=True, exist_ok=True)
     state_dir = out / "state"
     wel = {

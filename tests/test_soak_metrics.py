@@ -309,3 +309,13 @@ def test_a_flip_during_a_resets_wait_is_not_counted_against_the_bot(venue):
         assert chaos.mode_not_reapplied == 1 and venue.engine.account("k").hedge_mode
 
     asyncio.run(scene())
+
+
+def test_two_soaks_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    from backtest.soak import _new_run_dir
+    from bot.config import parse_config
+
+    config = parse_config({"backtest": {"results_dir": str(tmp_path / "results")}})
+    first = _new_run_dir(config, "binance", 1)
+    second = _new_run_dir(config, "binance", 1)
+    assert first != second and first.is_dir() and second.is_dir()
