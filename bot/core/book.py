@@ -116,6 +116,29 @@ N_R = 7
 
 
 @njit(cache=True)
+def _write_row(  # noqa: PLR0913 -- one booked row's columns
+    out: np.ndarray,
+    n: int,
+    s: int,
+    side: int,
+    qty: float,
+    price: float,
+    fee: float,
+    pnl: float,
+    balance: float,
+) -> int:
+    """Write booked row ``n`` (``R_*`` columns) and return the next row's index."""
+    out[n, R_SYMBOL] = s
+    out[n, R_SIDE] = side
+    out[n, R_QTY] = qty
+    out[n, R_PRICE] = price
+    out[n, R_FEE] = fee
+    out[n, R_PNL] = pnl
+    out[n, R_BALANCE] = balance
+    return n + 1
+
+
+@njit(cache=True)
 def book_fill(
     side: int, pos_size: float, pos_price: float, qty: float, price: float, fee_rate: float
 ) -> tuple[float, float, float, float, float]:
@@ -240,14 +263,7 @@ def book_liquidation(
             balance -= fee
             size[j, s] = 0.0
             pprice[j, s] = 0.0
-            out[n, R_SYMBOL] = s
-            out[n, R_SIDE] = side
-            out[n, R_QTY] = -side * q
-            out[n, R_PRICE] = p
-            out[n, R_FEE] = fee
-            out[n, R_PNL] = pnl
-            out[n, R_BALANCE] = balance
-            n += 1
+            n = _write_row(out, n, s, side, -side * q, p, fee, pnl, balance)
     deficit = 0.0
     if balance < 0.0:
         deficit = -balance
@@ -296,14 +312,7 @@ def book_market_closes(
             balance += pnl - fee
             size[j, s] = new_size
             pprice[j, s] = new_price
-            out[n, R_SYMBOL] = s
-            out[n, R_SIDE] = side
-            out[n, R_QTY] = -side * booked
-            out[n, R_PRICE] = p
-            out[n, R_FEE] = fee
-            out[n, R_PNL] = pnl
-            out[n, R_BALANCE] = balance
-            n += 1
+            n = _write_row(out, n, s, side, -side * booked, p, fee, pnl, balance)
     return balance, n
 
 
@@ -338,14 +347,7 @@ def _reduce(
     size[j, s] = new_size
     pprice[j, s] = new_price
     balance += pnl
-    out[n, R_SYMBOL] = s
-    out[n, R_SIDE] = side
-    out[n, R_QTY] = -side * booked
-    out[n, R_PRICE] = price
-    out[n, R_FEE] = 0.0
-    out[n, R_PNL] = pnl
-    out[n, R_BALANCE] = balance
-    return balance, n + 1
+    return balance, _write_row(out, n, s, side, -side * booked, price, 0.0, pnl, balance)
 
 
 @njit(cache=True)
